@@ -1,0 +1,139 @@
+//! The one codec: bincode 1.3.3 with varint integers, a byte limit on every decode, and
+//! trailing bytes rejected. Nothing else in the workspace names bincode.
+//!
+//! Every encoded message starts with its protocol version as two little-endian bytes, so an
+//! unknown version is recognised before the body is read, and a newer server can keep the old
+//! body decoders beside the new ones.
+
+use bincode::Options;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::sync::PROTOCOL_VERSION;
+
+/// Protocol versions this build decodes.
+pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("thông điệp rỗng / the message is empty: send a version and a body")]
+    Empty,
+    #[error("thông điệp dài {got} byte, vượt giới hạn {limit} / the message is {got} bytes, over the limit of {limit}: send fewer items per request")]
+    TooLarge { got: usize, limit: usize },
+    #[error("phiên bản giao thức {got} không được hỗ trợ / protocol version {got} is not supported (this server speaks {supported:?}): update the field app")]
+    UnsupportedVersion { got: u16, supported: Vec<u16> },
+    #[error("thông điệp bị cắt cụt / the message is truncated: it ends before its last field; resend it whole")]
+    Truncated,
+    #[error(
+        "thông điệp có byte thừa ở cuối / the message has trailing bytes after its last field"
+    )]
+    TrailingBytes,
+    #[error("thông điệp không đọc được / the message is malformed: {0}")]
+    Malformed(String),
+}
+
+fn options(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_varint_encoding()
+        .with_little_endian()
+        .with_limit(limit as u64)
+        .reject_trailing_bytes()
+}
+
+/// Encodes a message with the current protocol version in front.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut out = PROTOCOL_VERSION.to_le_bytes().to_vec();
+    // Serializing our own in-memory types into a Vec cannot fail: no I/O, no size limit.
+    if let Err(error) = options(usize::MAX).serialize_into(&mut out, message) {
+        unreachable!("encoding an in-memory message failed: {error}");
+    }
+    out
+}
+
+/// Decodes a message of at most `limit` bytes, version prefix included.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+    if bytes.len() > limit {
+        return Err(CodecError::TooLarge {
+            got: bytes.len(),
+            limit,
+        });
+    }
+    let (version, body) = match bytes {
+        [] => return Err(CodecError::Empty),
+        [_] => return Err(CodecError::Truncated),
+        [lo, hi, body @ ..] => (u16::from_le_bytes([*lo, *hi]), body),
+    };
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(CodecError::UnsupportedVersion {
+            got: version,
+            supported: SUPPORTED_VERSIONS.to_vec(),
+        });
+    }
+    // The limit bounds what bincode may read, and bincode caps what a length prefix may
+    // preallocate, so a lying prefix costs at most the bytes actually sent.
+    options(body.len()).deserialize(body).map_err(classify)
+}
+
+fn classify(error: bincode::Error) -> CodecError {
+    match *error {
+        bincode::ErrorKind::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            CodecError::Truncated
+        }
+        bincode::ErrorKind::SizeLimit => CodecError::Truncated,
+        bincode::ErrorKind::Custom(ref text) if text.contains("bytes remaining") => {
+            CodecError::TrailingBytes
+        }
+        other => CodecError::Malformed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::{PullRequest, PushRequest};
+    use uuid::Uuid;
+
+    fn pull() -> PullRequest {
+        PullRequest {
+            device_id: Uuid::from_u128(7),
+            cursor: 42,
+            limit: 100,
+            outcomes_from: 1,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_rejections() {
+        let bytes = encode(&pull());
+        assert_eq!(decode::<PullRequest>(&bytes, 1024), Ok(pull()));
+        assert_eq!(decode::<PullRequest>(&[], 1024), Err(CodecError::Empty));
+        assert_eq!(
+            decode::<PullRequest>(&bytes[..bytes.len() - 1], 1024),
+            Err(CodecError::Truncated)
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            decode::<PullRequest>(&long, 1024),
+            Err(CodecError::TrailingBytes)
+        );
+        assert!(matches!(
+            decode::<PullRequest>(&bytes, 4),
+            Err(CodecError::TooLarge { .. })
+        ));
+        let mut future = bytes.clone();
+        future[0] = 99;
+        assert!(matches!(
+            decode::<PullRequest>(&future, 1024),
+            Err(CodecError::UnsupportedVersion { got: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn a_lying_length_prefix_does_not_allocate() {
+        // A push claiming four billion mutations in a few bytes.
+        let mut bytes = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 16]);
+        bytes.extend_from_slice(&[0xfc, 0xff, 0xff, 0xff, 0xff]);
+        assert!(decode::<PushRequest>(&bytes, 1024).is_err());
+    }
+}

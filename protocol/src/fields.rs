@@ -1,0 +1,418 @@
+//! A household seen as a flat map of field paths to scalar values.
+//!
+//! Sync, merge and history all work on this view: a mutation is a list of
+//! [`FieldChange`]s, and two devices' edits merge field by field. Paths are dot-separated
+//! (`address`, `dwelling.floor_area_m2`, `income.b1_answers.Q3`). Members are keyed by their
+//! id (`members.<uuid>.full_name`), never by position, so members added on two devices both
+//! survive. A member exists while any of its leaves does; removing a member removes its leaves.
+//!
+//! The conversion goes through `serde_json::Value`, so a field added to [`Household`] needs no
+//! code here: the flattening follows the struct.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+use std::collections::BTreeMap;
+
+use crate::household::Household;
+
+/// Collections of objects that are keyed by their `id` field in paths.
+const KEYED_LISTS: &[&str] = &["members"];
+
+/// Longest path accepted, in bytes.
+pub const MAX_PATH_BYTES: usize = 200;
+/// Longest text value accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 2_000;
+/// Most items in a list value.
+pub const MAX_LIST_ITEMS: usize = 64;
+
+/// A leaf value of the record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FieldValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    List(Vec<FieldValue>),
+}
+
+impl PartialEq for FieldValue {
+    fn eq(&self, other: &FieldValue) -> bool {
+        match (self, other) {
+            (FieldValue::Null, FieldValue::Null) => true,
+            (FieldValue::Bool(a), FieldValue::Bool(b)) => a == b,
+            (FieldValue::Int(a), FieldValue::Int(b)) => a == b,
+            // Bitwise, so that equality is reflexive and merges are deterministic.
+            (FieldValue::Float(a), FieldValue::Float(b)) => a.to_bits() == b.to_bits(),
+            (FieldValue::Text(a), FieldValue::Text(b)) => a == b,
+            (FieldValue::List(a), FieldValue::List(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for FieldValue {}
+
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Null => write!(f, "(trống)"),
+            FieldValue::Bool(b) => write!(f, "{}", if *b { "có/yes" } else { "không/no" }),
+            FieldValue::Int(n) => write!(f, "{n}"),
+            FieldValue::Float(x) => write!(f, "{x}"),
+            FieldValue::Text(s) => write!(f, "{s}"),
+            FieldValue::List(items) => {
+                let shown: Vec<String> = items.iter().map(ToString::to_string).collect();
+                write!(f, "[{}]", shown.join(", "))
+            }
+        }
+    }
+}
+
+/// The whole record, path to leaf value, in path order.
+pub type FieldMap = BTreeMap<String, FieldValue>;
+
+/// One field set to a new value, or removed (`None`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub path: String,
+    pub value: Option<FieldValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("trường '{path}' không hợp lệ / field '{path}' is invalid: {problem}")]
+    Invalid { path: String, problem: String },
+    #[error("bản ghi không đúng cấu trúc / the record does not fit the survey form: {0}")]
+    Shape(String),
+}
+
+/// Flattens a household into its field map.
+pub fn flatten(household: &Household) -> FieldMap {
+    let value = serde_json::to_value(household).unwrap_or(Value::Null);
+    let mut out = FieldMap::new();
+    flatten_into("", &value, &mut out);
+    out
+}
+
+fn flatten_into(prefix: &str, value: &Value, out: &mut FieldMap) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let path = join(prefix, key);
+                if KEYED_LISTS.contains(&path.as_str()) {
+                    if let Value::Array(items) = child {
+                        for item in items {
+                            flatten_keyed_item(&path, item, out);
+                        }
+                        continue;
+                    }
+                }
+                flatten_into(&path, child, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), leaf(other));
+        }
+    }
+}
+
+fn flatten_keyed_item(list_path: &str, item: &Value, out: &mut FieldMap) {
+    let Value::Object(fields) = item else { return };
+    let Some(Value::String(id)) = fields.get("id") else {
+        return;
+    };
+    let item_path = join(list_path, id);
+    for (key, child) in fields {
+        if key != "id" {
+            flatten_into(&join(&item_path, key), child, out);
+        }
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn leaf(value: &Value) -> FieldValue {
+    match value {
+        Value::Null => FieldValue::Null,
+        Value::Bool(b) => FieldValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::Int(i),
+            None => FieldValue::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => FieldValue::Text(s.clone()),
+        Value::Array(items) => FieldValue::List(items.iter().map(leaf).collect()),
+        // Objects are never leaves: flatten_into descends into them.
+        Value::Object(_) => FieldValue::Null,
+    }
+}
+
+fn to_json(value: &FieldValue) -> Value {
+    match value {
+        FieldValue::Null => Value::Null,
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::Int(i) => Value::Number((*i).into()),
+        FieldValue::Float(x) => Number::from_f64(*x).map_or(Value::Null, Value::Number),
+        FieldValue::Text(s) => Value::String(s.clone()),
+        FieldValue::List(items) => Value::Array(items.iter().map(to_json).collect()),
+    }
+}
+
+/// Rebuilds a household from its field map; a map that does not fit the form is an error
+/// naming the first field that does not fit.
+pub fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
+    let mut root = Map::new();
+    for (path, value) in fields {
+        check_leaf(path, value)?;
+        insert_path(&mut root, path, to_json(value))?;
+    }
+    for list in KEYED_LISTS {
+        if let Some(Value::Object(items)) = root.remove(*list) {
+            // Ids are UUIDv7 made on devices, so key order is creation order.
+            let array = items
+                .into_iter()
+                .map(|(id, mut item)| {
+                    if let Value::Object(fields) = &mut item {
+                        fields.insert("id".to_string(), Value::String(id));
+                    }
+                    item
+                })
+                .collect();
+            root.insert((*list).to_string(), Value::Array(array));
+        }
+    }
+    serde_json::from_value(Value::Object(root)).map_err(|e| FieldError::Shape(e.to_string()))
+}
+
+fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), FieldError> {
+    let invalid = |problem: &str| FieldError::Invalid {
+        path: path.to_string(),
+        problem: problem.to_string(),
+    };
+    let mut node = root;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if part.is_empty() {
+            return Err(invalid(
+                "đường dẫn có đoạn rỗng / the path has an empty segment",
+            ));
+        }
+        if parts.peek().is_none() {
+            if node.contains_key(part) {
+                return Err(invalid(
+                    "trùng với một nhóm trường / clashes with a group of fields",
+                ));
+            }
+            node.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let child = node
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        node = match child {
+            Value::Object(map) => map,
+            _ => {
+                return Err(invalid(
+                    "nằm dưới một giá trị đơn / sits under a plain value",
+                ))
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Checks the size limits of one leaf.
+pub fn check_leaf(path: &str, value: &FieldValue) -> Result<(), FieldError> {
+    let invalid = |problem: String| FieldError::Invalid {
+        path: path.chars().take(MAX_PATH_BYTES).collect(),
+        problem,
+    };
+    if path.is_empty() || path.len() > MAX_PATH_BYTES {
+        return Err(invalid(format!(
+            "đường dẫn dài 1–{MAX_PATH_BYTES} byte / a path is 1 to {MAX_PATH_BYTES} bytes"
+        )));
+    }
+    check_value(value, 0).map_err(invalid)
+}
+
+fn check_value(value: &FieldValue, depth: usize) -> Result<(), String> {
+    match value {
+        FieldValue::Text(s) if s.len() > MAX_TEXT_BYTES => Err(format!(
+            "văn bản dài {} byte, tối đa {MAX_TEXT_BYTES} / text of {} bytes, at most {MAX_TEXT_BYTES}",
+            s.len(),
+            s.len()
+        )),
+        FieldValue::Float(x) if !x.is_finite() => {
+            Err("số không hữu hạn / a number must be finite".to_string())
+        }
+        FieldValue::List(items) => {
+            if depth > 0 {
+                return Err("danh sách lồng nhau / lists do not nest".to_string());
+            }
+            if items.len() > MAX_LIST_ITEMS {
+                return Err(format!(
+                    "danh sách có {} mục, tối đa {MAX_LIST_ITEMS} / {} items, at most {MAX_LIST_ITEMS}",
+                    items.len(),
+                    items.len()
+                ));
+            }
+            items.iter().try_for_each(|item| check_value(item, depth + 1))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The changes that turn `old` into `new`, in path order.
+pub fn diff(old: &FieldMap, new: &FieldMap) -> Vec<FieldChange> {
+    let mut changes = Vec::new();
+    for (path, value) in new {
+        if old.get(path) != Some(value) {
+            changes.push(FieldChange {
+                path: path.clone(),
+                value: Some(value.clone()),
+            });
+        }
+    }
+    for path in old.keys() {
+        if !new.contains_key(path) {
+            changes.push(FieldChange {
+                path: path.clone(),
+                value: None,
+            });
+        }
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    changes
+}
+
+/// Applies changes in order.
+pub fn apply(fields: &mut FieldMap, changes: &[FieldChange]) {
+    for change in changes {
+        match &change.value {
+            Some(value) => fields.insert(change.path.clone(), value.clone()),
+            None => fields.remove(&change.path),
+        };
+    }
+}
+
+/// The member id named by a `members.<id>.…` path, if it is one.
+pub fn member_of_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("members.")?;
+    Some(rest.split('.').next().unwrap_or(rest))
+}
+
+/// A filled-in sample household for unit tests of this crate.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use crate::household::*;
+    use uuid::Uuid;
+
+    pub(crate) fn sample() -> Household {
+        let head = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+        Household {
+            id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00aa),
+            round: ReviewRound {
+                year: 2025,
+                kind: RoundKind::Periodic,
+            },
+            commune_code: "00004".into(),
+            village: "Thôn Đông".into(),
+            address: "Số 3, ngõ 12".into(),
+            gps: Some(GeoPoint {
+                lat: 21.0285,
+                lon: 105.8542,
+            }),
+            head_member_id: Some(head),
+            members: vec![Member {
+                id: head,
+                full_name: "Nguyễn Văn Ánh".into(),
+                sex: Sex::Male,
+                date_of_birth: Date::new(1980, 5, 2).expect("valid"),
+                personal_id: Some("001080012345".into()),
+                relationship: Relationship::Head,
+                ethnicity: Some("Kinh".into()),
+                in_school: Some(false),
+                qualification: Some(Qualification::LowerSecondary),
+                employment: Some(Employment::WageWithoutContract),
+                has_pension: Some(false),
+                health_insurance: Some(true),
+                disability_or_severe_illness: Some(false),
+                child_nutrition: None,
+            }],
+            flags: HouseholdFlags::default(),
+            income: IncomeEvidence {
+                estimated_per_person_vnd: Some(1_200_000),
+                b1_answers: [("Q1".to_string(), "2".to_string())].into(),
+            },
+            dwelling: Dwelling {
+                durability: Some(HouseDurability::LessDurable),
+                floor_area_m2: Some(24),
+                information_devices: vec![InformationDevice::Phone],
+                ..Dwelling::default()
+            },
+            causes_of_poverty: PovertyCauses::default(),
+            support_needs: vec!["vay vốn".into()],
+            void: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
+    use crate::household::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn flatten_round_trips_and_keys_members_by_id() {
+        let household = sample();
+        let fields = flatten(&household);
+        let name_path = format!("members.{}.full_name", household.members[0].id);
+        assert_eq!(
+            fields.get(&name_path),
+            Some(&FieldValue::Text("Nguyễn Văn Ánh".into()))
+        );
+        assert_eq!(
+            fields.get("income.b1_answers.Q1"),
+            Some(&FieldValue::Text("2".into()))
+        );
+        assert_eq!(unflatten(&fields), Ok(household));
+    }
+
+    #[test]
+    fn diff_then_apply_reaches_the_new_record() {
+        let old = sample();
+        let mut new = old.clone();
+        new.address = "Số 5".into();
+        new.gps = None;
+        new.members.push(Member {
+            id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002),
+            full_name: "Trần Thị Bình".into(),
+            relationship: Relationship::Spouse,
+            sex: Sex::Female,
+            ..old.members[0].clone()
+        });
+        let (old_fields, new_fields) = (flatten(&old), flatten(&new));
+        let mut patched = old_fields.clone();
+        apply(&mut patched, &diff(&old_fields, &new_fields));
+        assert_eq!(patched, new_fields);
+        assert_eq!(unflatten(&patched), Ok(new));
+    }
+
+    #[test]
+    fn unknown_and_misplaced_fields_are_errors() {
+        let mut fields = flatten(&sample());
+        fields.insert("colour".into(), FieldValue::Text("red".into()));
+        assert!(matches!(unflatten(&fields), Err(FieldError::Shape(m)) if m.contains("colour")));
+        let mut fields = flatten(&sample());
+        fields.insert("address.street".into(), FieldValue::Text("x".into()));
+        assert!(unflatten(&fields).is_err());
+    }
+}
