@@ -70,11 +70,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
     }
     // The limit bounds what bincode may read, and bincode caps what a length prefix may
     // preallocate, so a lying prefix costs at most the bytes actually sent.
-    options(body.len()).deserialize(body).map_err(classify)
+    options(body.len())
+        .deserialize(body)
+        .map_err(|error| classify(*error))
 }
 
-fn classify(error: bincode::Error) -> CodecError {
-    match *error {
+fn classify(error: bincode::ErrorKind) -> CodecError {
+    match error {
         bincode::ErrorKind::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             CodecError::Truncated
         }

@@ -108,6 +108,17 @@ pub struct Dwelling {
     pub information_devices: Vec<InformationDevice>,
     /// Household waste handling, asked from the 2027 standard on.
     pub waste_handling: Option<WasteHandling>,
+    /// The devices question was asked, so an empty `information_devices` means "none" rather
+    /// than "not asked yet".
+    #[serde(default)]
+    pub information_devices_asked: bool,
+    /// The household has internet access (fixed or mobile), asked from the 2027 standard on.
+    #[serde(default)]
+    pub internet_access: Option<bool>,
+    /// Some member uses digital services (online public services, digital payments), asked
+    /// from the 2027 standard on.
+    #[serde(default)]
+    pub digital_services_use: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,13 +9,30 @@
 //! - [`sync`]: push and pull messages, outcomes, conflicts, the protocol version.
 //! - [`codec`]: the one bincode codec, with byte limits, a version prefix and trailing bytes
 //!   rejected. No other module or crate names bincode.
+//! - [`areas`]: the 2025 code set (34 provinces, 3,321 communes) and rural/urban per commune and
+//!   period, parsed from embedded or corrected data; [`areas::Village`].
+//! - [`standards`]: the poverty standards (ND 07/2021, ND 351/2025) as versioned reference data,
+//!   chosen by the review's reference date; provisional values are marked in the data.
+//! - [`b1`]: score A from form B1 answers and a region's point table (a format, a loader and a
+//!   SAMPLE table; the official tables are data an official enters).
+//! - [`indicators`]: the deprivation indicators derived from the members' and the dwelling's
+//!   answers, each with its reason or the answers it still needs.
+//! - [`classify`]: the pure, total classification (poor, near-poor, average living, not poor,
+//!   or "cannot classify: missing …") with the rule that decided.
 //!
-//! This crate does no I/O: no files, no sockets, no clocks. Callers pass "today" in.
+//! This crate does no I/O: no files, no sockets, no clocks. Callers pass "today" in. Reference
+//! data is parsed from text: the defaults are embedded in the binary, and a server can parse a
+//! corrected file and ship its text to devices.
 
+pub mod areas;
+pub mod b1;
+pub mod classify;
 pub mod codec;
 pub mod fields;
 pub mod household;
+pub mod indicators;
 pub mod merge;
+pub mod standards;
 pub mod sync;
 pub mod validate;
 
