@@ -1,0 +1,507 @@
+//! Applies a push batch to the registry, and reads a pull page from it.
+//!
+//! A push is checked for shape first ([`validate_push`]): a malformed batch is refused whole
+//! and changes nothing. Then, under the server's writer lock, `apply_push` sorts replays from
+//! new mutations, merges each new mutation with [`protocol::merge::three_way`] against an
+//! in-memory overlay of the registry (so later mutations in the batch see earlier ones), and
+//! hands everything it decided to `Registry::commit` as one atomic, flushed write. Nothing
+//! is acknowledged before that write is durable.
+
+use std::collections::{HashMap, HashSet};
+
+use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
+use protocol::household::{Date, Household};
+use protocol::merge::{self, MergePlan};
+use protocol::sync::{
+    Base, HouseholdChange, Mutation, MutationOutcome, Outcome, PullRequest, PullResponse,
+    PushReply, PushRequest, ReviewState, MAX_CHANGES_PER_MUTATION, MAX_PULL_LIMIT,
+    MAX_PULL_OUTCOMES, MAX_PUSH_MUTATIONS,
+};
+use protocol::validate::{self, Problem};
+use uuid::Uuid;
+
+use crate::error::AppError;
+use crate::scope::{may_read, may_write, Caller, Place};
+use crate::store::{
+    Commit, ConflictRecord, Registry, RejectedMutation, Revision, RevisionCause, StoreError,
+    StoredHousehold,
+};
+
+/// Checks a push's shape: 1 to [`MAX_PUSH_MUTATIONS`] mutations with consecutive seqs from 1
+/// on, each with at most [`MAX_CHANGES_PER_MUTATION`] changes to distinct, well-formed fields.
+pub fn validate_push(request: &PushRequest) -> Result<(), AppError> {
+    let invalid = |message: String| Err(AppError::InvalidRequest(message));
+    let count = request.mutations.len();
+    if count == 0 {
+        return invalid(format!(
+            "yêu cầu đẩy không có thay đổi nào / the push carries no mutations: send 1 to {MAX_PUSH_MUTATIONS} per push"
+        ));
+    }
+    if count > MAX_PUSH_MUTATIONS {
+        return invalid(format!(
+            "yêu cầu đẩy có {count} thay đổi, tối đa {MAX_PUSH_MUTATIONS} / the push carries {count} mutations, at most {MAX_PUSH_MUTATIONS}: send the outbox in smaller pushes"
+        ));
+    }
+    if request.mutations[0].seq == 0 {
+        return invalid(
+            "số thứ tự thay đổi bắt đầu từ 1 / mutation seqs start at 1, not 0".to_string(),
+        );
+    }
+    for pair in request.mutations.windows(2) {
+        if pair[0].seq.checked_add(1) != Some(pair[1].seq) {
+            return invalid(format!(
+                "số thứ tự thay đổi phải liên tiếp / mutation seqs inside a push must follow each other: seq {} is followed by {}; resend the outbox in order",
+                pair[0].seq, pair[1].seq
+            ));
+        }
+    }
+    for mutation in &request.mutations {
+        let seq = mutation.seq;
+        let changes = mutation.changes.len();
+        if changes > MAX_CHANGES_PER_MUTATION {
+            return invalid(format!(
+                "thay đổi số {seq} sửa {changes} trường, tối đa {MAX_CHANGES_PER_MUTATION} / mutation {seq} changes {changes} fields, at most {MAX_CHANGES_PER_MUTATION}"
+            ));
+        }
+        let mut seen = HashSet::with_capacity(changes);
+        for change in &mutation.changes {
+            // A removal has no value to check; its path is checked all the same.
+            let value = change.value.as_ref().unwrap_or(&FieldValue::Null);
+            if let Err(error) = fields::check_leaf(&change.path, value) {
+                return invalid(format!("thay đổi số {seq} / mutation {seq}: {error}"));
+            }
+            if !seen.insert(change.path.as_str()) {
+                return invalid(format!(
+                    "thay đổi số {seq} sửa trường '{path}' hai lần / mutation {seq} changes field '{path}' twice: send each field once",
+                    path = change.path
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies a validated push. Runs under the writer lock, on a blocking thread: it reads the
+/// registry, decides every outcome in memory and commits them in one durable write.
+pub(crate) fn apply_push(
+    registry: &Registry,
+    caller: &Caller,
+    request: &PushRequest,
+    now_ms: i64,
+) -> Result<PushReply, AppError> {
+    registry.check_healthy()?;
+    let device = request.device_id;
+    let last = registry.device_last_seq(device)?;
+    let expected = last.saturating_add(1);
+    let mut outcomes = Vec::with_capacity(request.mutations.len());
+    let mut fresh: &[Mutation] = &[];
+    for (index, mutation) in request.mutations.iter().enumerate() {
+        if mutation.seq > last {
+            if mutation.seq != expected {
+                return Ok(PushReply::SeqGap { expected });
+            }
+            fresh = &request.mutations[index..];
+            break;
+        }
+        let stored = registry.outcome(device, mutation.seq)?.ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "device {device} is at seq {last} but the outcome of its mutation {} is missing",
+                mutation.seq
+            ))
+        })?;
+        if stored.household_id != mutation.household_id {
+            return Err(AppError::InvalidRequest(format!(
+                "thay đổi số {seq} đã được nhận cho hộ khác / mutation {seq} was already received for household {}, not {}: this device's counter was reset; set the device up again",
+                stored.household_id, mutation.household_id, seq = mutation.seq
+            )));
+        }
+        outcomes.push(stored);
+    }
+    let Some(newest) = fresh.last() else {
+        return Ok(PushReply::Accepted {
+            outcomes,
+            last_seq: last,
+        });
+    };
+
+    let mut batch = Batch::new(registry, caller, device, now_ms)?;
+    for mutation in fresh {
+        let outcome = MutationOutcome {
+            seq: mutation.seq,
+            household_id: mutation.household_id,
+            outcome: batch.apply(mutation)?,
+        };
+        batch.commit.outcomes.push((device, outcome.clone()));
+        outcomes.push(outcome);
+    }
+    batch.commit.device_last.push((device, newest.seq));
+    registry.commit(batch.finish())?;
+    Ok(PushReply::Accepted {
+        outcomes,
+        last_seq: newest.seq,
+    })
+}
+
+/// One push being decided: the registry as it will be after the mutations so far, and what
+/// to write.
+struct Batch<'r> {
+    registry: &'r Registry,
+    caller: &'r Caller,
+    device: Uuid,
+    now_ms: i64,
+    today: Date,
+    /// Households read or changed in this batch; `None` when the registry does not have one.
+    rows: HashMap<Uuid, Option<StoredHousehold>>,
+    /// Households changed in this batch, in the order first changed.
+    touched: Vec<Uuid>,
+    /// Revisions made in this batch, by household and rev, as indices into `commit.revisions`.
+    made: HashMap<(Uuid, u32), usize>,
+    commit: Commit,
+}
+
+impl<'r> Batch<'r> {
+    fn new(
+        registry: &'r Registry,
+        caller: &'r Caller,
+        device: Uuid,
+        now_ms: i64,
+    ) -> Result<Batch<'r>, StoreError> {
+        let commit = Commit {
+            head_seq: registry.head_seq()?,
+            last_conflict: registry.last_conflict_id()?,
+            household_count: registry.household_count()?,
+            ..Commit::default()
+        };
+        Ok(Batch {
+            registry,
+            caller,
+            device,
+            now_ms,
+            today: Date::from_unix_days(now_ms.div_euclid(86_400_000)),
+            rows: HashMap::new(),
+            touched: Vec::new(),
+            made: HashMap::new(),
+            commit,
+        })
+    }
+
+    fn current(&mut self, id: Uuid) -> Result<Option<StoredHousehold>, StoreError> {
+        if let Some(row) = self.rows.get(&id) {
+            return Ok(row.clone());
+        }
+        let row = self.registry.household(id)?;
+        self.rows.insert(id, row.clone());
+        Ok(row)
+    }
+
+    fn revision_fields(&self, id: Uuid, rev: u32) -> Result<Option<FieldMap>, StoreError> {
+        if let Some(index) = self.made.get(&(id, rev)) {
+            return Ok(self
+                .commit
+                .revisions
+                .get(*index)
+                .map(|(_, r)| r.fields.clone()));
+        }
+        Ok(self
+            .registry
+            .revision(id, rev)?
+            .map(|revision| revision.fields))
+    }
+
+    fn put(&mut self, row: StoredHousehold) {
+        if !self.touched.contains(&row.id) {
+            self.touched.push(row.id);
+        }
+        self.rows.insert(row.id, Some(row));
+    }
+
+    /// Appends a change-log entry for the household.
+    fn log_change(&mut self, row: &mut StoredHousehold) {
+        self.commit.head_seq += 1;
+        row.last_seq = self.commit.head_seq;
+        self.commit.changes.push((row.last_seq, row.id));
+    }
+
+    /// Records a new revision of the household with `fields`.
+    fn new_revision(
+        &mut self,
+        row: &mut StoredHousehold,
+        fields: FieldMap,
+        mutation: &Mutation,
+        why: RevisionCause,
+    ) {
+        row.rev += 1;
+        row.fields = fields;
+        self.made
+            .insert((row.id, row.rev), self.commit.revisions.len());
+        self.commit.revisions.push((
+            row.id,
+            Revision {
+                rev: row.rev,
+                fields: row.fields.clone(),
+                device_id: self.device,
+                mutation_seq: mutation.seq,
+                at_ms: self.now_ms,
+                why,
+            },
+        ));
+    }
+
+    fn reject(&mut self, mutation: &Mutation, reason: String) -> Outcome {
+        self.commit.rejected.push(RejectedMutation {
+            device_id: self.device,
+            mutation: mutation.clone(),
+            reason: reason.clone(),
+            at_ms: self.now_ms,
+        });
+        Outcome::Rejected { reason }
+    }
+
+    fn apply(&mut self, mutation: &Mutation) -> Result<Outcome, StoreError> {
+        let id = mutation.household_id;
+        let outcome = match (mutation.base, self.current(id)?) {
+            (Base::New, None) => self.create(mutation),
+            (Base::New, Some(row)) if row.created_by == self.device => {
+                self.update(mutation, row, 1)?
+            }
+            (Base::New, Some(_)) => self.reject(
+                mutation,
+                format!(
+                    "mã hộ {id} đã có trên máy chủ / household id {id} already exists on the server, recorded by another device: record this household again as a new one"
+                ),
+            ),
+            (Base::Rev(base), None) => self.reject(
+                mutation,
+                format!(
+                    "hộ {id} không có trên máy chủ / household {id} is not on the server, though the change was made on its revision {base}: sync again before editing it"
+                ),
+            ),
+            (Base::Rev(base), Some(row)) => self.update(mutation, row, base)?,
+        };
+        Ok(outcome)
+    }
+
+    fn create(&mut self, mutation: &Mutation) -> Outcome {
+        let id = mutation.household_id;
+        let mut record = FieldMap::new();
+        fields::apply(&mut record, &mutation.changes);
+        if let Err(problems) = check_record(&record, id, self.today) {
+            return self.reject(mutation, validate::reason(&problems));
+        }
+        if !may_write(self.caller, &Place::of(&record)) {
+            return self.reject(mutation, not_allowed(id));
+        }
+        let mut row = StoredHousehold {
+            id,
+            rev: 0,
+            fields: FieldMap::new(),
+            review: ReviewState::Submitted,
+            open_conflicts: Vec::new(),
+            created_by: self.device,
+            last_seq: 0,
+        };
+        self.new_revision(&mut row, record, mutation, RevisionCause::Create);
+        self.log_change(&mut row);
+        self.commit.household_count += 1;
+        let rev = row.rev;
+        self.put(row);
+        Outcome::Applied { rev }
+    }
+
+    fn update(
+        &mut self,
+        mutation: &Mutation,
+        mut row: StoredHousehold,
+        base_rev: u32,
+    ) -> Result<Outcome, StoreError> {
+        let id = row.id;
+        let Some(base) = self.revision_fields(id, base_rev)? else {
+            return Ok(self.reject(
+                mutation,
+                format!(
+                    "hộ {id} không có phiên bản {base_rev} / household {id} has no revision {base_rev} (the latest is {}): sync again before editing it",
+                    row.rev
+                ),
+            ));
+        };
+        if !may_write(self.caller, &Place::of(&row.fields)) {
+            return Ok(self.reject(mutation, not_allowed(id)));
+        }
+        // The device's record as it meant it, and its changes restated against the merge
+        // base. A `Base::Rev` mutation's changes are made on that revision; a `Base::New`
+        // mutation's changes are made on the empty record (cumulative from the create), so
+        // fields it left as the create had them, which it must repeat, are not changes
+        // against revision 1, and fields it removed since the create are.
+        let mut intended = match mutation.base {
+            Base::New => FieldMap::new(),
+            Base::Rev(_) => base.clone(),
+        };
+        fields::apply(&mut intended, &mutation.changes);
+        let changes = fields::diff(&base, &intended);
+        let (plan, result) = match self.plan(id, &base, &row.fields, &changes, &intended) {
+            Ok(planned) => planned,
+            Err(reason) => return Ok(self.reject(mutation, reason)),
+        };
+        if !may_write(self.caller, &Place::of(&result)) {
+            return Ok(self.reject(mutation, not_allowed(id)));
+        }
+
+        let theirs_rev = row.rev;
+        let was_in_conflict = row.in_conflict();
+        let changes_fields = !plan.apply.is_empty();
+        let why = if !plan.conflicts.is_empty() {
+            RevisionCause::Conflict
+        } else if plan.others_changed {
+            RevisionCause::Merge
+        } else {
+            RevisionCause::Mutation
+        };
+        if changes_fields {
+            self.new_revision(&mut row, result, mutation, why);
+            // An edit sends the household back to review.
+            row.review = ReviewState::Submitted;
+        }
+        let outcome = if plan.conflicts.is_empty() {
+            if plan.others_changed {
+                Outcome::Merged { rev: row.rev }
+            } else {
+                Outcome::Applied { rev: row.rev }
+            }
+        } else {
+            self.commit.last_conflict += 1;
+            let conflict_id = self.commit.last_conflict;
+            self.commit.conflicts.push(ConflictRecord {
+                id: conflict_id,
+                household_id: id,
+                device_id: self.device,
+                mutation_seq: mutation.seq,
+                base_rev: match mutation.base {
+                    Base::New => None,
+                    Base::Rev(rev) => Some(rev),
+                },
+                theirs_rev,
+                fields: plan.conflicts.clone(),
+                made_at_ms: mutation.made_at_ms,
+                received_at_ms: self.now_ms,
+                open: true,
+            });
+            row.open_conflicts.push(conflict_id);
+            Outcome::Conflict {
+                rev: row.rev,
+                conflict_id,
+                fields: plan.conflicts,
+            }
+        };
+        if changes_fields || was_in_conflict != row.in_conflict() {
+            self.log_change(&mut row);
+            self.put(row);
+        } else if matches!(outcome, Outcome::Conflict { .. }) {
+            // A further conflict on a household already in conflict: no change a device can
+            // see, but the row lists the new conflict.
+            self.put(row);
+        }
+        Ok(outcome)
+    }
+
+    /// Plans the merge of the device's `changes` (made on `base`, leading to `intended`) over
+    /// the current record `theirs`, and returns the plan with the record it leads to, or the
+    /// reason to reject the mutation.
+    fn plan(
+        &self,
+        id: Uuid,
+        base: &FieldMap,
+        theirs: &FieldMap,
+        changes: &[FieldChange],
+        intended: &FieldMap,
+    ) -> Result<(MergePlan, FieldMap), String> {
+        let plan = merge::three_way(base, theirs, changes);
+        let mut result = theirs.clone();
+        fields::apply(&mut result, &plan.apply);
+        if check_record(&result, id, self.today).is_ok() {
+            return Ok((plan, result));
+        }
+        // The merge does not fit the form. If the device's own record does not either, the
+        // mutation is invalid; otherwise the record stays as it is and every change the device
+        // made waits for a supervisor as a conflict.
+        if let Err(problems) = check_record(intended, id, self.today) {
+            return Err(validate::reason(&problems));
+        }
+        let plan = merge::everything_conflicts(base, theirs, changes);
+        let mut result = theirs.clone();
+        fields::apply(&mut result, &plan.apply);
+        Ok((plan, result))
+    }
+
+    fn finish(mut self) -> Commit {
+        for id in &self.touched {
+            if let Some(Some(row)) = self.rows.remove(id) {
+                self.commit.households.push(row);
+            }
+        }
+        self.commit
+    }
+}
+
+/// The schema rules, and the record's id must be the household the mutation names.
+fn check_record(fields: &FieldMap, id: Uuid, today: Date) -> Result<Household, Vec<Problem>> {
+    let household = validate::household_from_fields(fields, today)?;
+    if household.id != id {
+        return Err(vec![Problem(format!(
+            "mã hộ trong bản ghi ({}) khác mã hộ của thay đổi ({id}) / the record's id {} is not the household id {id} the change names",
+            household.id, household.id
+        ))]);
+    }
+    Ok(household)
+}
+
+fn not_allowed(id: Uuid) -> String {
+    format!("không có quyền sửa hộ {id} / you may not change household {id}: it is outside the areas assigned to you")
+}
+
+/// Reads a pull page: the households changed after the cursor, each at its latest state, and
+/// the device's stored outcomes.
+pub fn pull(
+    registry: &Registry,
+    caller: &Caller,
+    request: &PullRequest,
+) -> Result<PullResponse, AppError> {
+    registry.check_healthy()?;
+    let head = registry.head_seq()?;
+    if request.cursor > head {
+        return Err(AppError::InvalidRequest(format!(
+            "con trỏ đồng bộ {} vượt quá máy chủ ({head}) / the sync cursor {} is ahead of the registry, whose last change is {head}: the registry was replaced; reset the device's sync state and pull from 0",
+            request.cursor, request.cursor
+        )));
+    }
+    let limit = request.limit.clamp(1, MAX_PULL_LIMIT) as usize;
+    let page = registry.changes_after(request.cursor, limit)?;
+    let mut changes = Vec::new();
+    for &(seq, id) in &page.entries {
+        let Some(row) = registry.household_if_latest(id, seq)? else {
+            continue;
+        };
+        if !may_read(caller, &Place::of(&row.fields)) {
+            continue;
+        }
+        changes.push(HouseholdChange {
+            seq,
+            household_id: id,
+            rev: row.rev,
+            in_conflict: row.in_conflict(),
+            fields: row.fields,
+            review: row.review,
+        });
+    }
+    let next_cursor = page.entries.last().map_or(request.cursor, |(seq, _)| *seq);
+    let outcomes = if request.outcomes_from == u64::MAX {
+        Vec::new()
+    } else {
+        registry.outcomes(request.device_id, request.outcomes_from, MAX_PULL_OUTCOMES)?
+    };
+    Ok(PullResponse {
+        changes,
+        next_cursor,
+        more: page.more,
+        outcomes,
+    })
+}

@@ -1,0 +1,359 @@
+//! The HTTP face of the registry.
+//!
+//! - `GET /healthz`: `ok` while the registry is open and writable.
+//! - `POST /v1/sync/push`, `POST /v1/sync/pull`: protocol messages in the protocol codec, as
+//!   `application/octet-stream`, both ways. A seq gap is a 409 carrying the encoded
+//!   [`PushReply::SeqGap`].
+//! - `GET /v1/households/{id}`, `GET /v1/conflicts[?household=ID][&open=true]`: JSON views
+//!   for supervisors and tests.
+//!
+//! Errors are `text/plain; charset=utf-8` (see [`crate::error`]). Every request is logged once,
+//! with its method, path, status and latency; bodies are never logged.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use protocol::codec;
+use protocol::fields::FieldValue;
+use protocol::merge::ConflictField;
+use protocol::sync::{
+    PullRequest, PushReply, PushRequest, ReviewState, MAX_PULL_REQUEST_BYTES, MAX_PUSH_BYTES,
+};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::error::{text, AppError, InternalFailure};
+use crate::scope::{may_read, Caller, Place};
+use crate::store::{ConflictRecord, Registry, StoreError, StoredHousehold};
+use crate::AppState;
+
+/// Most bytes of an oversized body read and thrown away before the 413 goes out, so that the
+/// client reads the refusal instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The router, with the request log around every route.
+pub fn app(state: AppState) -> Router {
+    // The sync handlers read their bodies themselves, to the same limits, so that an
+    // oversized body is drained before the 413; the limits are set here too for any extractor
+    // added later.
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/v1/sync/push",
+            post(push).layer(DefaultBodyLimit::max(MAX_PUSH_BYTES)),
+        )
+        .route(
+            "/v1/sync/pull",
+            post(pull).layer(DefaultBodyLimit::max(MAX_PULL_REQUEST_BYTES)),
+        )
+        .route("/v1/households/{id}", get(household))
+        .route("/v1/conflicts", get(conflicts))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Logs one line per request. The detail of an internal failure comes from the response's
+/// [`InternalFailure`] extension and is logged here, once.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency = started.elapsed();
+    match response.extensions().get::<InternalFailure>() {
+        Some(InternalFailure(detail)) => {
+            tracing::error!(%method, %path, status, ?latency, error = %detail, "request failed");
+        }
+        None => tracing::info!(%method, %path, status, ?latency, "request"),
+    }
+    response
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.registry().is_healthy() {
+        text(StatusCode::OK, "ok".to_string())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sổ hộ gặp lỗi ghi đĩa / the registry failed to write to disk: restart the server"
+                .to_string(),
+        )
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::NotFound(format!(
+        "không có địa chỉ này / there is no {method} {}: see the server's README for its endpoints",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "không hỗ trợ phương thức này / {} does not take {method}",
+            uri.path()
+        ),
+    )
+}
+
+/// Reads a request body of at most `limit` bytes. An oversized body is read on (up to
+/// [`DRAIN_LIMIT`]) and thrown away before the refusal.
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, AppError> {
+    let too_large = AppError::TooLarge { limit };
+    if body.size_hint().lower() > limit as u64 {
+        drain(body, 0).await;
+        return Err(too_large);
+    }
+    let mut bytes = Vec::new();
+    while let Some(data) = next_data(&mut body).await {
+        let data = data.map_err(|error| AppError::Body(error.to_string()))?;
+        if let Some(data) = data {
+            if bytes.len() + data.len() > limit {
+                drain(body, bytes.len() + data.len()).await;
+                return Err(too_large);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// The next frame of a body: its data, or `None` for a frame without data (trailers).
+async fn next_data(body: &mut Body) -> Option<Result<Option<Bytes>, axum::Error>> {
+    std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
+        .await
+        .map(|frame| frame.map(|frame| frame.into_data().ok()))
+}
+
+async fn drain(mut body: Body, mut read: usize) {
+    while read < DRAIN_LIMIT {
+        match next_data(&mut body).await {
+            Some(Ok(data)) => read += data.map_or(0, |data| data.len()),
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+fn octets(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, AppError> {
+    let bytes = read_body(body, MAX_PUSH_BYTES).await?;
+    let request: PushRequest = codec::decode(&bytes, MAX_PUSH_BYTES)?;
+    let reply = state.push_as(caller, request).await?;
+    let status = match reply {
+        PushReply::Accepted { .. } => StatusCode::OK,
+        PushReply::SeqGap { .. } => StatusCode::CONFLICT,
+    };
+    Ok(octets(status, codec::encode(&reply)))
+}
+
+async fn pull(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, AppError> {
+    let bytes = read_body(body, MAX_PULL_REQUEST_BYTES).await?;
+    let request: PullRequest = codec::decode(&bytes, MAX_PULL_REQUEST_BYTES)?;
+    let page = state.pull_as(caller, request).await?;
+    Ok(octets(StatusCode::OK, codec::encode(&page)))
+}
+
+/// Runs a registry read on a blocking thread.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Registry) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    let registry = Arc::clone(&state.registry);
+    tokio::task::spawn_blocking(move || work(&registry))
+        .await
+        .map_err(|error| AppError::Worker(error.to_string()))?
+}
+
+fn parse_household_id(text: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(text).map_err(|_| {
+        AppError::InvalidRequest(format!(
+            "'{text}' không phải mã hộ / '{text}' is not a household id: give the household's UUID, e.g. 0190a0b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b"
+        ))
+    })
+}
+
+fn unknown_household(id: Uuid) -> AppError {
+    AppError::NotFound(format!(
+        "không có hộ {id} / there is no household {id} in the registry"
+    ))
+}
+
+async fn household(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let id = parse_household_id(&id)?;
+    let row = read(&state, move |registry| Ok(registry.household(id)?)).await?;
+    // A household outside the caller's areas is reported as missing, so that its existence
+    // is not revealed either.
+    let row = row
+        .filter(|row| may_read(&caller, &Place::of(&row.fields)))
+        .ok_or_else(|| unknown_household(id))?;
+    Ok(Json(household_json(&row)?))
+}
+
+fn household_json(row: &StoredHousehold) -> Result<Value, AppError> {
+    let damaged = |problem: String| {
+        AppError::Store(StoreError::Inconsistent(format!(
+            "household {} at revision {} does not rebuild: {problem}",
+            row.id, row.rev
+        )))
+    };
+    let household = row
+        .household()
+        .map_err(|error| damaged(error.to_string()))?;
+    let household = serde_json::to_value(&household).map_err(|error| damaged(error.to_string()))?;
+    Ok(json!({
+        "id": row.id.to_string(),
+        "rev": row.rev,
+        "household": household,
+        "review": review_json(&row.review),
+        "in_conflict": row.in_conflict(),
+        "open_conflicts": row.open_conflicts,
+        "created_by": row.created_by.to_string(),
+        "last_seq": row.last_seq,
+    }))
+}
+
+fn review_json(review: &ReviewState) -> Value {
+    match review {
+        ReviewState::Submitted => json!({ "status": "submitted" }),
+        ReviewState::Approved => json!({ "status": "approved" }),
+        ReviewState::Returned { comment } => json!({ "status": "returned", "comment": comment }),
+    }
+}
+
+async fn conflicts(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Query(query) = query.map_err(|rejection| {
+        AppError::InvalidRequest(format!(
+            "tham số không hợp lệ / the query is malformed: {}",
+            rejection.body_text()
+        ))
+    })?;
+    let mut household = None;
+    let mut only_open = false;
+    for (key, value) in &query {
+        match key.as_str() {
+            "household" => household = Some(parse_household_id(value)?),
+            "open" => {
+                only_open = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(AppError::InvalidRequest(format!(
+                            "'open' nhận true hoặc false / 'open' takes true or false, not '{value}'"
+                        )))
+                    }
+                }
+            }
+            other => {
+                return Err(AppError::InvalidRequest(format!(
+                    "không biết tham số '{other}' / unknown query parameter '{other}': use household=ID and open=true|false"
+                )))
+            }
+        }
+    }
+    let records = read(&state, move |registry| {
+        let mut readable: HashMap<Uuid, bool> = HashMap::new();
+        let mut out = Vec::new();
+        for record in registry.conflicts(household)? {
+            if only_open && !record.open {
+                continue;
+            }
+            let allowed = match readable.get(&record.household_id) {
+                Some(allowed) => *allowed,
+                None => {
+                    let allowed = registry
+                        .household(record.household_id)?
+                        .is_some_and(|row| may_read(&caller, &Place::of(&row.fields)));
+                    readable.insert(record.household_id, allowed);
+                    allowed
+                }
+            };
+            if allowed {
+                out.push(conflict_json(&record));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(Value::Array(records)))
+}
+
+fn conflict_json(record: &ConflictRecord) -> Value {
+    json!({
+        "id": record.id,
+        "household_id": record.household_id.to_string(),
+        "device_id": record.device_id.to_string(),
+        "mutation_seq": record.mutation_seq,
+        "base_rev": record.base_rev,
+        "theirs_rev": record.theirs_rev,
+        "made_at_ms": record.made_at_ms,
+        "received_at_ms": record.received_at_ms,
+        "open": record.open,
+        "fields": record.fields.iter().map(conflict_field_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A conflicting field; a side where the field is absent has no key.
+fn conflict_field_json(field: &ConflictField) -> Value {
+    let mut out = Map::new();
+    out.insert("path".to_string(), Value::String(field.path.clone()));
+    for (side, value) in [
+        ("base", &field.base),
+        ("theirs", &field.theirs),
+        ("mine", &field.mine),
+    ] {
+        if let Some(value) = value {
+            out.insert(side.to_string(), field_json(value));
+        }
+    }
+    Value::Object(out)
+}
+
+fn field_json(value: &FieldValue) -> Value {
+    match value {
+        FieldValue::Null => Value::Null,
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::Int(n) => Value::from(*n),
+        FieldValue::Float(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
+        FieldValue::Text(s) => Value::String(s.clone()),
+        FieldValue::List(items) => Value::Array(items.iter().map(field_json).collect()),
+    }
+}

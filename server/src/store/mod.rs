@@ -1,0 +1,547 @@
+//! The registry's storage: the only module that opens sled.
+//!
+//! Everything lives in one sled tree, keyed by hand (the `keys` module documents the layout). Reads go
+//! straight to the tree. Writes come only as a `Commit`, built by the merge engine in memory
+//! under the server's single writer lock, applied with one atomic `apply_batch` and made durable
+//! with one `flush` before `Registry::commit` returns. A failed write or flush marks the
+//! registry failed: from then on every sync request is refused until the server restarts,
+//! because what sled holds in memory may no longer be what is on disk.
+//!
+//! The rest of the server sees only [`Registry`] and the plain structs below, so another
+//! backend (a PostgreSQL-protocol database, say) can stand in for sled behind the same methods.
+
+mod keys;
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use protocol::fields::{FieldError, FieldMap};
+use protocol::household::Household;
+use protocol::merge::ConflictField;
+use protocol::sync::{Mutation, MutationOutcome, ReviewState};
+use uuid::Uuid;
+
+pub use rows::RowError;
+use rows::{HouseholdMeta, RevisionRow};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the registry at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("the registry store failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("flushing the registry to disk failed: {0}")]
+    Flush(sled::Error),
+    #[error("an earlier write to the registry failed; restart the server before syncing again")]
+    Failed,
+    #[error("the registry row {key} is damaged: {source}")]
+    Corrupt { key: String, source: RowError },
+    #[error("the registry is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// A household as the registry holds it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredHousehold {
+    pub id: Uuid,
+    /// The latest revision; `fields` are that revision's fields.
+    pub rev: u32,
+    pub fields: FieldMap,
+    pub review: ReviewState,
+    /// Conflicts waiting for a supervisor, by conflict id. The household is "in conflict"
+    /// while this is not empty.
+    pub open_conflicts: Vec<u64>,
+    /// The device that created the household: a later `Base::New` mutation from the same
+    /// device merges against revision 1, from any other device it is refused.
+    pub created_by: Uuid,
+    /// The change-log seq of the latest change to this household. A change-log entry with a
+    /// lower seq is superseded and skipped by pulls.
+    pub last_seq: u64,
+}
+
+impl StoredHousehold {
+    pub fn in_conflict(&self) -> bool {
+        !self.open_conflicts.is_empty()
+    }
+
+    /// The record rebuilt from its fields.
+    pub fn household(&self) -> Result<Household, FieldError> {
+        protocol::fields::unflatten(&self.fields)
+    }
+
+    fn meta(&self) -> HouseholdMeta {
+        HouseholdMeta {
+            rev: self.rev,
+            last_seq: self.last_seq,
+            created_by: self.created_by,
+            open_conflicts: self.open_conflicts.clone(),
+            review: self.review.clone(),
+        }
+    }
+}
+
+/// Why a revision was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevisionCause {
+    /// A device created the household.
+    Create,
+    /// A device's change made on the current revision.
+    Mutation,
+    /// A device's change made on an older revision, merged with others' changes.
+    Merge,
+    /// A device's change of which some fields applied and some became a conflict.
+    Conflict,
+    /// A supervisor resolved a conflict.
+    Resolution,
+    /// A supervisor's review decision.
+    Review,
+}
+
+/// One revision of a household: every change to the registry is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    pub rev: u32,
+    /// The whole record at this revision.
+    pub fields: FieldMap,
+    /// The device whose mutation made this revision.
+    pub device_id: Uuid,
+    pub mutation_seq: u64,
+    /// When the registry made the revision, in Unix milliseconds on the server's clock.
+    pub at_ms: i64,
+    pub why: RevisionCause,
+}
+
+/// A device's values that collided with someone else's, kept for a supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConflictRecord {
+    pub id: u64,
+    pub household_id: Uuid,
+    pub device_id: Uuid,
+    pub mutation_seq: u64,
+    /// The revision the device's change was made on; `None` for the device's own create,
+    /// merged against revision 1.
+    pub base_rev: Option<u32>,
+    /// The registry's revision the change was merged into.
+    pub theirs_rev: u32,
+    pub fields: Vec<ConflictField>,
+    /// When the enumerator saved, on the device's clock.
+    pub made_at_ms: i64,
+    /// When the registry received it, on the server's clock.
+    pub received_at_ms: i64,
+    /// Waiting for a supervisor.
+    pub open: bool,
+}
+
+/// A mutation the registry refused, kept with its payload for supervisors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedMutation {
+    pub device_id: Uuid,
+    pub mutation: Mutation,
+    /// The reason sent back to the device.
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// Everything one push writes, applied atomically by [`Registry::commit`].
+#[derive(Debug, Default)]
+pub(crate) struct Commit {
+    /// Household rows to write. Their fields are not written here: they are the fields of the
+    /// revision `rev`, which is either stored already or in `revisions`.
+    pub(crate) households: Vec<StoredHousehold>,
+    pub(crate) revisions: Vec<(Uuid, Revision)>,
+    /// New change-log entries: seq and household.
+    pub(crate) changes: Vec<(u64, Uuid)>,
+    /// New or updated conflict records.
+    pub(crate) conflicts: Vec<ConflictRecord>,
+    pub(crate) rejected: Vec<RejectedMutation>,
+    pub(crate) outcomes: Vec<(Uuid, MutationOutcome)>,
+    /// Each device's new last applied mutation seq.
+    pub(crate) device_last: Vec<(Uuid, u64)>,
+    pub(crate) head_seq: u64,
+    pub(crate) last_conflict: u64,
+    pub(crate) household_count: u64,
+}
+
+/// A page of the change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangePage {
+    /// Change-log entries in seq order: seq and household.
+    pub entries: Vec<(u64, Uuid)>,
+    /// More entries follow the last one.
+    pub more: bool,
+}
+
+/// The canonical household registry.
+pub struct Registry {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Set when a write or a flush failed.
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("failed", &self.failed.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Opens the registry under `dir`, creating it if it is not there.
+    pub fn open(dir: &Path) -> Result<Registry, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new().path(dir).open().map_err(open_error)?;
+        let tree = db.open_tree("registry").map_err(open_error)?;
+        Ok(Registry {
+            db,
+            tree,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// False once a write or a flush has failed.
+    pub fn is_healthy(&self) -> bool {
+        !self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Refuses when an earlier write failed.
+    pub fn check_healthy(&self) -> Result<(), StoreError> {
+        if self.is_healthy() {
+            Ok(())
+        } else {
+            Err(StoreError::Failed)
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.tree.get(key)?)
+    }
+
+    fn corrupt(key: &[u8]) -> impl FnOnce(RowError) -> StoreError + '_ {
+        move |source| StoreError::Corrupt {
+            key: keys::show(key),
+            source,
+        }
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        match self.get(key)? {
+            None => Ok(0),
+            Some(bytes) => rows::decode_u64(&bytes).map_err(Self::corrupt(key)),
+        }
+    }
+
+    fn meta(&self, id: Uuid) -> Result<Option<HouseholdMeta>, StoreError> {
+        let key = keys::household(id);
+        self.get(&key)?
+            .map(|row| rows::decode_household(&row).map_err(Self::corrupt(&key)))
+            .transpose()
+    }
+
+    fn revision_row(&self, id: Uuid, rev: u32) -> Result<Option<RevisionRow>, StoreError> {
+        let key = keys::revision(id, rev);
+        self.get(&key)?
+            .map(|row| rows::decode_revision(&row).map_err(Self::corrupt(&key)))
+            .transpose()
+    }
+
+    fn with_fields(&self, id: Uuid, meta: HouseholdMeta) -> Result<StoredHousehold, StoreError> {
+        let revision = self.revision_row(id, meta.rev)?.ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "household {id} is at revision {} but that revision is missing",
+                meta.rev
+            ))
+        })?;
+        Ok(StoredHousehold {
+            id,
+            rev: meta.rev,
+            fields: revision.fields,
+            review: meta.review,
+            open_conflicts: meta.open_conflicts,
+            created_by: meta.created_by,
+            last_seq: meta.last_seq,
+        })
+    }
+
+    /// The household's current state.
+    pub fn household(&self, id: Uuid) -> Result<Option<StoredHousehold>, StoreError> {
+        match self.meta(id)? {
+            None => Ok(None),
+            Some(meta) => self.with_fields(id, meta).map(Some),
+        }
+    }
+
+    /// The household's current state if its latest change is the change-log entry `seq`;
+    /// `None` when a later entry supersedes it. Reads the fields only when they are wanted.
+    pub fn household_if_latest(
+        &self,
+        id: Uuid,
+        seq: u64,
+    ) -> Result<Option<StoredHousehold>, StoreError> {
+        let meta = self.meta(id)?.ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "change-log entry {seq} names household {id}, which is missing"
+            ))
+        })?;
+        if meta.last_seq != seq {
+            return Ok(None);
+        }
+        self.with_fields(id, meta).map(Some)
+    }
+
+    /// One revision of a household.
+    pub fn revision(&self, id: Uuid, rev: u32) -> Result<Option<Revision>, StoreError> {
+        Ok(self.revision_row(id, rev)?.map(|row| Revision {
+            rev,
+            fields: row.fields,
+            device_id: row.device_id,
+            mutation_seq: row.mutation_seq,
+            at_ms: row.at_ms,
+            why: row.why,
+        }))
+    }
+
+    /// Every revision of a household, oldest first.
+    pub fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(keys::revisions_of(id)) {
+            let (key, row) = entry?;
+            let rev = keys::u32_at(&key, 17).ok_or_else(|| StoreError::Corrupt {
+                key: keys::show(&key),
+                source: RowError::Truncated,
+            })?;
+            let row = rows::decode_revision(&row).map_err(Self::corrupt(&key))?;
+            out.push(Revision {
+                rev,
+                fields: row.fields,
+                device_id: row.device_id,
+                mutation_seq: row.mutation_seq,
+                at_ms: row.at_ms,
+                why: row.why,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One conflict record.
+    pub fn conflict(&self, id: u64) -> Result<Option<ConflictRecord>, StoreError> {
+        let key = keys::conflict(id);
+        self.get(&key)?
+            .map(|row| rows::decode_conflict(id, &row).map_err(Self::corrupt(&key)))
+            .transpose()
+    }
+
+    /// Conflict records, open and resolved, oldest first: of one household, or of all.
+    pub fn conflicts(&self, household: Option<Uuid>) -> Result<Vec<ConflictRecord>, StoreError> {
+        let mut out = Vec::new();
+        match household {
+            Some(household) => {
+                for entry in self.tree.scan_prefix(keys::conflicts_of(household)) {
+                    let (key, _) = entry?;
+                    let id = keys::u64_at(&key, 17).ok_or_else(|| StoreError::Corrupt {
+                        key: keys::show(&key),
+                        source: RowError::Truncated,
+                    })?;
+                    let record = self.conflict(id)?.ok_or_else(|| {
+                        StoreError::Inconsistent(format!(
+                            "household {household} lists conflict {id}, which is missing"
+                        ))
+                    })?;
+                    out.push(record);
+                }
+            }
+            None => {
+                for entry in self.tree.scan_prefix([keys::CONFLICT]) {
+                    let (key, row) = entry?;
+                    let id = keys::u64_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
+                        key: keys::show(&key),
+                        source: RowError::Truncated,
+                    })?;
+                    out.push(rows::decode_conflict(id, &row).map_err(Self::corrupt(&key))?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every rejected mutation, by device and then seq.
+    pub fn rejected(&self) -> Result<Vec<RejectedMutation>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix([keys::REJECTED]) {
+            let (key, row) = entry?;
+            let device_id = keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
+                key: keys::show(&key),
+                source: RowError::Truncated,
+            })?;
+            let (mutation, reason, at_ms) =
+                rows::decode_rejected(&row).map_err(Self::corrupt(&key))?;
+            out.push(RejectedMutation {
+                device_id,
+                mutation,
+                reason,
+                at_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn household_count(&self) -> Result<u64, StoreError> {
+        self.counter(keys::HOUSEHOLDS)
+    }
+
+    /// The last change-log seq; 0 for an empty registry.
+    pub fn head_seq(&self) -> Result<u64, StoreError> {
+        self.counter(keys::HEAD_SEQ)
+    }
+
+    /// The last conflict id handed out; 0 before the first conflict.
+    pub fn last_conflict_id(&self) -> Result<u64, StoreError> {
+        self.counter(keys::LAST_CONFLICT)
+    }
+
+    /// The device's last applied mutation seq; 0 for a device never seen.
+    pub fn device_last_seq(&self, device: Uuid) -> Result<u64, StoreError> {
+        self.counter(&keys::device(device))
+    }
+
+    /// The stored outcome of one of a device's mutations.
+    pub fn outcome(&self, device: Uuid, seq: u64) -> Result<Option<MutationOutcome>, StoreError> {
+        let key = keys::outcome(device, seq);
+        self.get(&key)?
+            .map(|row| rows::decode_outcome(&row).map_err(Self::corrupt(&key)))
+            .transpose()
+    }
+
+    /// A device's stored outcomes from mutation seq `from` on, at most `max`, ascending.
+    pub fn outcomes(
+        &self,
+        device: Uuid,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<MutationOutcome>, StoreError> {
+        let range = keys::outcome(device, from)..=keys::outcome(device, u64::MAX);
+        let mut out = Vec::new();
+        for entry in self.tree.range(range).take(max) {
+            let (key, row) = entry?;
+            out.push(rows::decode_outcome(&row).map_err(Self::corrupt(&key))?);
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` change-log entries after `cursor`, in seq order.
+    pub fn changes_after(&self, cursor: u64, limit: usize) -> Result<ChangePage, StoreError> {
+        let Some(from) = cursor.checked_add(1) else {
+            return Ok(ChangePage {
+                entries: Vec::new(),
+                more: false,
+            });
+        };
+        let mut scan = self.tree.range(keys::change(from)..=keys::change(u64::MAX));
+        let mut entries = Vec::with_capacity(limit.min(4_096));
+        while entries.len() < limit {
+            let Some(entry) = scan.next() else { break };
+            let (key, value) = entry?;
+            let seq = keys::u64_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
+                key: keys::show(&key),
+                source: RowError::Truncated,
+            })?;
+            let household = rows::decode_uuid(&value).map_err(Self::corrupt(&key))?;
+            entries.push((seq, household));
+        }
+        let more = scan.next().transpose()?.is_some();
+        Ok(ChangePage { entries, more })
+    }
+
+    /// Writes a commit atomically and makes it durable before returning.
+    pub(crate) fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.check_healthy()?;
+        let mut batch = sled::Batch::default();
+        for household in &commit.households {
+            batch.insert(
+                keys::household(household.id),
+                rows::encode_household(&household.meta()),
+            );
+        }
+        for (id, revision) in &commit.revisions {
+            let row = RevisionRow {
+                fields: revision.fields.clone(),
+                device_id: revision.device_id,
+                mutation_seq: revision.mutation_seq,
+                at_ms: revision.at_ms,
+                why: revision.why,
+            };
+            batch.insert(
+                keys::revision(*id, revision.rev),
+                rows::encode_revision(&row),
+            );
+        }
+        for (seq, id) in &commit.changes {
+            batch.insert(keys::change(*seq), &rows::encode_uuid(*id)[..]);
+        }
+        for record in &commit.conflicts {
+            batch.insert(keys::conflict(record.id), rows::encode_conflict(record));
+            batch.insert(
+                keys::conflict_by_household(record.household_id, record.id),
+                &[][..],
+            );
+        }
+        for rejected in &commit.rejected {
+            batch.insert(
+                keys::rejected(rejected.device_id, rejected.mutation.seq),
+                rows::encode_rejected(&rejected.mutation, &rejected.reason, rejected.at_ms),
+            );
+        }
+        for (device, outcome) in &commit.outcomes {
+            batch.insert(
+                keys::outcome(*device, outcome.seq),
+                rows::encode_outcome(outcome),
+            );
+        }
+        for (device, seq) in &commit.device_last {
+            batch.insert(keys::device(*device), &rows::encode_u64(*seq)[..]);
+        }
+        batch.insert(keys::HEAD_SEQ, &rows::encode_u64(commit.head_seq)[..]);
+        batch.insert(
+            keys::LAST_CONFLICT,
+            &rows::encode_u64(commit.last_conflict)[..],
+        );
+        batch.insert(
+            keys::HOUSEHOLDS,
+            &rows::encode_u64(commit.household_count)[..],
+        );
+
+        if let Err(error) = self.tree.apply_batch(batch) {
+            self.fail("applying a batch", &error);
+            return Err(StoreError::Sled(error));
+        }
+        self.flush()
+    }
+
+    /// Makes every write so far durable. A failure marks the registry failed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        // `flush_async` deadlocks under concurrency in sled 0.34: the blocking flush is the
+        // only one used.
+        match self.db.flush() {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                self.fail("flushing", &error);
+                Err(StoreError::Flush(error))
+            }
+        }
+    }
+
+    fn fail(&self, doing: &str, error: &sled::Error) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                %error,
+                "{doing} the registry failed; sync is refused until the server restarts"
+            );
+        }
+    }
+}

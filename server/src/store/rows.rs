@@ -1,0 +1,501 @@
+//! Row layouts, written by hand so that the disk format is the registry's own and can change
+//! independently of the wire format.
+//!
+//! Every row starts with a format byte ([`FORMAT`]). Numbers are big-endian. A blob is a u32
+//! length and that many bytes. Protocol values inside a row (field maps, review states,
+//! conflict fields, mutations, outcomes) are blobs in the protocol codec, which carries its own
+//! version prefix.
+
+use protocol::codec::{self, CodecError};
+use protocol::fields::FieldMap;
+use protocol::merge::ConflictField;
+use protocol::sync::{Mutation, MutationOutcome, ReviewState};
+use serde::{de::DeserializeOwned, Serialize};
+use uuid::Uuid;
+
+use super::{ConflictRecord, RevisionCause};
+
+/// The row format this build writes and reads.
+pub(super) const FORMAT: u8 = 1;
+
+/// Why a stored row could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("the row ends early")]
+    Truncated,
+    #[error("the row has {0} bytes after its last field")]
+    Trailing(usize),
+    #[error("the row format {0} is unknown to this build")]
+    Format(u8),
+    #[error("the row holds an unknown tag {tag} for {what}")]
+    Tag { what: &'static str, tag: u8 },
+    #[error("a text in the row is not UTF-8")]
+    Utf8,
+    #[error("a protocol value in the row does not decode: {0}")]
+    Codec(#[from] CodecError),
+}
+
+/// Builds a row.
+pub(super) struct RowWriter(Vec<u8>);
+
+impl RowWriter {
+    pub(super) fn new() -> RowWriter {
+        RowWriter(vec![FORMAT])
+    }
+
+    pub(super) fn u8(mut self, value: u8) -> RowWriter {
+        self.0.push(value);
+        self
+    }
+
+    pub(super) fn u32(mut self, value: u32) -> RowWriter {
+        self.0.extend_from_slice(&value.to_be_bytes());
+        self
+    }
+
+    pub(super) fn u64(mut self, value: u64) -> RowWriter {
+        self.0.extend_from_slice(&value.to_be_bytes());
+        self
+    }
+
+    pub(super) fn i64(mut self, value: i64) -> RowWriter {
+        self.0.extend_from_slice(&value.to_be_bytes());
+        self
+    }
+
+    pub(super) fn uuid(mut self, value: Uuid) -> RowWriter {
+        self.0.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    pub(super) fn blob(mut self, bytes: &[u8]) -> RowWriter {
+        // Rows hold at most a few megabytes; a blob over 4 GiB cannot come from a request that
+        // passed the push size limit.
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    pub(super) fn protocol<T: Serialize>(self, value: &T) -> RowWriter {
+        self.blob(&codec::encode(value))
+    }
+
+    pub(super) fn finish(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Reads a row, checking every length against the bytes actually there.
+pub(super) struct RowReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> RowReader<'a> {
+    pub(super) fn new(row: &'a [u8]) -> Result<RowReader<'a>, RowError> {
+        let mut reader = RowReader { rest: row };
+        match reader.u8()? {
+            FORMAT => Ok(reader),
+            other => Err(RowError::Format(other)),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RowError> {
+        if self.rest.len() < n {
+            return Err(RowError::Truncated);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RowError> {
+        self.take(N)?.try_into().map_err(|_| RowError::Truncated)
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8, RowError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(super) fn u32(&mut self) -> Result<u32, RowError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    pub(super) fn u64(&mut self) -> Result<u64, RowError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    pub(super) fn i64(&mut self) -> Result<i64, RowError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    pub(super) fn uuid(&mut self) -> Result<Uuid, RowError> {
+        Ok(Uuid::from_bytes(self.array()?))
+    }
+
+    pub(super) fn blob(&mut self) -> Result<&'a [u8], RowError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    pub(super) fn text(&mut self) -> Result<String, RowError> {
+        let bytes = self.blob()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| RowError::Utf8)
+    }
+
+    pub(super) fn protocol<T: DeserializeOwned>(&mut self) -> Result<T, RowError> {
+        let bytes = self.blob()?;
+        Ok(codec::decode(bytes, bytes.len())?)
+    }
+
+    pub(super) fn finish(self) -> Result<(), RowError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            n => Err(RowError::Trailing(n)),
+        }
+    }
+}
+
+/// The household row: everything about the current state except its fields, which are the
+/// fields of revision `rev` and live in that revision's row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct HouseholdMeta {
+    pub(super) rev: u32,
+    pub(super) last_seq: u64,
+    pub(super) created_by: Uuid,
+    pub(super) open_conflicts: Vec<u64>,
+    pub(super) review: ReviewState,
+}
+
+pub(super) fn encode_household(meta: &HouseholdMeta) -> Vec<u8> {
+    let count = u32::try_from(meta.open_conflicts.len()).unwrap_or(u32::MAX);
+    let mut row = RowWriter::new()
+        .u32(meta.rev)
+        .u64(meta.last_seq)
+        .uuid(meta.created_by)
+        .u32(count);
+    for id in meta.open_conflicts.iter().take(count as usize) {
+        row = row.u64(*id);
+    }
+    row.protocol(&meta.review).finish()
+}
+
+pub(super) fn decode_household(row: &[u8]) -> Result<HouseholdMeta, RowError> {
+    let mut reader = RowReader::new(row)?;
+    let rev = reader.u32()?;
+    let last_seq = reader.u64()?;
+    let created_by = reader.uuid()?;
+    let count = reader.u32()? as usize;
+    // Each id takes 8 bytes: a count larger than the row allows is a truncated row, caught
+    // before anything is allocated for it.
+    if count > reader.rest.len() / 8 {
+        return Err(RowError::Truncated);
+    }
+    let open_conflicts = (0..count).map(|_| reader.u64()).collect::<Result<_, _>>()?;
+    let review = reader.protocol()?;
+    reader.finish()?;
+    Ok(HouseholdMeta {
+        rev,
+        last_seq,
+        created_by,
+        open_conflicts,
+        review,
+    })
+}
+
+/// A revision row; the household id and the rev are in its key.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct RevisionRow {
+    pub(super) fields: FieldMap,
+    pub(super) device_id: Uuid,
+    pub(super) mutation_seq: u64,
+    pub(super) at_ms: i64,
+    pub(super) why: RevisionCause,
+}
+
+fn cause_tag(why: RevisionCause) -> u8 {
+    match why {
+        RevisionCause::Create => 1,
+        RevisionCause::Mutation => 2,
+        RevisionCause::Merge => 3,
+        RevisionCause::Conflict => 4,
+        RevisionCause::Resolution => 5,
+        RevisionCause::Review => 6,
+    }
+}
+
+fn cause_of(tag: u8) -> Result<RevisionCause, RowError> {
+    Ok(match tag {
+        1 => RevisionCause::Create,
+        2 => RevisionCause::Mutation,
+        3 => RevisionCause::Merge,
+        4 => RevisionCause::Conflict,
+        5 => RevisionCause::Resolution,
+        6 => RevisionCause::Review,
+        tag => {
+            return Err(RowError::Tag {
+                what: "a revision's cause",
+                tag,
+            })
+        }
+    })
+}
+
+pub(super) fn encode_revision(row: &RevisionRow) -> Vec<u8> {
+    RowWriter::new()
+        .uuid(row.device_id)
+        .u64(row.mutation_seq)
+        .i64(row.at_ms)
+        .u8(cause_tag(row.why))
+        .protocol(&row.fields)
+        .finish()
+}
+
+pub(super) fn decode_revision(row: &[u8]) -> Result<RevisionRow, RowError> {
+    let mut reader = RowReader::new(row)?;
+    let device_id = reader.uuid()?;
+    let mutation_seq = reader.u64()?;
+    let at_ms = reader.i64()?;
+    let why = cause_of(reader.u8()?)?;
+    let fields = reader.protocol()?;
+    reader.finish()?;
+    Ok(RevisionRow {
+        fields,
+        device_id,
+        mutation_seq,
+        at_ms,
+        why,
+    })
+}
+
+pub(super) fn encode_conflict(record: &ConflictRecord) -> Vec<u8> {
+    let (has_base, base) = match record.base_rev {
+        Some(rev) => (1, rev),
+        None => (0, 0),
+    };
+    RowWriter::new()
+        .uuid(record.household_id)
+        .uuid(record.device_id)
+        .u64(record.mutation_seq)
+        .u8(has_base)
+        .u32(base)
+        .u32(record.theirs_rev)
+        .i64(record.made_at_ms)
+        .i64(record.received_at_ms)
+        .u8(u8::from(record.open))
+        .protocol(&record.fields)
+        .finish()
+}
+
+pub(super) fn decode_conflict(id: u64, row: &[u8]) -> Result<ConflictRecord, RowError> {
+    let mut reader = RowReader::new(row)?;
+    let household_id = reader.uuid()?;
+    let device_id = reader.uuid()?;
+    let mutation_seq = reader.u64()?;
+    let has_base = reader.u8()?;
+    let base = reader.u32()?;
+    let base_rev = match has_base {
+        0 => None,
+        1 => Some(base),
+        tag => {
+            return Err(RowError::Tag {
+                what: "a conflict's base",
+                tag,
+            })
+        }
+    };
+    let theirs_rev = reader.u32()?;
+    let made_at_ms = reader.i64()?;
+    let received_at_ms = reader.i64()?;
+    let open = match reader.u8()? {
+        0 => false,
+        1 => true,
+        tag => {
+            return Err(RowError::Tag {
+                what: "a conflict's open flag",
+                tag,
+            })
+        }
+    };
+    let fields: Vec<ConflictField> = reader.protocol()?;
+    reader.finish()?;
+    Ok(ConflictRecord {
+        id,
+        household_id,
+        device_id,
+        mutation_seq,
+        base_rev,
+        theirs_rev,
+        fields,
+        made_at_ms,
+        received_at_ms,
+        open,
+    })
+}
+
+/// A rejected mutation row; the device id and the seq are in its key.
+pub(super) fn encode_rejected(mutation: &Mutation, reason: &str, at_ms: i64) -> Vec<u8> {
+    RowWriter::new()
+        .i64(at_ms)
+        .blob(reason.as_bytes())
+        .protocol(mutation)
+        .finish()
+}
+
+pub(super) fn decode_rejected(row: &[u8]) -> Result<(Mutation, String, i64), RowError> {
+    let mut reader = RowReader::new(row)?;
+    let at_ms = reader.i64()?;
+    let reason = reader.text()?;
+    let mutation = reader.protocol()?;
+    reader.finish()?;
+    Ok((mutation, reason, at_ms))
+}
+
+pub(super) fn encode_outcome(outcome: &MutationOutcome) -> Vec<u8> {
+    RowWriter::new().protocol(outcome).finish()
+}
+
+pub(super) fn decode_outcome(row: &[u8]) -> Result<MutationOutcome, RowError> {
+    let mut reader = RowReader::new(row)?;
+    let outcome = reader.protocol()?;
+    reader.finish()?;
+    Ok(outcome)
+}
+
+pub(super) fn encode_u64(value: u64) -> [u8; 8] {
+    value.to_be_bytes()
+}
+
+pub(super) fn decode_u64(bytes: &[u8]) -> Result<u64, RowError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| RowError::Truncated)?;
+    Ok(u64::from_be_bytes(array))
+}
+
+pub(super) fn encode_uuid(value: Uuid) -> [u8; 16] {
+    *value.as_bytes()
+}
+
+pub(super) fn decode_uuid(bytes: &[u8]) -> Result<Uuid, RowError> {
+    let array: [u8; 16] = bytes.try_into().map_err(|_| RowError::Truncated)?;
+    Ok(Uuid::from_bytes(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::fields::{FieldChange, FieldValue};
+    use protocol::sync::{Base, Outcome};
+
+    fn fields() -> FieldMap {
+        [
+            ("address".to_string(), FieldValue::Text("Số 3".into())),
+            ("dwelling.floor_area_m2".to_string(), FieldValue::Int(24)),
+            ("gps.lat".to_string(), FieldValue::Float(21.5)),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn household_rows_round_trip() {
+        let meta = HouseholdMeta {
+            rev: 7,
+            last_seq: 1_000_000,
+            created_by: Uuid::from_u128(3),
+            open_conflicts: vec![4, 9],
+            review: ReviewState::Returned {
+                comment: "thiếu ngày sinh".into(),
+            },
+        };
+        assert_eq!(decode_household(&encode_household(&meta)).ok(), Some(meta));
+    }
+
+    #[test]
+    fn revision_conflict_rejected_and_outcome_rows_round_trip() {
+        let revision = RevisionRow {
+            fields: fields(),
+            device_id: Uuid::from_u128(5),
+            mutation_seq: 12,
+            at_ms: -3,
+            why: RevisionCause::Conflict,
+        };
+        assert_eq!(
+            decode_revision(&encode_revision(&revision)).ok(),
+            Some(revision)
+        );
+
+        let conflict = ConflictRecord {
+            id: 11,
+            household_id: Uuid::from_u128(1),
+            device_id: Uuid::from_u128(2),
+            mutation_seq: 3,
+            base_rev: None,
+            theirs_rev: 2,
+            fields: vec![ConflictField {
+                path: "address".into(),
+                base: None,
+                theirs: Some(FieldValue::Text("a".into())),
+                mine: Some(FieldValue::Null),
+            }],
+            made_at_ms: 1,
+            received_at_ms: 2,
+            open: true,
+        };
+        assert_eq!(
+            decode_conflict(11, &encode_conflict(&conflict)).ok(),
+            Some(conflict)
+        );
+
+        let mutation = Mutation {
+            seq: 4,
+            household_id: Uuid::from_u128(8),
+            base: Base::Rev(2),
+            changes: vec![FieldChange {
+                path: "address".into(),
+                value: None,
+            }],
+            made_at_ms: 99,
+        };
+        let (back, reason, at) =
+            decode_rejected(&encode_rejected(&mutation, "lý do / reason", 5)).expect("decodes");
+        assert_eq!((back, reason.as_str(), at), (mutation, "lý do / reason", 5));
+
+        let outcome = MutationOutcome {
+            seq: 4,
+            household_id: Uuid::from_u128(8),
+            outcome: Outcome::Merged { rev: 3 },
+        };
+        assert_eq!(
+            decode_outcome(&encode_outcome(&outcome)).ok(),
+            Some(outcome)
+        );
+    }
+
+    #[test]
+    fn damaged_rows_are_errors_not_panics() {
+        let row = encode_revision(&RevisionRow {
+            fields: fields(),
+            device_id: Uuid::from_u128(5),
+            mutation_seq: 12,
+            at_ms: 0,
+            why: RevisionCause::Create,
+        });
+        for cut in 0..row.len() {
+            assert!(decode_revision(&row[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = row.clone();
+        long.push(0);
+        assert!(matches!(decode_revision(&long), Err(RowError::Trailing(1))));
+        let mut future = row;
+        future[0] = 200;
+        assert!(matches!(
+            decode_revision(&future),
+            Err(RowError::Format(200))
+        ));
+        // A household row claiming four billion open conflicts in a few bytes.
+        let mut lying = vec![FORMAT];
+        lying.extend_from_slice(&[0; 4 + 8 + 16]);
+        lying.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(decode_household(&lying), Err(RowError::Truncated)));
+    }
+}

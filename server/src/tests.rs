@@ -1,0 +1,820 @@
+//! Unit tests of the push and pull logic in process, and of the HTTP mapping over a real
+//! socket. The end-to-end tests with real devices live in the workspace's `tests/` crate.
+
+use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
+use protocol::household::{
+    Date, Dwelling, Household, HouseholdFlags, IncomeEvidence, Member, PovertyCauses, Relationship,
+    ReviewRound, RoundKind, Sex,
+};
+use protocol::sync::{
+    Base, Mutation, Outcome, PullRequest, PullResponse, PushReply, PushRequest, ReviewState,
+};
+use uuid::Uuid;
+
+use crate::{AppError, AppState, RevisionCause};
+
+fn member(name: &str, relationship: Relationship) -> Member {
+    Member {
+        id: Uuid::now_v7(),
+        full_name: name.to_string(),
+        sex: Sex::Female,
+        date_of_birth: Date::new(1980, 5, 2).expect("valid date"),
+        personal_id: None,
+        relationship,
+        ethnicity: Some("Kinh".to_string()),
+        in_school: None,
+        qualification: None,
+        employment: None,
+        has_pension: None,
+        health_insurance: Some(true),
+        disability_or_severe_illness: None,
+        child_nutrition: None,
+    }
+}
+
+fn household(head: &str) -> Household {
+    let head = member(head, Relationship::Head);
+    Household {
+        id: Uuid::now_v7(),
+        round: ReviewRound {
+            year: 2025,
+            kind: RoundKind::Periodic,
+        },
+        commune_code: "00004".to_string(),
+        village: "Thôn Đông".to_string(),
+        address: "Số 1, đường Làng".to_string(),
+        gps: None,
+        head_member_id: Some(head.id),
+        members: vec![head],
+        flags: HouseholdFlags::default(),
+        income: IncomeEvidence::default(),
+        dwelling: Dwelling::default(),
+        causes_of_poverty: PovertyCauses::default(),
+        support_needs: Vec::new(),
+        void: None,
+    }
+}
+
+/// The changes from `from` to `to`, as a device would send them.
+fn changes(from: Option<&Household>, to: &Household) -> Vec<FieldChange> {
+    let old = from.map(fields::flatten).unwrap_or_default();
+    fields::diff(&old, &fields::flatten(to))
+}
+
+fn mutation(seq: u64, id: Uuid, base: Base, changes: Vec<FieldChange>) -> Mutation {
+    Mutation {
+        seq,
+        household_id: id,
+        base,
+        changes,
+        made_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn create(seq: u64, record: &Household) -> Mutation {
+    mutation(seq, record.id, Base::New, changes(None, record))
+}
+
+fn edit(seq: u64, base: u32, from: &Household, to: &Household) -> Mutation {
+    mutation(seq, from.id, Base::Rev(base), changes(Some(from), to))
+}
+
+struct Fixture {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = AppState::open(dir.path()).expect("open registry");
+    Fixture { state, _dir: dir }
+}
+
+async fn push(state: &AppState, device: Uuid, mutations: Vec<Mutation>) -> Vec<Outcome> {
+    match state
+        .push(PushRequest {
+            device_id: device,
+            mutations,
+        })
+        .await
+        .expect("push succeeds")
+    {
+        PushReply::Accepted { outcomes, .. } => outcomes.into_iter().map(|o| o.outcome).collect(),
+        PushReply::SeqGap { expected } => panic!("unexpected seq gap, expected {expected}"),
+    }
+}
+
+async fn pull(state: &AppState, device: Uuid, cursor: u64, limit: u32) -> PullResponse {
+    state
+        .pull(PullRequest {
+            device_id: device,
+            cursor,
+            limit,
+            outcomes_from: u64::MAX,
+        })
+        .await
+        .expect("pull succeeds")
+}
+
+fn stored(state: &AppState, id: Uuid) -> Household {
+    state
+        .registry()
+        .household(id)
+        .expect("read")
+        .expect("exists")
+        .household()
+        .expect("well-formed")
+}
+
+#[tokio::test]
+async fn a_create_makes_revision_one_and_reaches_a_pull() {
+    let Fixture { state, _dir } = fixture();
+    let device = Uuid::now_v7();
+    let record = household("Nguyễn Thị Lan");
+    let outcomes = push(&state, device, vec![create(1, &record)]).await;
+    assert_eq!(outcomes, vec![Outcome::Applied { rev: 1 }]);
+
+    let registry = state.registry();
+    assert_eq!(stored(&state, record.id), record);
+    let history = registry.history(record.id).expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].rev, history[0].why, history[0].device_id),
+        (1, RevisionCause::Create, device)
+    );
+    assert_eq!(registry.household_count().expect("count"), 1);
+    assert_eq!(registry.head_seq().expect("head"), 1);
+    assert_eq!(registry.device_last_seq(device).expect("seq"), 1);
+
+    let page = pull(&state, Uuid::now_v7(), 0, 100).await;
+    assert_eq!((page.next_cursor, page.more), (1, false));
+    assert_eq!(page.changes.len(), 1);
+    let change = &page.changes[0];
+    assert_eq!((change.seq, change.rev, change.in_conflict), (1, 1, false));
+    assert_eq!(change.review, ReviewState::Submitted);
+    assert_eq!(change.fields, fields::flatten(&record));
+}
+
+#[tokio::test]
+async fn a_replay_returns_the_stored_outcomes_and_applies_nothing() {
+    let Fixture { state, _dir } = fixture();
+    let device = Uuid::now_v7();
+    let record = household("Trần Văn Bình");
+    let mut edited = record.clone();
+    edited.address = "Số 9".to_string();
+    let batch = vec![create(1, &record), edit(2, 1, &record, &edited)];
+    let request = PushRequest {
+        device_id: device,
+        mutations: batch,
+    };
+    let first = state.push(request.clone()).await.expect("push");
+    let head = state.registry().head_seq().expect("head");
+    let again = state.push(request.clone()).await.expect("replay");
+    assert_eq!(first, again);
+    assert_eq!(state.registry().head_seq().expect("head"), head);
+    assert_eq!(
+        state.registry().history(record.id).expect("history").len(),
+        2
+    );
+
+    // A batch that starts with replays and goes on with a new mutation applies only the new one.
+    let mut more = edited.clone();
+    more.village = "Thôn Tây".to_string();
+    let mut mutations = request.mutations;
+    mutations.push(edit(3, 2, &edited, &more));
+    let outcomes = push(&state, device, mutations).await;
+    assert_eq!(outcomes[2], Outcome::Applied { rev: 3 });
+    assert_eq!(
+        state.registry().history(record.id).expect("history").len(),
+        3
+    );
+
+    // The outcomes also come with a pull.
+    let page = state
+        .pull(PullRequest {
+            device_id: device,
+            cursor: 0,
+            limit: 10,
+            outcomes_from: 2,
+        })
+        .await
+        .expect("pull");
+    let seqs: Vec<u64> = page.outcomes.iter().map(|o| o.seq).collect();
+    assert_eq!(seqs, vec![2, 3]);
+}
+
+#[tokio::test]
+async fn a_gap_is_refused_with_the_seq_expected_and_changes_nothing() {
+    let Fixture { state, _dir } = fixture();
+    let device = Uuid::now_v7();
+    let record = household("Lê Thị Cúc");
+    let reply = state
+        .push(PushRequest {
+            device_id: device,
+            mutations: vec![create(3, &record)],
+        })
+        .await
+        .expect("push");
+    assert_eq!(reply, PushReply::SeqGap { expected: 1 });
+    assert_eq!(state.registry().head_seq().expect("head"), 0);
+    assert_eq!(state.registry().device_last_seq(device).expect("seq"), 0);
+    assert!(state
+        .registry()
+        .household(record.id)
+        .expect("read")
+        .is_none());
+}
+
+#[tokio::test]
+async fn malformed_batches_are_refused_whole() {
+    let Fixture { state, _dir } = fixture();
+    let device = Uuid::now_v7();
+    let record = household("Phạm Văn Dũng");
+    let mut twice = create(1, &record);
+    twice.changes.push(twice.changes[0].clone());
+    let too_long = mutation(
+        1,
+        record.id,
+        Base::New,
+        vec![FieldChange {
+            path: "address".to_string(),
+            value: Some(FieldValue::Text("x".repeat(5_000))),
+        }],
+    );
+    for (what, mutations, says) in [
+        ("empty", Vec::new(), "no mutations"),
+        ("duplicate path", vec![twice], "twice"),
+        ("oversized text", vec![too_long], "at most"),
+        ("seq zero", vec![create(0, &record)], "start at 1"),
+        (
+            "gap inside",
+            vec![create(1, &record), create(3, &household("Ngô Văn Em"))],
+            "follow each other",
+        ),
+    ] {
+        let error = state
+            .push(PushRequest {
+                device_id: device,
+                mutations,
+            })
+            .await
+            .expect_err(what);
+        assert!(
+            matches!(&error, AppError::InvalidRequest(message) if message.contains(says)),
+            "{what}: {error}"
+        );
+    }
+    assert_eq!(state.registry().head_seq().expect("head"), 0);
+    assert_eq!(state.registry().device_last_seq(device).expect("seq"), 0);
+}
+
+#[tokio::test]
+async fn different_fields_merge_and_the_same_field_conflicts() {
+    let Fixture { state, _dir } = fixture();
+    let (lan, minh) = (Uuid::now_v7(), Uuid::now_v7());
+    let original = household("Hoàng Văn Giang");
+    push(&state, lan, vec![create(1, &original)]).await;
+
+    let mut by_lan = original.clone();
+    by_lan.address = "Số 10".to_string();
+    assert_eq!(
+        push(&state, lan, vec![edit(2, 1, &original, &by_lan)]).await,
+        vec![Outcome::Applied { rev: 2 }]
+    );
+
+    let mut by_minh = original.clone();
+    by_minh.dwelling.floor_area_m2 = Some(18);
+    assert_eq!(
+        push(&state, minh, vec![edit(1, 1, &original, &by_minh)]).await,
+        vec![Outcome::Merged { rev: 3 }]
+    );
+    let mut expected = by_lan.clone();
+    expected.dwelling.floor_area_m2 = Some(18);
+    assert_eq!(stored(&state, original.id), expected);
+
+    // Minh edits the address too, still on revision 1: a conflict with Lan's value.
+    let mut again = by_minh.clone();
+    again.address = "Số 12".to_string();
+    again.support_needs = vec!["học nghề".to_string()];
+    let outcomes = push(&state, minh, vec![edit(2, 1, &original, &again)]).await;
+    let Outcome::Conflict {
+        rev,
+        conflict_id,
+        fields,
+    } = &outcomes[0]
+    else {
+        panic!("expected a conflict, got {outcomes:?}");
+    };
+    assert_eq!(*rev, 4, "the support need applied as a new revision");
+    assert_eq!(fields.len(), 1);
+    assert_eq!(fields[0].path, "address");
+    assert_eq!(fields[0].theirs, Some(FieldValue::Text("Số 10".into())));
+    assert_eq!(fields[0].mine, Some(FieldValue::Text("Số 12".into())));
+
+    let row = state
+        .registry()
+        .household(original.id)
+        .expect("read")
+        .expect("exists");
+    assert!(row.in_conflict());
+    assert_eq!(row.open_conflicts, vec![*conflict_id]);
+    let now = stored(&state, original.id);
+    assert_eq!(now.address, "Số 10");
+    assert_eq!(now.support_needs, vec!["học nghề".to_string()]);
+    let records = state
+        .registry()
+        .conflicts(Some(original.id))
+        .expect("conflicts");
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].device_id,
+            records[0].mutation_seq,
+            records[0].base_rev
+        ),
+        (minh, 2, Some(1))
+    );
+    assert_eq!(records[0].theirs_rev, 3);
+    assert_eq!(&records[0].fields, fields);
+    assert_eq!(
+        state.registry().conflicts(None).expect("all conflicts"),
+        records
+    );
+    let causes: Vec<RevisionCause> = state
+        .registry()
+        .history(original.id)
+        .expect("history")
+        .iter()
+        .map(|r| r.why)
+        .collect();
+    assert_eq!(
+        causes,
+        vec![
+            RevisionCause::Create,
+            RevisionCause::Mutation,
+            RevisionCause::Merge,
+            RevisionCause::Conflict
+        ]
+    );
+
+    // A pull shows only the latest state, once, flagged.
+    let page = pull(&state, lan, 0, 100).await;
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(page.changes[0].rev, 4);
+    assert!(page.changes[0].in_conflict);
+}
+
+#[tokio::test]
+async fn a_conflict_that_changes_nothing_else_still_flags_the_household() {
+    let Fixture { state, _dir } = fixture();
+    let (lan, minh) = (Uuid::now_v7(), Uuid::now_v7());
+    let original = household("Vũ Thị Hà");
+    push(&state, lan, vec![create(1, &original)]).await;
+    let mut by_lan = original.clone();
+    by_lan.address = "Số 1A".to_string();
+    push(&state, lan, vec![edit(2, 1, &original, &by_lan)]).await;
+    let head = state.registry().head_seq().expect("head");
+
+    let mut by_minh = original.clone();
+    by_minh.address = "Số 1B".to_string();
+    let outcomes = push(&state, minh, vec![edit(1, 1, &original, &by_minh)]).await;
+    assert!(matches!(outcomes[0], Outcome::Conflict { rev: 2, .. }));
+    assert_eq!(state.registry().history(original.id).expect("h").len(), 2);
+    // The flag is a change devices must hear of.
+    assert_eq!(state.registry().head_seq().expect("head"), head + 1);
+    let page = pull(&state, lan, head, 10).await;
+    assert_eq!(page.changes.len(), 1);
+    assert!(page.changes[0].in_conflict);
+}
+
+#[tokio::test]
+async fn a_merge_that_breaks_the_form_becomes_a_conflict_of_every_change() {
+    let Fixture { state, _dir } = fixture();
+    let (lan, minh) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut original = household("Đặng Văn Khoa");
+    original
+        .members
+        .push(member("Đặng Thị Lụa", Relationship::Spouse));
+    push(&state, lan, vec![create(1, &original)]).await;
+
+    // Lan removes the spouse; Minh, on revision 1, makes her the head and changes the
+    // address. Merged, the head would name a member who is gone.
+    let mut by_lan = original.clone();
+    by_lan.members.pop();
+    push(&state, lan, vec![edit(2, 1, &original, &by_lan)]).await;
+    let mut by_minh = original.clone();
+    by_minh.head_member_id = Some(by_minh.members[1].id);
+    by_minh.members[0].relationship = Relationship::Spouse;
+    by_minh.members[1].relationship = Relationship::Head;
+    by_minh.address = "Số 5".to_string();
+    let outcomes = push(&state, minh, vec![edit(1, 1, &original, &by_minh)]).await;
+    let Outcome::Conflict { rev, fields, .. } = &outcomes[0] else {
+        panic!("expected a conflict, got {outcomes:?}");
+    };
+    assert_eq!(*rev, 2, "nothing applied: the record stays well-formed");
+    let paths: Vec<&str> = fields.iter().map(|f| f.path.as_str()).collect();
+    assert!(paths.contains(&"address"), "{paths:?}");
+    assert!(paths.contains(&"head_member_id"), "{paths:?}");
+    assert_eq!(stored(&state, original.id), by_lan);
+}
+
+#[tokio::test]
+async fn invalid_and_foreign_mutations_are_rejected_kept_and_do_not_block_the_rest() {
+    let Fixture { state, _dir } = fixture();
+    let (lan, minh) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut invalid = household("Bùi Thị Mơ");
+    invalid.members[0].date_of_birth = Date::new(2999, 1, 1).expect("valid date");
+    let valid = household("Bùi Văn Nam");
+    let mut other_id = household("Bùi Văn Ong");
+    let claimed = Uuid::now_v7();
+    let wrong_id = mutation(3, claimed, Base::New, changes(None, &other_id));
+    other_id.id = claimed;
+
+    let outcomes = push(
+        &state,
+        lan,
+        vec![create(1, &invalid), create(2, &valid), wrong_id],
+    )
+    .await;
+    assert!(
+        matches!(&outcomes[0], Outcome::Rejected { reason } if reason.contains("Bùi Thị Mơ") && reason.contains("future")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], Outcome::Applied { rev: 1 });
+    assert!(
+        matches!(&outcomes[2], Outcome::Rejected { reason } if reason.contains("is not the household id")),
+        "{outcomes:?}"
+    );
+    assert_eq!(state.registry().device_last_seq(lan).expect("seq"), 3);
+    let kept = state.registry().rejected().expect("rejected");
+    assert_eq!(kept.len(), 2);
+    assert!(kept
+        .iter()
+        .any(|r| r.mutation.household_id == invalid.id && r.mutation.changes.len() > 5));
+    assert_eq!(state.registry().household_count().expect("count"), 1);
+
+    // Another device cannot create over an existing household, nor edit an unknown revision.
+    let outcomes = push(
+        &state,
+        minh,
+        vec![
+            create(1, &valid),
+            edit(2, 9, &valid, &household("Bùi Văn Phúc")),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&outcomes[0], Outcome::Rejected { reason } if reason.contains("already exists")),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[1], Outcome::Rejected { reason } if reason.contains("no revision 9")),
+        "{outcomes:?}"
+    );
+    assert_eq!(stored(&state, valid.id), valid);
+}
+
+#[tokio::test]
+async fn later_mutations_in_a_batch_see_the_earlier_ones() {
+    let Fixture { state, _dir } = fixture();
+    let device = Uuid::now_v7();
+    let record = household("Cao Văn Quý");
+    let mut edited = record.clone();
+    edited.address = "Số 77".to_string();
+    // Both made before the device heard of revision 1: cumulative changes on Base::New.
+    let outcomes = push(
+        &state,
+        device,
+        vec![
+            create(1, &record),
+            mutation(2, record.id, Base::New, changes(None, &edited)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Applied { rev: 1 }, Outcome::Applied { rev: 2 }]
+    );
+    assert_eq!(stored(&state, edited.id), edited);
+    assert_eq!(state.registry().head_seq().expect("head"), 2);
+    let page = pull(&state, device, 0, 10).await;
+    assert_eq!(page.changes.len(), 1, "the superseded entry is skipped");
+    assert_eq!((page.changes[0].seq, page.changes[0].rev), (2, 2));
+}
+
+#[tokio::test]
+async fn a_new_based_edit_from_the_creator_merges_against_revision_one() {
+    let Fixture { state, _dir } = fixture();
+    let (lan, minh) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut original = household("Lâm Văn Tú");
+    original
+        .members
+        .push(member("Lâm Thị Vân", Relationship::Spouse));
+    push(&state, lan, vec![create(1, &original)]).await;
+
+    // Minh, who has revision 1, changes the address.
+    let mut by_minh = original.clone();
+    by_minh.address = "Số 20".to_string();
+    push(&state, minh, vec![edit(1, 1, &original, &by_minh)]).await;
+
+    // Lan has not heard back yet: her next save is still based on nothing, with every field
+    // repeated and the removed member simply absent.
+    let mut by_lan = original.clone();
+    by_lan.members.pop();
+    let outcomes = push(
+        &state,
+        lan,
+        vec![mutation(2, original.id, Base::New, changes(None, &by_lan))],
+    )
+    .await;
+    assert_eq!(outcomes, vec![Outcome::Merged { rev: 3 }]);
+    let mut expected = by_lan.clone();
+    expected.address = by_minh.address.clone();
+    assert_eq!(stored(&state, original.id), expected);
+    assert!(state
+        .registry()
+        .conflicts(None)
+        .expect("conflicts")
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_from_many_devices_keep_the_change_log_gap_free() {
+    let Fixture { state, _dir } = fixture();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let device = Uuid::now_v7();
+            let mut ids = Vec::new();
+            for round in 0..4u64 {
+                let batch: Vec<Household> = (0..5).map(|n| household(&format!("Hộ {n}"))).collect();
+                ids.extend(batch.iter().map(|h| h.id));
+                let mutations = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(n, h)| create(round * 5 + n as u64 + 1, h))
+                    .collect();
+                push(&state, device, mutations).await;
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    let registry = state.registry();
+    assert_eq!(registry.household_count().expect("count"), all.len() as u64);
+    assert_eq!(registry.head_seq().expect("head"), all.len() as u64);
+    let page = pull(&state, Uuid::now_v7(), 0, 1_000).await;
+    let seqs: Vec<u64> = page.changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn pulls_come_in_pages_in_seq_order() {
+    let Fixture { state, _dir } = fixture();
+    let device = Uuid::now_v7();
+    let records: Vec<Household> = (0..5).map(|n| household(&format!("Hộ {n}"))).collect();
+    let mutations = records
+        .iter()
+        .enumerate()
+        .map(|(n, r)| create(n as u64 + 1, r))
+        .collect();
+    push(&state, device, mutations).await;
+
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = pull(&state, device, cursor, 2).await;
+        pages += 1;
+        seen.extend(page.changes.iter().map(|c| c.household_id));
+        cursor = page.next_cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(cursor, 5);
+    assert_eq!(seen, records.iter().map(|r| r.id).collect::<Vec<_>>());
+    let empty = pull(&state, device, 5, 0).await;
+    assert!(empty.changes.is_empty() && !empty.more && empty.next_cursor == 5);
+    let ahead = state
+        .pull(PullRequest {
+            device_id: device,
+            cursor: 6,
+            limit: 10,
+            outcomes_from: u64::MAX,
+        })
+        .await;
+    assert!(matches!(ahead, Err(AppError::InvalidRequest(m)) if m.contains("ahead")));
+}
+
+#[tokio::test]
+async fn acknowledged_pushes_survive_reopening() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let device = Uuid::now_v7();
+    let record = household("Đinh Thị Sen");
+    {
+        let state = AppState::open(dir.path()).expect("open");
+        push(&state, device, vec![create(1, &record)]).await;
+    }
+    let state = AppState::open(dir.path()).expect("reopen");
+    assert_eq!(stored(&state, record.id), record);
+    assert_eq!(state.registry().device_last_seq(device).expect("seq"), 1);
+    assert_eq!(state.registry().head_seq().expect("head"), 1);
+    let empty: FieldMap = FieldMap::new();
+    assert_ne!(
+        state
+            .registry()
+            .revision(record.id, 1)
+            .expect("read")
+            .expect("exists")
+            .fields,
+        empty
+    );
+}
+
+mod http {
+    //! The HTTP mapping, over a real socket with hand-written HTTP/1.1.
+
+    use super::*;
+    use std::io::{Read, Write};
+
+    struct Running {
+        addr: std::net::SocketAddr,
+        state: AppState,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        served: tokio::task::JoinHandle<std::io::Result<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start() -> Running {
+        let Fixture { state, _dir } = fixture();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(crate::run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            state,
+            stop: Some(stop),
+            served,
+            _dir,
+        }
+    }
+
+    /// Sends one request and returns the status, the content type and the body. Blocking std
+    /// I/O on a blocking thread keeps the test free of an HTTP client.
+    async fn send(
+        addr: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let body = body.to_vec();
+        let response = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream.write_all(head.as_bytes()).expect("write head");
+            stream.write_all(&body).expect("write body");
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).expect("read");
+            response
+        })
+        .await
+        .expect("client thread");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        let status = head[9..12].parse().expect("status code");
+        let content_type = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        (status, content_type, response[split + 4..].to_vec())
+    }
+
+    #[tokio::test]
+    async fn sync_endpoints_speak_the_codec_and_refuse_bad_input_plainly() {
+        let mut server = start().await;
+        let addr = server.addr;
+        let (status, _, body) = send(addr, "GET", "/healthz", b"").await;
+        assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
+
+        let device = Uuid::now_v7();
+        let record = household("Lý Văn Tài");
+        let request = protocol::codec::encode(&PushRequest {
+            device_id: device,
+            mutations: vec![create(1, &record)],
+        });
+        let (status, content_type, body) = send(addr, "POST", "/v1/sync/push", &request).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (200, "application/octet-stream")
+        );
+        let reply: PushReply =
+            protocol::codec::decode(&body, protocol::sync::MAX_RESPONSE_BYTES).expect("decodes");
+        assert!(matches!(reply, PushReply::Accepted { last_seq: 1, .. }));
+
+        let gap = protocol::codec::encode(&PushRequest {
+            device_id: device,
+            mutations: vec![create(5, &household("Lý Thị Uyên"))],
+        });
+        let (status, _, body) = send(addr, "POST", "/v1/sync/push", &gap).await;
+        assert_eq!(status, 409);
+        assert_eq!(
+            protocol::codec::decode::<PushReply>(&body, 1024),
+            Ok(PushReply::SeqGap { expected: 2 })
+        );
+
+        let mut future = request.clone();
+        future[0] = 99;
+        let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+            (
+                "truncated",
+                request[..request.len() / 2].to_vec(),
+                400,
+                "truncated",
+            ),
+            ("unknown version", future, 400, "version 99"),
+            (
+                "oversized",
+                vec![0; protocol::sync::MAX_PUSH_BYTES + 1],
+                413,
+                "limit",
+            ),
+            ("empty", Vec::new(), 400, "empty"),
+        ];
+        for (what, body, want, says) in cases {
+            let (status, content_type, message) = send(addr, "POST", "/v1/sync/push", &body).await;
+            let message = String::from_utf8(message).expect("utf-8 message");
+            assert_eq!(status, want, "{what}: {message}");
+            assert_eq!(content_type, "text/plain; charset=utf-8", "{what}");
+            assert!(message.contains(says), "{what}: {message}");
+        }
+        let (status, _, _) = send(addr, "POST", "/v1/sync/pull", &[0; 2_000]).await;
+        assert_eq!(status, 413);
+
+        let pull = protocol::codec::encode(&PullRequest {
+            device_id: device,
+            cursor: 0,
+            limit: 10,
+            outcomes_from: 1,
+        });
+        let (status, _, body) = send(addr, "POST", "/v1/sync/pull", &pull).await;
+        assert_eq!(status, 200);
+        let page: PullResponse =
+            protocol::codec::decode(&body, protocol::sync::MAX_RESPONSE_BYTES).expect("decodes");
+        assert_eq!((page.changes.len(), page.outcomes.len()), (1, 1));
+
+        let (status, content_type, body) =
+            send(addr, "GET", &format!("/v1/households/{}", record.id), b"").await;
+        assert_eq!((status, content_type.as_str()), (200, "application/json"));
+        let view: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(view["rev"], 1);
+        assert_eq!(view["household"]["address"], "Số 1, đường Làng");
+        assert_eq!(view["review"]["status"], "submitted");
+        assert_eq!(view["in_conflict"], false);
+        let (status, _, _) = send(addr, "GET", "/v1/households/not-a-uuid", b"").await;
+        assert_eq!(status, 400);
+        let (status, _, _) = send(
+            addr,
+            "GET",
+            &format!("/v1/households/{}", Uuid::now_v7()),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, _, body) = send(addr, "GET", "/v1/conflicts?open=true", b"").await;
+        assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+        let (status, _, _) = send(addr, "GET", "/v1/conflicts?colour=red", b"").await;
+        assert_eq!(status, 400);
+        let (status, _, _) = send(addr, "GET", "/nowhere", b"").await;
+        assert_eq!(status, 404);
+
+        assert_eq!(server.state.registry().head_seq().expect("head"), 1);
+        if let Some(stop) = server.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut server.served)
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+    }
+}
