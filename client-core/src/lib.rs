@@ -1,1 +1,42 @@
+//! The device side of the field survey: an offline store, the outbox of pending changes, and
+//! the sync engine that exchanges them with the registry server.
+//!
+//! # Layout
+//! - [`store`]: the offline store on sled. Households as the enumerator sees them (the server's
+//!   last revision with pending local changes laid over), the outbox of mutations, outcomes the
+//!   server sent back (conflicts, rejections), the pull cursor and the device's identity. Every
+//!   write is one atomic sled batch followed by a flush, and returns only once it is durable.
+//!   The only module that opens sled.
+//! - [`sync`](mod@sync): the sans-I/O sync engine ([`sync::SyncEngine`]): it produces the next request
+//!   from the store and consumes the response, so it runs the same over HTTP, in process, or
+//!   under injected faults. Also the thin async driver [`sync::sync`] and the report.
+//! - [`transport`]: the [`transport::Transport`] trait the driver sends requests through, and
+//!   [`transport::HttpTransport`], its reqwest implementation.
+//! - [`clock`]: the device's clock, read in one place (save times, "today" for validation).
+//!
+//! The field app `ho` (`src/bin/ho.rs`) is a command-line front end over this library.
+//!
+//! # Example
+//! ```
+//! use client_core::store::Store;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! store.setup("http://127.0.0.1:8080", uuid::Uuid::new_v4())?;
+//! assert!(store.pending()?.is_empty());
+//! assert_eq!(store.cursor()?, 0);
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod clock;
+pub mod store;
+pub mod sync;
+pub mod transport;
+
+#[cfg(test)]
+mod test_support;
+
+pub use store::{LocalConflict, LocalHousehold, LocalRejection, SaveReceipt, Store, StoreError};
+pub use sync::{sync, Progress, Request, Response, SyncEngine, SyncError, SyncReport};
+pub use transport::{HttpTransport, Transport, TransportError};

@@ -1,0 +1,424 @@
+//! What sync steps do to the store: read the next push batch, record a push reply, a seq gap,
+//! a pull page. Each step is one [`Txn`]: one atomic batch and one flush.
+
+use std::collections::BTreeMap;
+
+use protocol::fields::{self, FieldMap};
+use protocol::sync::{Mutation, MutationOutcome, Outcome, PullResponse};
+use uuid::Uuid;
+
+use super::rows::{self, ConflictRow, HouseholdRow, RejectionRow, ServerCopy};
+use super::{keys, LocalConflict, LocalRejection, Store, StoreError, Txn};
+
+/// An outcome newly recorded in the store.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Recorded {
+    Applied,
+    Merged,
+    Conflict(LocalConflict),
+    Rejected(LocalRejection),
+}
+
+/// What recording a push reply did.
+#[derive(Debug, Default)]
+pub(crate) struct AckEffects {
+    /// Outbox entries the reply acknowledged.
+    pub acknowledged: usize,
+    pub recorded: Vec<Recorded>,
+}
+
+/// What recording a pull page did.
+#[derive(Debug, Default)]
+pub(crate) struct PageEffects {
+    pub recorded: Vec<Recorded>,
+    /// Household changes stored (stale ones skipped).
+    pub stored: usize,
+    /// Households newly returned by a supervisor, with the comment.
+    pub returned: Vec<(Uuid, String)>,
+}
+
+impl Store {
+    /// Outbox entries from `from_seq` on: consecutive seqs only (the server refuses a batch
+    /// with a hole), at most `max_count` of them and, after the first, at most `max_bytes`
+    /// encoded.
+    pub(crate) fn push_batch(
+        &self,
+        from_seq: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Mutation>, StoreError> {
+        let mut batch: Vec<Mutation> = Vec::new();
+        let mut bytes = 0usize;
+        let entries = self
+            .inner
+            .db
+            .range(keys::outbox(from_seq)..=keys::outbox(u64::MAX));
+        for item in entries {
+            if batch.len() >= max_count {
+                break;
+            }
+            let (_, value) = item?;
+            bytes = bytes.saturating_add(value.len());
+            if !batch.is_empty() && bytes > max_bytes {
+                break;
+            }
+            let mutation = rows::decode_mutation(&value)?;
+            if let Some(last) = batch.last() {
+                if last.seq.checked_add(1) != Some(mutation.seq) {
+                    break;
+                }
+            }
+            batch.push(mutation);
+        }
+        Ok(batch)
+    }
+
+    /// How many outbox entries have seq `from_seq` or above.
+    pub(crate) fn outbox_count_from(&self, from_seq: u64) -> Result<usize, StoreError> {
+        let mut count = 0;
+        for item in self
+            .inner
+            .db
+            .range(keys::outbox(from_seq)..=keys::outbox(u64::MAX))
+        {
+            item?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The seq the next save will take.
+    pub(crate) fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.read().meta_u64(keys::META_NEXT_SEQ)?.unwrap_or(1))
+    }
+
+    /// The lowest seq whose outcome the device has not recorded, or `u64::MAX` for none.
+    pub(crate) fn outcomes_from(&self) -> Result<u64, StoreError> {
+        let read = self.read();
+        let awaiting = first_number(&read, keys::AWAITING)?;
+        let pending = first_number(&read, keys::OUTBOX)?;
+        Ok(awaiting
+            .into_iter()
+            .chain(pending)
+            .min()
+            .unwrap_or(u64::MAX))
+    }
+
+    /// Records a push reply: the outcomes it carries, and every outbox entry up to `last_seq`
+    /// as acknowledged (those without an outcome wait for it, kept, under `W`).
+    pub(crate) fn record_push_reply(
+        &self,
+        outcomes: &[MutationOutcome],
+        last_seq: u64,
+    ) -> Result<AckEffects, StoreError> {
+        let mut txn = self.begin();
+        let mut effects = AckEffects::default();
+        let mut conflicts = ConflictIndex::default();
+        for outcome in outcomes {
+            let was_pending = txn.get(&keys::outbox(outcome.seq))?.is_some();
+            if let Some(recorded) = record_outcome(&mut txn, outcome, &mut conflicts)? {
+                effects.acknowledged += usize::from(was_pending);
+                effects.recorded.push(recorded);
+            }
+        }
+        effects.acknowledged += move_to_awaiting(&mut txn, last_seq)?;
+        txn.commit()?;
+        Ok(effects)
+    }
+
+    /// Records a seq gap: the server has applied everything below `expected`, so those outbox
+    /// entries wait for their outcomes (which come with the pull) instead of being resent.
+    pub(crate) fn record_seq_gap(&self, expected: u64) -> Result<usize, StoreError> {
+        let mut txn = self.begin();
+        let moved = move_to_awaiting(&mut txn, expected.saturating_sub(1))?;
+        txn.commit()?;
+        Ok(moved)
+    }
+
+    /// Puts mutations kept aside after an acknowledgement, from `from_seq` on, back in the
+    /// outbox to be sent again, for a server that lost them. Returns their seqs in order.
+    pub(crate) fn restore_awaiting(&self, from_seq: u64) -> Result<Vec<u64>, StoreError> {
+        let mut txn = self.begin();
+        let kept: Vec<(Vec<u8>, Vec<u8>)> = txn
+            .db
+            .range(keys::awaiting(from_seq)..=keys::awaiting(u64::MAX))
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()?;
+        let mut restored = Vec::new();
+        for (key, value) in kept {
+            let mutation = rows::decode_mutation(&value)?;
+            txn.remove(key);
+            txn.put(keys::outbox(mutation.seq), value);
+            if let Some(mut row) = txn.household(mutation.household_id)? {
+                if row
+                    .latest_pending
+                    .is_none_or(|latest| latest < mutation.seq)
+                {
+                    row.latest_pending = Some(mutation.seq);
+                    txn.put_household(mutation.household_id, &row);
+                }
+            }
+            restored.push(mutation.seq);
+        }
+        txn.commit()?;
+        Ok(restored)
+    }
+
+    /// Records one pull page: outcomes, household revisions (rebasing pending changes over
+    /// them) and the cursor, atomically.
+    pub(crate) fn record_pull_page(&self, page: &PullResponse) -> Result<PageEffects, StoreError> {
+        let mut txn = self.begin();
+        let mut effects = PageEffects::default();
+        let mut conflicts = ConflictIndex::load(&txn)?;
+        for outcome in &page.outcomes {
+            if let Some(recorded) = record_outcome(&mut txn, outcome, &mut conflicts)? {
+                effects.recorded.push(recorded);
+            }
+        }
+        for change in &page.changes {
+            let id = change.household_id;
+            let mut row = txn.household(id)?.unwrap_or_else(HouseholdRow::new_local);
+            if row
+                .server
+                .as_ref()
+                .is_some_and(|copy| change.rev < copy.rev)
+            {
+                continue;
+            }
+            if let protocol::sync::ReviewState::Returned { comment } = &change.review {
+                if row.review != change.review {
+                    effects.returned.push((id, comment.clone()));
+                }
+            }
+            row.server = Some(ServerCopy {
+                rev: change.rev,
+                fields: change.fields.clone(),
+            });
+            row.review = change.review.clone();
+            row.in_conflict = change.in_conflict;
+            confirm(&mut row);
+            rebuild_view(&txn, &mut row)?;
+            if !change.in_conflict {
+                for conflict_id in conflicts.resolved(id, change.rev) {
+                    txn.remove(keys::conflict(conflict_id));
+                }
+            }
+            txn.put_household(id, &row);
+            effects.stored += 1;
+        }
+        txn.put_meta_u64(keys::META_CURSOR, page.next_cursor);
+        txn.commit()?;
+        Ok(effects)
+    }
+}
+
+/// Open conflicts by household, so a page can drop the ones a newer, conflict-free revision
+/// shows resolved.
+#[derive(Default)]
+struct ConflictIndex(BTreeMap<Uuid, Vec<(u64, u32)>>);
+
+impl ConflictIndex {
+    fn load(txn: &Txn<'_>) -> Result<ConflictIndex, StoreError> {
+        let mut index = ConflictIndex::default();
+        for item in txn.scan_committed(keys::CONFLICT) {
+            let (key, value) = item?;
+            let row = ConflictRow::decode(&value)?;
+            if let Some(conflict_id) = keys::number_of(&key) {
+                index.add(row.household_id, conflict_id, row.rev);
+            }
+        }
+        Ok(index)
+    }
+
+    fn add(&mut self, household_id: Uuid, conflict_id: u64, rev: u32) {
+        self.0
+            .entry(household_id)
+            .or_default()
+            .push((conflict_id, rev));
+    }
+
+    /// Conflicts of the household up to a revision the server shows with no open conflict: a
+    /// supervisor has resolved them.
+    fn resolved(&mut self, household_id: Uuid, rev: u32) -> Vec<u64> {
+        let Some(open) = self.0.get_mut(&household_id) else {
+            return Vec::new();
+        };
+        let (done, still): (Vec<_>, Vec<_>) = open.iter().partition(|(_, at)| *at <= rev);
+        *open = still;
+        done.into_iter()
+            .map(|(conflict_id, _)| conflict_id)
+            .collect()
+    }
+}
+
+fn first_number(txn: &Txn<'_>, prefix: u8) -> Result<Option<u64>, StoreError> {
+    match txn.scan_committed(prefix).next() {
+        None => Ok(None),
+        Some(item) => Ok(keys::number_of(&item?.0)),
+    }
+}
+
+/// Moves outbox entries with seq up to `through` to the awaiting-outcome rows.
+fn move_to_awaiting(txn: &mut Txn<'_>, through: u64) -> Result<usize, StoreError> {
+    let mut moved = 0;
+    let acknowledged: Vec<(Vec<u8>, Vec<u8>)> = txn
+        .db
+        .range(keys::outbox(0)..=keys::outbox(through))
+        .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()?;
+    for (key, value) in acknowledged {
+        // Entries whose outcome this step already recorded are gone from the staged view.
+        if txn.get(&key)?.is_none() {
+            continue;
+        }
+        let mutation = rows::decode_mutation(&value)?;
+        txn.remove(key);
+        txn.put(keys::awaiting(mutation.seq), value);
+        if let Some(mut row) = txn.household(mutation.household_id)? {
+            if row.latest_pending == Some(mutation.seq) {
+                row.latest_pending = None;
+                txn.put_household(mutation.household_id, &row);
+            }
+        }
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+/// Records one outcome, once: an outcome for a mutation neither pending nor awaiting was
+/// recorded before (a replay) and changes nothing.
+fn record_outcome(
+    txn: &mut Txn<'_>,
+    outcome: &MutationOutcome,
+    conflicts: &mut ConflictIndex,
+) -> Result<Option<Recorded>, StoreError> {
+    let seq = outcome.seq;
+    let (outbox_key, awaiting_key) = (keys::outbox(seq), keys::awaiting(seq));
+    let mutation = match txn.mutation(&outbox_key)? {
+        Some(mutation) => mutation,
+        None => match txn.mutation(&awaiting_key)? {
+            Some(mutation) => mutation,
+            None => return Ok(None),
+        },
+    };
+    txn.remove(outbox_key);
+    txn.remove(awaiting_key);
+    if mutation.household_id != outcome.household_id {
+        tracing::warn!(
+            seq,
+            mine = %mutation.household_id,
+            theirs = %outcome.household_id,
+            "the server's outcome names another household than the mutation"
+        );
+    }
+    let id = mutation.household_id;
+    let mut row = txn.household(id)?.unwrap_or_else(HouseholdRow::new_local);
+    if row.latest_pending == Some(seq) {
+        row.latest_pending = None;
+    }
+    let recorded = match &outcome.outcome {
+        Outcome::Applied { rev } | Outcome::Merged { rev } | Outcome::Conflict { rev, .. } => {
+            for entry in row.unconfirmed.iter_mut().filter(|entry| entry.seq == seq) {
+                entry.result_rev = Some(*rev);
+            }
+            if row
+                .rejection
+                .as_ref()
+                .is_some_and(|(rejected, _)| *rejected < seq)
+            {
+                row.rejection = None;
+            }
+            confirm(&mut row);
+            match &outcome.outcome {
+                Outcome::Conflict {
+                    rev,
+                    conflict_id,
+                    fields,
+                } => {
+                    row.in_conflict = true;
+                    let conflict = ConflictRow {
+                        household_id: id,
+                        mutation_seq: seq,
+                        rev: *rev,
+                        fields: fields.clone(),
+                    };
+                    txn.put(keys::conflict(*conflict_id), conflict.encode());
+                    conflicts.add(id, *conflict_id, *rev);
+                    Recorded::Conflict(LocalConflict {
+                        conflict_id: *conflict_id,
+                        household_id: id,
+                        mutation_seq: seq,
+                        rev: *rev,
+                        fields: fields.clone(),
+                    })
+                }
+                Outcome::Merged { .. } => Recorded::Merged,
+                _ => Recorded::Applied,
+            }
+        }
+        Outcome::Rejected { reason } => {
+            row.unconfirmed.retain(|entry| entry.seq != seq);
+            confirm(&mut row);
+            if row
+                .rejection
+                .as_ref()
+                .is_none_or(|(rejected, _)| *rejected < seq)
+            {
+                row.rejection = Some((seq, reason.clone()));
+            }
+            let rejection = RejectionRow {
+                household_id: id,
+                reason: reason.clone(),
+                mutation: Some(mutation),
+            };
+            txn.put(keys::rejection(seq), rejection.encode());
+            Recorded::Rejected(LocalRejection {
+                mutation_seq: seq,
+                household_id: id,
+                reason: reason.clone(),
+            })
+        }
+    };
+    txn.put_household(id, &row);
+    Ok(Some(recorded))
+}
+
+/// Forgets this device's mutations that a received revision already contains; once none is
+/// left, no path needs repeating in the next mutation.
+fn confirm(row: &mut HouseholdRow) {
+    if let Some(copy) = &row.server {
+        row.unconfirmed
+            .retain(|entry| entry.result_rev.is_none_or(|rev| rev > copy.rev));
+    }
+    if row.unconfirmed.is_empty() {
+        row.touched.clear();
+    }
+}
+
+/// The view after a new server revision: the revision with the latest pending mutation's
+/// cumulative changes laid over it; without one, with the changes of a rejection not yet
+/// superseded (the enumerator's values stay in view); otherwise the revision itself.
+fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<(), StoreError> {
+    let Some(copy) = &row.server else {
+        return Ok(());
+    };
+    let overlay = if let Some(seq) = row.latest_pending {
+        txn.mutation(&keys::outbox(seq))?
+    } else if let Some((seq, _)) = &row.rejection {
+        match txn.get(&keys::rejection(*seq))? {
+            Some(bytes) => RejectionRow::decode(&bytes)?.mutation,
+            None => None,
+        }
+    } else {
+        row.view = copy.fields.clone();
+        return Ok(());
+    };
+    // Without the mutation to lay over (it should always be there), the view stays as it is:
+    // losing the enumerator's values is worse than missing a server change until the next pull.
+    if let Some(mutation) = overlay {
+        let mut view: FieldMap = copy.fields.clone();
+        fields::apply(&mut view, &mutation.changes);
+        row.view = view;
+    }
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! The rows of the store, encoded by hand.
+//!
+//! Store rows are not serde types (only `protocol` types are): each row starts with a layout
+//! byte and writes its fields in a fixed order, integers big-endian, byte strings with a u32
+//! length in front. Embedded protocol values (field maps, mutations, conflict fields, review
+//! states) go through `protocol::codec`, which carries its own version. A row that does not
+//! read back whole is reported as corrupt, never a panic.
+
+use std::collections::BTreeSet;
+
+use protocol::codec;
+use protocol::fields::FieldMap;
+use protocol::merge::ConflictField;
+use protocol::sync::{Mutation, ReviewState};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// Layout byte of every row written by this version.
+const ROW_V1: u8 = 1;
+/// Most bytes an embedded protocol value may take.
+const EMBEDDED_LIMIT: usize = protocol::sync::MAX_RESPONSE_BYTES;
+
+/// The registry's copy of a household, as last received.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ServerCopy {
+    pub rev: u32,
+    pub fields: FieldMap,
+}
+
+/// One of this device's mutations of a household whose effect the device has not yet seen in
+/// a revision received from the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unconfirmed {
+    pub seq: u64,
+    /// The revision the mutation produced, once its outcome is known.
+    pub result_rev: Option<u32>,
+}
+
+/// Everything the device keeps about one household.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HouseholdRow {
+    /// The last revision received from the server; `None` until one arrives.
+    pub server: Option<ServerCopy>,
+    /// What the enumerator sees: the server's fields with pending local changes laid over.
+    pub view: FieldMap,
+    pub review: ReviewState,
+    pub in_conflict: bool,
+    /// The latest rejection not yet superseded by an accepted mutation: (mutation seq, reason).
+    pub rejection: Option<(u64, String)>,
+    /// The newest outbox entry of this household, whose cumulative changes rebuild the view.
+    pub latest_pending: Option<u64>,
+    /// This device's mutations not yet seen in a received revision.
+    pub unconfirmed: Vec<Unconfirmed>,
+    /// Paths changed by the unconfirmed mutations. A new mutation repeats these paths even
+    /// where the view is back at the base value, so that undoing an earlier unsynced change
+    /// (a member added and removed again) reaches the server instead of being lost.
+    pub touched: BTreeSet<String>,
+}
+
+impl HouseholdRow {
+    /// A household first recorded on this device.
+    pub fn new_local() -> HouseholdRow {
+        HouseholdRow {
+            server: None,
+            view: FieldMap::new(),
+            review: ReviewState::Submitted,
+            in_conflict: false,
+            rejection: None,
+            latest_pending: None,
+            unconfirmed: Vec::new(),
+            touched: BTreeSet::new(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match &self.server {
+            None => w.u8(0),
+            Some(copy) => {
+                w.u8(1);
+                w.u32(copy.rev);
+                w.embedded(&copy.fields);
+            }
+        }
+        w.embedded(&self.view);
+        w.embedded(&self.review);
+        w.bool(self.in_conflict);
+        match &self.rejection {
+            None => w.u8(0),
+            Some((seq, reason)) => {
+                w.u8(1);
+                w.u64(*seq);
+                w.str(reason);
+            }
+        }
+        w.opt_u64(self.latest_pending);
+        w.count(self.unconfirmed.len());
+        for entry in &self.unconfirmed {
+            w.u64(entry.seq);
+            match entry.result_rev {
+                None => w.u8(0),
+                Some(rev) => {
+                    w.u8(1);
+                    w.u32(rev);
+                }
+            }
+        }
+        w.count(self.touched.len());
+        for path in &self.touched {
+            w.str(path);
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<HouseholdRow, StoreError> {
+        let mut r = Reader::new(bytes, "household")?;
+        let server = match r.flag()? {
+            false => None,
+            true => Some(ServerCopy {
+                rev: r.u32()?,
+                fields: r.embedded()?,
+            }),
+        };
+        let view = r.embedded()?;
+        let review = r.embedded()?;
+        let in_conflict = r.flag()?;
+        let rejection = match r.flag()? {
+            false => None,
+            true => Some((r.u64()?, r.string()?)),
+        };
+        let latest_pending = r.opt_u64()?;
+        let mut unconfirmed = Vec::new();
+        for _ in 0..r.count(9)? {
+            let seq = r.u64()?;
+            let result_rev = match r.flag()? {
+                false => None,
+                true => Some(r.u32()?),
+            };
+            unconfirmed.push(Unconfirmed { seq, result_rev });
+        }
+        let mut touched = BTreeSet::new();
+        for _ in 0..r.count(4)? {
+            touched.insert(r.string()?);
+        }
+        r.end()?;
+        Ok(HouseholdRow {
+            server,
+            view,
+            review,
+            in_conflict,
+            rejection,
+            latest_pending,
+            unconfirmed,
+            touched,
+        })
+    }
+}
+
+/// A conflict the server reported for one of this device's mutations.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ConflictRow {
+    pub household_id: Uuid,
+    pub mutation_seq: u64,
+    pub rev: u32,
+    pub fields: Vec<ConflictField>,
+}
+
+impl ConflictRow {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.uuid(self.household_id);
+        w.u64(self.mutation_seq);
+        w.u32(self.rev);
+        w.embedded(&self.fields);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ConflictRow, StoreError> {
+        let mut r = Reader::new(bytes, "conflict")?;
+        let row = ConflictRow {
+            household_id: r.uuid()?,
+            mutation_seq: r.u64()?,
+            rev: r.u32()?,
+            fields: r.embedded()?,
+        };
+        r.end()?;
+        Ok(row)
+    }
+}
+
+/// A mutation the server rejected, kept with its payload so nothing the enumerator typed is lost.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RejectionRow {
+    pub household_id: Uuid,
+    pub reason: String,
+    pub mutation: Option<Mutation>,
+}
+
+impl RejectionRow {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.uuid(self.household_id);
+        w.str(&self.reason);
+        match &self.mutation {
+            None => w.u8(0),
+            Some(mutation) => {
+                w.u8(1);
+                w.embedded(mutation);
+            }
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<RejectionRow, StoreError> {
+        let mut r = Reader::new(bytes, "rejection")?;
+        let household_id = r.uuid()?;
+        let reason = r.string()?;
+        let mutation = match r.flag()? {
+            false => None,
+            true => Some(r.embedded()?),
+        };
+        r.end()?;
+        Ok(RejectionRow {
+            household_id,
+            reason,
+            mutation,
+        })
+    }
+}
+
+/// Decodes an outbox or awaiting entry.
+pub(crate) fn decode_mutation(bytes: &[u8]) -> Result<Mutation, StoreError> {
+    codec::decode(bytes, EMBEDDED_LIMIT).map_err(|error| StoreError::Corrupt {
+        what: "mutation",
+        problem: error.to_string(),
+    })
+}
+
+pub(crate) fn encode_u64(value: u64) -> Vec<u8> {
+    value.to_be_bytes().to_vec()
+}
+
+pub(crate) fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        what,
+        problem: format!("{} bytes where 8 were expected", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new() -> Writer {
+        Writer(vec![ROW_V1])
+    }
+
+    fn u8(&mut self, value: u8) {
+        self.0.push(value);
+    }
+
+    fn bool(&mut self, value: bool) {
+        self.0.push(u8::from(value));
+    }
+
+    fn u32(&mut self, value: u32) {
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn opt_u64(&mut self, value: Option<u64>) {
+        match value {
+            None => self.u8(0),
+            Some(value) => {
+                self.u8(1);
+                self.u64(value);
+            }
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        // Rows are built from in-memory values far below 4 GiB; saturate rather than wrap.
+        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.count(bytes.len());
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn str(&mut self, text: &str) {
+        self.bytes(text.as_bytes());
+    }
+
+    fn uuid(&mut self, id: Uuid) {
+        self.0.extend_from_slice(id.as_bytes());
+    }
+
+    fn embedded<T: serde::Serialize>(&mut self, value: &T) {
+        self.bytes(&codec::encode(value));
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8], what: &'static str) -> Result<Reader<'a>, StoreError> {
+        let mut reader = Reader { rest: bytes, what };
+        match reader.u8()? {
+            ROW_V1 => Ok(reader),
+            other => Err(reader.corrupt(format!("unknown row layout {other}"))),
+        }
+    }
+
+    fn corrupt(&self, problem: String) -> StoreError {
+        StoreError::Corrupt {
+            what: self.what,
+            problem,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.rest.len() < n {
+            return Err(self.corrupt(format!(
+                "truncated: {n} bytes wanted, {} left",
+                self.rest.len()
+            )));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        let bytes = self.take(N)?;
+        let mut array = [0u8; N];
+        array.copy_from_slice(bytes);
+        Ok(array)
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn flag(&mut self) -> Result<bool, StoreError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(self.corrupt(format!("flag byte {other}"))),
+        }
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn opt_u64(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(match self.flag()? {
+            false => None,
+            true => Some(self.u64()?),
+        })
+    }
+
+    /// A count of items, each taking at least `min_item_bytes`, checked against what is left
+    /// so a corrupt count cannot make a loop run for billions of rounds.
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, StoreError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item_bytes) > self.rest.len() {
+            return Err(self.corrupt(format!("count {n} exceeds the row")));
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+        let n = self.count(1)?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<String, StoreError> {
+        let bytes = self.bytes()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("text is not UTF-8".into()))
+    }
+
+    fn uuid(&mut self) -> Result<Uuid, StoreError> {
+        Ok(Uuid::from_bytes(self.array()?))
+    }
+
+    fn embedded<T: DeserializeOwned>(&mut self) -> Result<T, StoreError> {
+        let bytes = self.bytes()?;
+        codec::decode(bytes, EMBEDDED_LIMIT).map_err(|error| self.corrupt(error.to_string()))
+    }
+
+    fn end(&self) -> Result<(), StoreError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(self.corrupt(format!("{} trailing bytes", self.rest.len())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::fields::FieldValue;
+
+    fn row() -> HouseholdRow {
+        let mut fields = FieldMap::new();
+        fields.insert("address".into(), FieldValue::Text("Số 3".into()));
+        HouseholdRow {
+            server: Some(ServerCopy {
+                rev: 4,
+                fields: fields.clone(),
+            }),
+            view: fields,
+            review: ReviewState::Returned {
+                comment: "thiếu CCCD".into(),
+            },
+            in_conflict: true,
+            rejection: Some((7, "sai".into())),
+            latest_pending: Some(9),
+            unconfirmed: vec![
+                Unconfirmed {
+                    seq: 8,
+                    result_rev: Some(5),
+                },
+                Unconfirmed {
+                    seq: 9,
+                    result_rev: None,
+                },
+            ],
+            touched: ["address".to_string()].into(),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip() {
+        let row = row();
+        assert_eq!(HouseholdRow::decode(&row.encode()).ok(), Some(row));
+        let conflict = ConflictRow {
+            household_id: Uuid::from_u128(3),
+            mutation_seq: 2,
+            rev: 6,
+            fields: vec![ConflictField {
+                path: "address".into(),
+                base: None,
+                theirs: Some(FieldValue::Int(1)),
+                mine: Some(FieldValue::Int(2)),
+            }],
+        };
+        assert_eq!(ConflictRow::decode(&conflict.encode()).ok(), Some(conflict));
+        let rejection = RejectionRow {
+            household_id: Uuid::from_u128(3),
+            reason: "không hợp lệ".into(),
+            mutation: None,
+        };
+        assert_eq!(
+            RejectionRow::decode(&rejection.encode()).ok(),
+            Some(rejection)
+        );
+    }
+
+    #[test]
+    fn damaged_rows_are_errors_not_panics() {
+        let bytes = row().encode();
+        for cut in 0..bytes.len() {
+            assert!(HouseholdRow::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(HouseholdRow::decode(&long).is_err());
+        let mut future = bytes;
+        future[0] = 9;
+        assert!(HouseholdRow::decode(&future).is_err());
+        // A count claiming four billion items in a few bytes.
+        assert!(HouseholdRow::decode(&[ROW_V1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

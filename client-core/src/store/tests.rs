@@ -1,0 +1,309 @@
+//! Saves: durability, seq numbering, cumulative changes, warnings and refusals.
+
+use protocol::fields::{self, FieldChange, FieldMap};
+use protocol::household::{Relationship, VoidMark, VoidReason};
+use protocol::sync::{Base, HouseholdChange, MutationOutcome, Outcome, PullResponse, ReviewState};
+use uuid::Uuid;
+
+use super::*;
+use crate::test_support::{member, sample, store, text};
+
+/// Makes the store believe the server applied every pending mutation, one revision each.
+fn acknowledge_all(store: &Store) -> u32 {
+    let pending = store.pending().expect("pending");
+    let outcomes: Vec<MutationOutcome> = pending
+        .iter()
+        .zip(1..)
+        .map(|(m, rev)| MutationOutcome {
+            seq: m.seq,
+            household_id: m.household_id,
+            outcome: Outcome::Applied { rev },
+        })
+        .collect();
+    let last = pending.last().map_or(0, |m| m.seq);
+    store.record_push_reply(&outcomes, last).expect("ack");
+    outcomes.len() as u32
+}
+
+/// Makes the store believe the server sent this revision of a household.
+fn receive(store: &Store, fields: &FieldMap, id: Uuid, rev: u32) {
+    let cursor = store.cursor().expect("cursor");
+    store
+        .record_pull_page(&PullResponse {
+            changes: vec![HouseholdChange {
+                seq: cursor + 1,
+                household_id: id,
+                rev,
+                fields: fields.clone(),
+                review: ReviewState::Submitted,
+                in_conflict: false,
+            }],
+            next_cursor: cursor + 1,
+            more: false,
+            outcomes: vec![],
+        })
+        .expect("page");
+}
+
+#[test]
+fn saves_are_durable_and_numbered_without_gaps() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut household = sample(1);
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .setup("http://10.0.0.2:8080", Uuid::from_u128(9))
+            .expect("setup");
+        for (expected, address) in [(1, "Số 1"), (2, "Số 2"), (3, "Số 3")] {
+            household.address = address.into();
+            let receipt = store.save_household(&household).expect("save");
+            assert_eq!(receipt.mutation_seq, expected);
+            assert_eq!(receipt.household_id, household.id);
+            assert!(receipt.warnings.is_empty(), "{:?}", receipt.warnings);
+        }
+        // Dropped without any shutdown: only what `save` flushed counts.
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let seqs: Vec<u64> = store
+        .pending()
+        .expect("pending")
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let local = store.household(household.id).expect("read").expect("kept");
+    assert_eq!(local.household().expect("a record"), household);
+    assert!(local.pending);
+    assert_eq!(local.server_rev, None);
+    assert_eq!(store.device_id().expect("id"), Some(Uuid::from_u128(9)));
+    assert_eq!(
+        store.server_url().expect("url").as_deref(),
+        Some("http://10.0.0.2:8080")
+    );
+    // The counter continues after a reopen.
+    household.address = "Số 4".into();
+    assert_eq!(
+        store.save_household(&household).expect("save").mutation_seq,
+        4
+    );
+}
+
+#[test]
+fn changes_are_cumulative_against_the_server_base() {
+    let (_dir, store) = store();
+    let mut household = sample(1);
+    store.save_household(&household).expect("create");
+    household.address = "Số 9".into();
+    store.save_household(&household).expect("edit");
+    let pending = store.pending().expect("pending");
+    // Without a server revision both are creates carrying the whole record.
+    assert_eq!(pending[0].base, Base::New);
+    assert_eq!(pending[1].base, Base::New);
+    assert_eq!(
+        pending[1].changes,
+        fields::diff(&FieldMap::new(), &fields::flatten(&household))
+    );
+
+    // Once the server's revision with both is received, edits carry only what differs from
+    // it, and every edit repeats the earlier ones.
+    let rev = acknowledge_all(&store);
+    let received = fields::flatten(&household);
+    receive(&store, &received, household.id, rev);
+    let local = store.household(household.id).expect("read").expect("kept");
+    assert_eq!(local.server_rev, Some(2));
+    assert!(!local.pending);
+    assert_eq!(local.fields, received);
+
+    household.village = "Thôn Tây".into();
+    store.save_household(&household).expect("edit");
+    household.income.estimated_per_person_vnd = Some(900_000);
+    store.save_household(&household).expect("edit");
+    let pending = store.pending().expect("pending");
+    let last = pending.last().expect("an edit");
+    assert_eq!(last.base, Base::Rev(2));
+    assert_eq!(
+        last.changes,
+        vec![
+            FieldChange {
+                path: "income.estimated_per_person_vnd".into(),
+                value: Some(protocol::fields::FieldValue::Int(900_000)),
+            },
+            FieldChange {
+                path: "village".into(),
+                value: Some(text("Thôn Tây")),
+            },
+        ]
+    );
+    let mut rebuilt = received;
+    fields::apply(&mut rebuilt, &last.changes);
+    assert_eq!(rebuilt, fields::flatten(&household));
+}
+
+#[test]
+fn an_undone_change_is_sent_too() {
+    let (_dir, store) = store();
+    let mut household = sample(1);
+    store.save_household(&household).expect("create");
+    acknowledge_all(&store);
+    receive(&store, &fields::flatten(&household), household.id, 1);
+
+    let spouse = member(7, "Trần Văn Bình", Relationship::Spouse);
+    household.members.push(spouse.clone());
+    store.save_household(&household).expect("add member");
+    household.members.retain(|m| m.id != spouse.id);
+    store.save_household(&household).expect("remove member");
+
+    let last = store.pending().expect("pending").pop().expect("an edit");
+    let name_path = format!("members.{}.full_name", spouse.id);
+    assert!(
+        last.changes
+            .iter()
+            .any(|c| c.path == name_path && c.value.is_none()),
+        "the removal of the member added earlier is sent: {:?}",
+        last.changes
+    );
+    let local = store.household(household.id).expect("read").expect("kept");
+    assert_eq!(local.household().expect("record").members.len(), 1);
+}
+
+#[test]
+fn survey_problems_are_warnings_and_the_household_is_saved() {
+    let (_dir, store) = store();
+    let mut household = sample(1);
+    household.members.clear();
+    household.commune_code = "4".into();
+    let receipt = store.save_household(&household).expect("saved anyway");
+    assert!(receipt
+        .warnings
+        .iter()
+        .any(|w| w.contains("has no members")));
+    assert!(receipt.warnings.iter().any(|w| w.contains("5 digits")));
+    assert_eq!(store.pending().expect("pending").len(), 1);
+}
+
+#[test]
+fn records_that_cannot_be_stored_are_refused_and_change_nothing() {
+    let (_dir, store) = store();
+    let mut twins = sample(1);
+    twins.members.push(twins.members[0].clone());
+    assert!(matches!(
+        store.save_household(&twins),
+        Err(StoreError::Invalid(message)) if message.contains("appears twice")
+    ));
+    let mut dotted = sample(2);
+    dotted.income.b1_answers.insert("Q.1".into(), "2".into());
+    assert!(matches!(
+        store.save_household(&dotted),
+        Err(StoreError::Invalid(_))
+    ));
+    let mut huge = sample(3);
+    huge.address = "x".repeat(5_000);
+    assert!(matches!(
+        store.save_household(&huge),
+        Err(StoreError::Invalid(_))
+    ));
+    let mut too_rich = sample(4);
+    too_rich.income.estimated_per_person_vnd = Some(u64::MAX);
+    assert!(matches!(
+        store.save_household(&too_rich),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(store.pending().expect("pending").is_empty());
+    assert!(store.households().expect("list").is_empty());
+    assert!(matches!(
+        store.void_household(
+            Uuid::from_u128(1),
+            VoidMark {
+                reason: VoidReason::Other,
+                note: String::new()
+            }
+        ),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn members_in_any_order_are_accepted() {
+    let (_dir, store) = store();
+    let mut household = sample(1);
+    household
+        .members
+        .insert(0, member(50, "Lê Văn C", Relationship::Child));
+    household
+        .members
+        .push(member(1, "Lê Thị D", Relationship::Child));
+    store.save_household(&household).expect("save");
+    let back = store
+        .household(household.id)
+        .expect("read")
+        .expect("kept")
+        .household()
+        .expect("record");
+    assert_eq!(back.members.len(), 3);
+}
+
+#[test]
+fn void_and_unvoid_are_saves() {
+    let (_dir, store) = store();
+    let household = sample(1);
+    store.save_household(&household).expect("create");
+    let mark = VoidMark {
+        reason: VoidReason::Duplicate,
+        note: "trùng với hộ bên cạnh".into(),
+    };
+    let receipt = store
+        .void_household(household.id, mark.clone())
+        .expect("void");
+    assert_eq!(receipt.mutation_seq, 2);
+    let local = store.household(household.id).expect("read").expect("kept");
+    assert!(local.is_voided());
+    assert_eq!(local.household().expect("record").void, Some(mark));
+    store.unvoid_household(household.id).expect("unvoid");
+    let local = store.household(household.id).expect("read").expect("kept");
+    assert!(!local.is_voided());
+    assert_eq!(store.pending().expect("pending").len(), 3);
+}
+
+#[test]
+fn a_store_keeps_its_device_id() {
+    let (dir, store) = store();
+    let id = store.device_id().expect("id").expect("set");
+    store.setup("http://10.0.0.9:80", id).expect("same id");
+    assert!(matches!(
+        store.setup("http://10.0.0.9:80", Uuid::from_u128(1)),
+        Err(StoreError::OtherDevice { .. })
+    ));
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.server_url().expect("url").as_deref(),
+        Some("http://10.0.0.9:80")
+    );
+}
+
+#[test]
+fn clones_share_one_store_and_concurrent_saves_get_distinct_seqs() {
+    let (_dir, store) = store();
+    let threads: Vec<_> = (0..4u128)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..5u128)
+                    .map(|i| {
+                        store
+                            .save_household(&sample(t * 10 + i))
+                            .expect("save")
+                            .mutation_seq
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(store.households().expect("list").len(), 20);
+}

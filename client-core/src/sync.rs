@@ -1,0 +1,409 @@
+//! The sync engine: a sans-I/O state machine that pushes the outbox and pulls the registry's
+//! changes, and [`sync`], the thin async driver that runs it over a [`Transport`].
+//!
+//! # Flow
+//! 1. **Push.** [`SyncEngine::next_request`] reads the outbox in seq order and sends it in
+//!    batches (at most [`SyncOptions::push_batch`] mutations and `MAX_PUSH_BYTES`). On
+//!    `PushReply::Accepted { outcomes, last_seq }` one atomic write records every outcome
+//!    (applied and merged need nothing more; a conflict is stored so the enumerator can see
+//!    their value was kept; a rejection is stored with its mutation and marks the household,
+//!    whose view keeps what the enumerator typed) and removes every entry up to `last_seq`
+//!    from the outbox. An entry acknowledged without an outcome is kept aside until its outcome
+//!    arrives with a pull.
+//! 2. **Seq gap.** `PushReply::SeqGap { expected }` above the batch's first seq means the server
+//!    already applied the entries below `expected`: they wait for their outcomes (with the pull)
+//!    and the push resumes at `expected`. Below it means the server lost mutations it had
+//!    acknowledged: those kept aside are sent again; anything else is an error, since the device
+//!    has nothing left to resend.
+//! 3. **Pull.** Once nothing is left to push, pages are pulled from the stored cursor, asking
+//!    for outcomes from the lowest seq still waiting for one. Each page is one atomic write:
+//!    outcomes, then each household's new revision with the pending local changes laid over it
+//!    (rebase: the enumerator never sees an unsynced edit disappear), then the cursor. Pulling
+//!    goes on while the server says `more`.
+//!
+//! # Assumptions
+//! - Every step is durable before the next request, and every reply can be replayed: a
+//!   connection dropped at any point leaves the store consistent, and the next sync resumes
+//!   (the server returns stored outcomes for mutations it has already applied).
+//! - The server acknowledges only what it has made durable.
+//! - Saves may happen during a sync; their mutations join the push if it is still running,
+//!   or wait for the next sync.
+//!
+//! # Example
+//! Driving the engine by hand with a server that accepts everything:
+//! ```
+//! use client_core::store::Store;
+//! use client_core::sync::{Request, Response, SyncEngine};
+//! use protocol::sync::{MutationOutcome, Outcome, PullResponse, PushReply};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! store.setup("http://127.0.0.1:8080", uuid::Uuid::new_v4())?;
+//! # let household: protocol::household::Household = serde_json::from_value(serde_json::json!({
+//! #     "id": "01900000-0000-7000-8000-0000000000aa",
+//! #     "round": {"year": 2025, "kind": "periodic"},
+//! #     "commune_code": "00004", "village": "Thôn Đông", "address": "Số 3"}))?;
+//! store.save_household(&household)?;
+//!
+//! let mut engine = SyncEngine::new(&store)?;
+//! while let Some(request) = engine.next_request(&store)? {
+//!     let response = match request {
+//!         Request::Push(push) => Response::Push(PushReply::Accepted {
+//!             last_seq: push.mutations.last().map_or(0, |m| m.seq),
+//!             outcomes: push
+//!                 .mutations
+//!                 .iter()
+//!                 .map(|m| MutationOutcome {
+//!                     seq: m.seq,
+//!                     household_id: m.household_id,
+//!                     outcome: Outcome::Applied { rev: 1 },
+//!                 })
+//!                 .collect(),
+//!         }),
+//!         Request::Pull(pull) => Response::Pull(PullResponse {
+//!             changes: vec![],
+//!             next_cursor: pull.cursor,
+//!             more: false,
+//!             outcomes: vec![],
+//!         }),
+//!     };
+//!     engine.handle(&store, response)?;
+//! }
+//! assert_eq!(engine.report().pushed, 1);
+//! assert_eq!(engine.report().applied, 1);
+//! assert!(store.pending()?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+use protocol::sync::{
+    PullRequest, PullResponse, PushReply, PushRequest, MAX_PULL_LIMIT, MAX_PUSH_BYTES,
+    MAX_PUSH_MUTATIONS,
+};
+use uuid::Uuid;
+
+use crate::store::{LocalConflict, LocalRejection, Recorded, Store, StoreError};
+use crate::transport::{Transport, TransportError};
+
+/// Room left in a push request for everything but the mutations.
+const PUSH_ENVELOPE_BYTES: usize = 4 * 1024;
+
+/// A request the engine wants sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Push(PushRequest),
+    Pull(PullRequest),
+}
+
+/// The server's answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Push(PushReply),
+    Pull(PullResponse),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("thiết bị chưa được thiết lập / this device is not set up: run `ho init --server URL` first")]
+    NotSetUp,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("máy chủ trả lời không khớp yêu cầu / the server's answer does not match the request: expected {expected}")]
+    UnexpectedResponse { expected: &'static str },
+    #[error("máy chủ không xác nhận thay đổi nào (gửi từ {first}, máy chủ báo tới {last_seq}) / the server acknowledged none of the changes sent (from seq {first}; it reports {last_seq}): ask the administrator")]
+    NothingAcknowledged { first: u64, last_seq: u64 },
+    #[error("máy chủ thiếu thay đổi {expected} mà thiết bị không còn giữ (thiết bị đang ở {first}) / the server expects change {expected}, which this device no longer holds (its oldest pending change is {first}): the server may have been restored from a backup; ask the administrator")]
+    ServerLostMutations { expected: u64, first: u64 },
+    #[error("máy chủ chờ thay đổi {expected} nhưng thiết bị mới tạo tới {made} / the server expects change {expected} but this device has made only {made}: this store may be a copy of another device's; ask the administrator")]
+    DeviceBehindServer { expected: u64, made: u64 },
+    #[error("máy chủ trả lời mâu thuẫn / the server's answer contradicts itself: {0}")]
+    ContradictoryReply(&'static str),
+    #[error("con trỏ đồng bộ không tiến (từ {cursor} sang {next}) / the pull cursor does not advance (from {cursor} to {next}) although more changes are announced")]
+    CursorStuck { cursor: u64, next: u64 },
+}
+
+/// Tuning of one sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Most mutations per push (capped at `MAX_PUSH_MUTATIONS`).
+    pub push_batch: usize,
+    /// Most household changes per pull page (capped at `MAX_PULL_LIMIT`).
+    pub pull_limit: u32,
+}
+
+impl Default for SyncOptions {
+    fn default() -> SyncOptions {
+        SyncOptions {
+            push_batch: 200,
+            pull_limit: 500,
+        }
+    }
+}
+
+/// Where a sync stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pushing,
+    Pulling,
+    Done,
+}
+
+/// How far a sync has come, for a progress bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Outbox entries the server has acknowledged in this sync.
+    pub pushed: usize,
+    /// `pushed` plus what is still waiting to be pushed.
+    pub to_push: usize,
+    /// Household changes received so far.
+    pub pulled: usize,
+}
+
+/// What a sync did, for the enumerator.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncReport {
+    /// Mutations the server acknowledged.
+    pub pushed: usize,
+    pub applied: usize,
+    pub merged: usize,
+    /// Conflicts reported in this sync: the server kept its values for these fields and keeps
+    /// the enumerator's beside them for a supervisor.
+    pub conflicts: Vec<LocalConflict>,
+    /// Mutations rejected in this sync, with the reasons.
+    pub rejected: Vec<LocalRejection>,
+    /// Households a supervisor returned, with the comment.
+    pub returned: Vec<(Uuid, String)>,
+    /// Household changes received.
+    pub pulled: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Pushing the outbox from this seq on.
+    Pushing {
+        resume_from: u64,
+    },
+    Pulling,
+    Done,
+}
+
+/// The request waiting for its response.
+#[derive(Clone, Copy, Debug)]
+enum InFlight {
+    Push { first: u64 },
+    Pull { cursor: u64 },
+}
+
+/// One sync, as a state machine over the store. See the module docs for the flow.
+#[derive(Debug)]
+pub struct SyncEngine {
+    device_id: Uuid,
+    options: SyncOptions,
+    state: State,
+    in_flight: Option<InFlight>,
+    to_push: usize,
+    report: SyncReport,
+}
+
+impl SyncEngine {
+    pub fn new(store: &Store) -> Result<SyncEngine, SyncError> {
+        SyncEngine::with_options(store, SyncOptions::default())
+    }
+
+    pub fn with_options(store: &Store, options: SyncOptions) -> Result<SyncEngine, SyncError> {
+        let device_id = store.device_id()?.ok_or(SyncError::NotSetUp)?;
+        let options = SyncOptions {
+            push_batch: options.push_batch.clamp(1, MAX_PUSH_MUTATIONS),
+            pull_limit: options.pull_limit.clamp(1, MAX_PULL_LIMIT),
+        };
+        Ok(SyncEngine {
+            device_id,
+            options,
+            state: State::Pushing { resume_from: 0 },
+            in_flight: None,
+            to_push: store.outbox_count_from(0)?,
+            report: SyncReport::default(),
+        })
+    }
+
+    /// The next request to send, or `None` when the sync is done. Calling it again without a
+    /// response (after a transport error, say) produces the request again, from the store.
+    pub fn next_request(&mut self, store: &Store) -> Result<Option<Request>, SyncError> {
+        loop {
+            match self.state {
+                State::Pushing { resume_from } => {
+                    let batch = store.push_batch(
+                        resume_from,
+                        self.options.push_batch,
+                        MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
+                    )?;
+                    let Some(first) = batch.first().map(|mutation| mutation.seq) else {
+                        self.state = State::Pulling;
+                        continue;
+                    };
+                    self.to_push = self.report.pushed + store.outbox_count_from(resume_from)?;
+                    self.in_flight = Some(InFlight::Push { first });
+                    return Ok(Some(Request::Push(PushRequest {
+                        device_id: self.device_id,
+                        mutations: batch,
+                    })));
+                }
+                State::Pulling => {
+                    let cursor = store.cursor()?;
+                    self.in_flight = Some(InFlight::Pull { cursor });
+                    return Ok(Some(Request::Pull(PullRequest {
+                        device_id: self.device_id,
+                        cursor,
+                        limit: self.options.pull_limit,
+                        outcomes_from: store.outcomes_from()?,
+                    })));
+                }
+                State::Done => {
+                    self.in_flight = None;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Consumes the response to the last request; its effects are durable on return.
+    pub fn handle(&mut self, store: &Store, response: Response) -> Result<(), SyncError> {
+        let in_flight = self.in_flight.take();
+        match (in_flight, response) {
+            (
+                Some(InFlight::Push { first }),
+                Response::Push(PushReply::Accepted { outcomes, last_seq }),
+            ) => {
+                if last_seq < first {
+                    return Err(SyncError::NothingAcknowledged { first, last_seq });
+                }
+                let effects = store.record_push_reply(&outcomes, last_seq)?;
+                self.report.pushed += effects.acknowledged;
+                self.tally(effects.recorded);
+                self.resume_after(last_seq);
+                Ok(())
+            }
+            (Some(InFlight::Push { first }), Response::Push(PushReply::SeqGap { expected })) => {
+                self.seq_gap(store, first, expected)
+            }
+            (Some(InFlight::Pull { cursor }), Response::Pull(page)) => {
+                if page.more && page.next_cursor <= cursor {
+                    return Err(SyncError::CursorStuck {
+                        cursor,
+                        next: page.next_cursor,
+                    });
+                }
+                let effects = store.record_pull_page(&page)?;
+                self.report.pulled += page.changes.len();
+                self.report.returned.extend(effects.returned);
+                self.tally(effects.recorded);
+                if !page.more {
+                    self.state = State::Done;
+                }
+                Ok(())
+            }
+            (Some(InFlight::Push { .. }), Response::Pull(_)) => {
+                Err(SyncError::UnexpectedResponse {
+                    expected: "a push reply",
+                })
+            }
+            (Some(InFlight::Pull { .. }), Response::Push(_)) => {
+                Err(SyncError::UnexpectedResponse {
+                    expected: "a pull page",
+                })
+            }
+            (None, _) => Err(SyncError::UnexpectedResponse {
+                expected: "no response: no request is waiting",
+            }),
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            phase: match self.state {
+                State::Pushing { .. } => Phase::Pushing,
+                State::Pulling => Phase::Pulling,
+                State::Done => Phase::Done,
+            },
+            pushed: self.report.pushed,
+            to_push: self.to_push.max(self.report.pushed),
+            pulled: self.report.pulled,
+        }
+    }
+
+    pub fn report(&self) -> SyncReport {
+        self.report.clone()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn resume_after(&mut self, last_seq: u64) {
+        if let State::Pushing { resume_from } = &mut self.state {
+            *resume_from = (*resume_from).max(last_seq.saturating_add(1));
+        }
+    }
+
+    fn seq_gap(&mut self, store: &Store, first: u64, expected: u64) -> Result<(), SyncError> {
+        if expected > first {
+            let made = store.next_seq()?.saturating_sub(1);
+            if expected > made.saturating_add(1) {
+                return Err(SyncError::DeviceBehindServer { expected, made });
+            }
+            // Applied already: their outcomes come with the pull.
+            let moved = store.record_seq_gap(expected)?;
+            self.report.pushed += moved;
+            self.resume_after(expected.saturating_sub(1));
+            return Ok(());
+        }
+        if expected == first {
+            return Err(SyncError::ContradictoryReply(
+                "a seq gap asking for the very change the push started with",
+            ));
+        }
+        // The server lost acknowledged mutations: resend the ones still kept aside.
+        let restored = store.restore_awaiting(expected)?;
+        if restored.first() != Some(&expected) {
+            return Err(SyncError::ServerLostMutations { expected, first });
+        }
+        self.state = State::Pushing {
+            resume_from: expected,
+        };
+        Ok(())
+    }
+
+    fn tally(&mut self, recorded: Vec<Recorded>) {
+        for outcome in recorded {
+            match outcome {
+                Recorded::Applied => self.report.applied += 1,
+                Recorded::Merged => self.report.merged += 1,
+                Recorded::Conflict(conflict) => self.report.conflicts.push(conflict),
+                Recorded::Rejected(rejection) => self.report.rejected.push(rejection),
+            }
+        }
+    }
+}
+
+/// Runs a whole sync over a transport, reporting progress after every step. A failure stops
+/// it with everything done so far kept; the next sync resumes from there.
+pub async fn sync<T: Transport>(
+    store: &Store,
+    transport: &T,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<SyncReport, SyncError> {
+    let mut engine = SyncEngine::new(store)?;
+    on_progress(&engine.progress());
+    while let Some(request) = engine.next_request(store)? {
+        let response = transport.send(&request).await?;
+        engine.handle(store, response)?;
+        on_progress(&engine.progress());
+    }
+    Ok(engine.report())
+}
+
+#[cfg(test)]
+mod tests;
