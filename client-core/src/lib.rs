@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`store`]: the offline store on sled. Households as the enumerator sees them (the server's
 //!   last revision with pending local changes laid over), the outbox of mutations, outcomes the
-//!   server sent back (conflicts, rejections), the pull cursor and the device's identity. Every
+//!   server sent back (conflicts, rejections), the pull cursor, the device's identity, its
+//!   enrolment (user and device token) and the user's areas. Every
 //!   write is one atomic sled batch followed by a flush, and returns only once it is durable.
 //!   The only module that opens sled.
 //! - [`sync`](mod@sync): the sans-I/O sync engine ([`sync::SyncEngine`]): it produces the next request
@@ -13,6 +14,8 @@
 //! - [`transport`]: the [`transport::Transport`] trait the driver sends requests through, and
 //!   [`transport::HttpTransport`], its reqwest implementation.
 //! - [`clock`]: the device's clock, read in one place (save times, "today" for validation).
+//! - [`reference`]: the reference data the device classifies with (built in, then the
+//!   server's, fetched at each sync) and [`reference::classify`], the device's classification.
 //!
 //! The field app `ho` (`src/bin/ho.rs`) is a command-line front end over this library.
 //!
@@ -30,6 +33,7 @@
 //! ```
 
 pub mod clock;
+pub mod reference;
 pub mod store;
 pub mod sync;
 pub mod transport;
@@ -37,6 +41,8 @@ pub mod transport;
 #[cfg(test)]
 mod test_support;
 
-pub use store::{LocalConflict, LocalHousehold, LocalRejection, SaveReceipt, Store, StoreError};
+pub use store::{
+    Enrolment, LocalConflict, LocalHousehold, LocalRejection, SaveReceipt, Store, StoreError,
+};
 pub use sync::{sync, Progress, Request, Response, SyncEngine, SyncError, SyncReport};
-pub use transport::{HttpTransport, Transport, TransportError};
+pub use transport::{Enrolled, HttpTransport, Transport, TransportError};

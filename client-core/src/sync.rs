@@ -20,6 +20,10 @@
 //!    outcomes, then each household's new revision with the pending local changes laid over it
 //!    (rebase: the enumerator never sees an unsynced edit disappear), then the cursor. Pulling
 //!    goes on while the server says `more`.
+//! 4. **Areas.** Each page carries the user's areas and the households that left them. The
+//!    page's write drops what the device may no longer hold (keeping any household with
+//!    unsynced work, marked out of scope), and when the areas grew it sets the cursor back to
+//!    0 and the pull goes on from there: a reassignment takes effect on the next sync.
 //!
 //! # Assumptions
 //! - Every step is durable before the next request, and every reply can be replayed: a
@@ -65,6 +69,8 @@
 //!             next_cursor: pull.cursor,
 //!             more: false,
 //!             outcomes: vec![],
+//!             left_scope: vec![],
+//!             scope: protocol::access::Scope::Everything,
 //!         }),
 //!     };
 //!     engine.handle(&store, response)?;
@@ -104,7 +110,7 @@ pub enum Response {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("thiết bị chưa được thiết lập / this device is not set up: run `ho init --server URL` first")]
+    #[error("thiết bị chưa được thiết lập / this device is not set up: run `ho init --server URL --user NAME` first")]
     NotSetUp,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -178,6 +184,11 @@ pub struct SyncReport {
     pub returned: Vec<(Uuid, String)>,
     /// Household changes received.
     pub pulled: usize,
+    /// Households removed from the device because they left the user's areas (a
+    /// reassignment, or a household moved to another village).
+    pub left_scope: usize,
+    /// The user's areas grew, so the sync pulled again from the start.
+    pub areas_grew: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,8 +310,12 @@ impl SyncEngine {
                 let effects = store.record_pull_page(&page)?;
                 self.report.pulled += page.changes.len();
                 self.report.returned.extend(effects.returned);
+                self.report.left_scope += effects.scope.dropped;
                 self.tally(effects.recorded);
-                if !page.more {
+                if effects.scope.restart {
+                    // The store set its cursor back to 0: pull on, whatever `more` says.
+                    self.report.areas_grew = true;
+                } else if !page.more {
                     self.state = State::Done;
                 }
                 Ok(())

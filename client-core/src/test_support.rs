@@ -90,6 +90,8 @@ pub struct FakeServer {
     next_conflict: u64,
     /// Pushes answered so far.
     pub pushes: usize,
+    /// The user's areas: pulls return only households inside them (`None`: everything).
+    pub scope: Option<protocol::access::Scope>,
 }
 
 impl FakeServer {
@@ -263,6 +265,26 @@ impl FakeServer {
             })
             .collect();
         changes.sort_by_key(|change| change.seq);
+        let scope = self
+            .scope
+            .clone()
+            .unwrap_or(protocol::access::Scope::Everything);
+        if let (true, Ok(areas)) = (
+            self.scope.is_some(),
+            protocol::areas::AreaRegistry::embedded(),
+        ) {
+            let text = |fields: &FieldMap, path: &str| match fields.get(path) {
+                Some(protocol::fields::FieldValue::Text(text)) => Some(text.clone()),
+                _ => None,
+            };
+            changes.retain(|change| {
+                scope.contains(
+                    text(&change.fields, "commune_code").as_deref(),
+                    text(&change.fields, "village").as_deref(),
+                    &areas,
+                )
+            });
+        }
         let outcomes = self
             .devices
             .get(&request.device_id)
@@ -279,6 +301,8 @@ impl FakeServer {
             next_cursor: end as u64,
             more: end < self.log.len(),
             outcomes,
+            left_scope: Vec::new(),
+            scope,
         }
     }
 }

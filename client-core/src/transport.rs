@@ -5,9 +5,14 @@
 //! [`Response`]. Tests and simulations implement [`Transport`] in process, with faults.
 //!
 //! Over HTTP: `POST {base}/v1/sync/push` and `POST {base}/v1/sync/pull`, bodies encoded with
-//! `protocol::codec` as `application/octet-stream`. 200 carries the reply; 409 on a push carries
-//! an encoded `PushReply::SeqGap`; any other status is a refusal whose body is a plain-text
+//! `protocol::codec` as `application/octet-stream`, with the device token as
+//! `Authorization: Bearer …`. 200 carries the reply; 409 on a push carries an encoded
+//! `PushReply::SeqGap`; 401 and 403 are [`TransportError::Denied`] (not enrolled, enrolled
+//! again elsewhere, or revoked); any other status is a refusal whose body is a plain-text
 //! message for the person at the device.
+//!
+//! [`HttpTransport::enrol`] signs a user in once on this device (`POST {base}/v1/auth/enrol`,
+//! JSON) and returns the device token the store keeps.
 
 use std::time::Duration;
 
@@ -35,6 +40,8 @@ pub enum TransportError {
     Unreachable { url: String, detail: String },
     #[error("máy chủ từ chối (mã {status}) / the server refused the request (status {status}): {message}")]
     Refused { status: u16, message: String },
+    #[error("máy chủ không cho phép thiết bị này (mã {status}) / the server denied this device (status {status}): {message}. Dữ liệu trên máy vẫn được giữ / everything on the device is kept; ask your supervisor")]
+    Denied { status: u16, message: String },
     #[error("phản hồi từ {url} không đọc được / the response from {url} cannot be read: {source}. The server may run another version; ask the administrator")]
     BadResponse {
         url: String,
@@ -50,11 +57,43 @@ pub trait Transport {
 }
 
 /// The production transport: HTTP(S) with rustls on ring.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     /// The server's base address without a trailing slash.
     base: String,
+    /// The device token sent with every sync request; never shown.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What enrolling a device returned.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub user: String,
+    pub role: String,
+    /// The user's areas as the server writes them (`00004/Thôn Đông`, `00004`, `01`, `*`).
+    pub areas: Vec<String>,
+    /// The device token; never printed.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .field("areas", &self.areas)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpTransport {
@@ -72,7 +111,67 @@ impl HttpTransport {
             .user_agent(concat!("ho/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(TransportError::Setup)?;
-        Ok(HttpTransport { client, base })
+        Ok(HttpTransport {
+            client,
+            base,
+            token: None,
+        })
+    }
+
+    /// The same transport, sending `token` as the device's bearer token.
+    pub fn with_token(mut self, token: &str) -> HttpTransport {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Enrols this device for `username`: the server checks the password and returns a
+    /// device token bound to the user and `device_id`.
+    pub async fn enrol(
+        &self,
+        username: &str,
+        password: &str,
+        device_id: uuid::Uuid,
+    ) -> Result<Enrolled, TransportError> {
+        let url = format!("{}/v1/auth/enrol", self.base);
+        let body = serde_json::json!({
+            "username": username,
+            "password": password,
+            "device_id": device_id.to_string(),
+        })
+        .to_string();
+        let mut response = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| unreachable(&url, &error))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let bytes = read_body(&url, &mut response, MAX_MESSAGE_BYTES, true).await?;
+            return Err(TransportError::Refused {
+                status,
+                message: refusal_message(&bytes, status),
+            });
+        }
+        let bytes = read_body(&url, &mut response, MAX_MESSAGE_BYTES, false).await?;
+        let bad = |problem: &str| TransportError::BadResponse {
+            url: url.clone(),
+            source: CodecError::Malformed(problem.to_string()),
+        };
+        let reply: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|error| bad(&error.to_string()))?;
+        let text = |value: &serde_json::Value| value.as_str().map(str::to_string);
+        Ok(Enrolled {
+            token: text(&reply["device_token"]).ok_or_else(|| bad("no device_token"))?,
+            user: text(&reply["user"]["username"]).ok_or_else(|| bad("no user"))?,
+            role: text(&reply["user"]["role"]).unwrap_or_default(),
+            areas: reply["user"]["areas"]
+                .as_array()
+                .map(|areas| areas.iter().filter_map(text).collect())
+                .unwrap_or_default(),
+        })
     }
 
     /// The server's base address, as used.
@@ -112,10 +211,14 @@ impl Transport for HttpTransport {
             Request::Pull(pull) => ("pull", codec::encode(pull)),
         };
         let url = format!("{}/v1/sync/{endpoint}", self.base);
-        let mut response = self
+        let mut post = self
             .client
             .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(token) = &self.token {
+            post = post.bearer_auth(token);
+        }
+        let mut response = post
             .body(body)
             .send()
             .await
@@ -127,9 +230,10 @@ impl Transport for HttpTransport {
         };
         if !is_reply {
             let bytes = read_body(&url, &mut response, MAX_MESSAGE_BYTES, true).await?;
-            return Err(TransportError::Refused {
-                status,
-                message: refusal_message(&bytes, status),
+            let message = refusal_message(&bytes, status);
+            return Err(match status {
+                401 | 403 => TransportError::Denied { status, message },
+                _ => TransportError::Refused { status, message },
             });
         }
         let bytes = read_body(&url, &mut response, MAX_RESPONSE_BYTES, false).await?;
@@ -213,7 +317,7 @@ fn refusal_message(bytes: &[u8], status: u16) -> String {
     let text = text.trim();
     if text.is_empty() {
         return match status {
-            401 | 403 => "thiết bị chưa được cấp quyền hoặc đã bị thu hồi / this device is not enrolled or its access was revoked: ask the administrator".to_string(),
+            401 | 403 => "thiết bị chưa được đăng ký hoặc đã bị thu hồi / this device is not enrolled or was revoked: ask your supervisor".to_string(),
             404 => "máy chủ không có địa chỉ đồng bộ này / the server has no sync endpoint here: check the server address".to_string(),
             _ => "máy chủ không nói lý do / the server gave no reason".to_string(),
         };
@@ -294,6 +398,8 @@ mod tests {
             next_cursor: 3,
             more: false,
             outcomes: vec![],
+            left_scope: vec![],
+            scope: protocol::access::Scope::Everything,
         };
         let (url, server) = canned(vec![
             (409, codec::encode(&PushReply::SeqGap { expected: 4 })),
@@ -307,7 +413,10 @@ mod tests {
             (200, b"not a protocol message".to_vec()),
             (500, Vec::new()),
         ]);
-        let transport = HttpTransport::new(&url).expect("transport");
+        let transport = HttpTransport::new(&url)
+            .expect("transport")
+            .with_token("hod_abc");
+        assert!(!format!("{transport:?}").contains("hod_abc"));
         assert_eq!(
             transport.send(&push()).await.ok(),
             Some(Response::Push(PushReply::SeqGap { expected: 4 }))
@@ -317,7 +426,7 @@ mod tests {
             Some(Response::Pull(page))
         );
         match transport.send(&push()).await {
-            Err(TransportError::Refused {
+            Err(TransportError::Denied {
                 status: 403,
                 message,
             }) => {
@@ -347,6 +456,9 @@ mod tests {
         assert!(seen[0]
             .to_lowercase()
             .contains("content-type: application/octet-stream"));
+        assert!(seen[0]
+            .to_lowercase()
+            .contains("authorization: bearer hod_abc"));
     }
 
     #[tokio::test]

@@ -68,11 +68,42 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
             supported: SUPPORTED_VERSIONS.to_vec(),
         });
     }
-    // The limit bounds what bincode may read, and bincode caps what a length prefix may
-    // preallocate, so a lying prefix costs at most the bytes actually sent.
+    // The limit bounds what bincode may read. What a length prefix may make it preallocate is
+    // bounded by the messages themselves: their lists decode through [`bounded_vec`].
     options(body.len())
         .deserialize(body)
         .map_err(|error| classify(*error))
+}
+
+/// Decodes a list without trusting its length prefix for the allocation: room for a few items
+/// up front, and the rest grows as items actually arrive, so a message claiming billions of
+/// items in a few bytes is refused having allocated about as much as it is long. (serde
+/// preallocates up to 1 MiB for any claimed length.) Every `Vec` in a message carries
+/// `#[serde(deserialize_with = "crate::codec::bounded_vec")]`.
+pub fn bounded_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Bounded<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
 }
 
 fn classify(error: bincode::ErrorKind) -> CodecError {

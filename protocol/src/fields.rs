@@ -33,7 +33,7 @@ pub enum FieldValue {
     Int(i64),
     Float(f64),
     Text(String),
-    List(Vec<FieldValue>),
+    List(#[serde(deserialize_with = "crate::codec::bounded_vec")] Vec<FieldValue>),
 }
 
 impl PartialEq for FieldValue {

@@ -9,6 +9,8 @@
 //! - [`sync`]: push and pull messages, outcomes, conflicts, the protocol version.
 //! - [`codec`]: the one bincode codec, with byte limits, a version prefix and trailing bytes
 //!   rejected. No other module or crate names bincode.
+//! - [`access`]: a user's areas ([`access::Scope`]) and which places they hold: the rule both
+//!   the server and the device apply.
 //! - [`areas`]: the 2025 code set (34 provinces, 3,321 communes) and rural/urban per commune and
 //!   period, parsed from embedded or corrected data; [`areas::Village`].
 //! - [`standards`]: the poverty standards (ND 07/2021, ND 351/2025) as versioned reference data,
@@ -19,11 +21,15 @@
 //!   answers, each with its reason or the answers it still needs.
 //! - [`classify`]: the pure, total classification (poor, near-poor, average living, not poor,
 //!   or "cannot classify: missing …") with the rule that decided.
+//! - [`reference`]: the reference data as one bundle ([`reference::ReferenceData`]), its wire
+//!   form ([`reference::ReferenceTexts`]) and [`reference::reference_date`], the one rule that
+//!   dates a review round; the classification both ends store and show.
 //!
 //! This crate does no I/O: no files, no sockets, no clocks. Callers pass "today" in. Reference
 //! data is parsed from text: the defaults are embedded in the binary, and a server can parse a
 //! corrected file and ship its text to devices.
 
+pub mod access;
 pub mod areas;
 pub mod b1;
 pub mod classify;
@@ -32,6 +38,7 @@ pub mod fields;
 pub mod household;
 pub mod indicators;
 pub mod merge;
+pub mod reference;
 pub mod standards;
 pub mod sync;
 pub mod validate;

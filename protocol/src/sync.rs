@@ -13,11 +13,17 @@
 //! 3. The device pulls from its cursor until `more` is false, receiving household revisions in
 //!    `seq` order and the outcomes of its own mutations from `outcomes_from` on (so an outcome
 //!    lost with a push response still arrives).
+//! 4. **Access.** Every request carries the device's token (see the server's `auth` module):
+//!    a push is applied only to households in the user's areas, the rest is rejected and kept
+//!    for review; a pull returns only households in the user's areas, with the areas
+//!    themselves ([`PullResponse::scope`]) and the households that moved out of them
+//!    ([`PullResponse::left_scope`]).
 //!
 //! Every message starts with the protocol version (see [`crate::codec`]).
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::Scope;
 use crate::fields::{FieldChange, FieldMap};
 use crate::merge::ConflictField;
 use crate::{DeviceId, HouseholdId};
@@ -56,6 +62,7 @@ pub struct Mutation {
     pub seq: u64,
     pub household_id: HouseholdId,
     pub base: Base,
+    #[serde(deserialize_with = "crate::codec::bounded_vec")]
     pub changes: Vec<FieldChange>,
     /// When the enumerator saved, in Unix milliseconds on the device's clock.
     pub made_at_ms: i64,
@@ -64,12 +71,14 @@ pub struct Mutation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushRequest {
     pub device_id: DeviceId,
+    #[serde(deserialize_with = "crate::codec::bounded_vec")]
     pub mutations: Vec<Mutation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PushReply {
     Accepted {
+        #[serde(deserialize_with = "crate::codec::bounded_vec")]
         outcomes: Vec<MutationOutcome>,
         /// The device's last mutation seq the server has applied.
         last_seq: u64,
@@ -97,6 +106,7 @@ pub enum Outcome {
     Conflict {
         rev: u32,
         conflict_id: u64,
+        #[serde(deserialize_with = "crate::codec::bounded_vec")]
         fields: Vec<ConflictField>,
     },
     /// Invalid or not allowed. Nothing was applied; the payload is kept on the server for
@@ -119,12 +129,23 @@ pub struct PullRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullResponse {
     /// Changed households in `seq` order, each at its latest revision within the page.
+    #[serde(deserialize_with = "crate::codec::bounded_vec")]
     pub changes: Vec<HouseholdChange>,
     /// The cursor to send next.
     pub next_cursor: u64,
     /// More changes wait beyond `next_cursor`.
     pub more: bool,
+    #[serde(deserialize_with = "crate::codec::bounded_vec")]
     pub outcomes: Vec<MutationOutcome>,
+    /// Households changed in this page that have left the caller's areas (moved to a village
+    /// the caller does not hold) and that the device may still hold: the device drops them
+    /// from its view, keeping any of its own work on them that is not yet synced.
+    #[serde(deserialize_with = "crate::codec::bounded_vec")]
+    pub left_scope: Vec<HouseholdId>,
+    /// The caller's areas as of this page. A device drops the households it holds outside
+    /// them, and when they hold a place its previous areas did not, it pulls again from
+    /// cursor 0: a reassignment takes effect on the next sync.
+    pub scope: Scope,
 }
 
 /// A household as the registry holds it at one revision.

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use crate::areas::{AreaError, AreaRegistry, Village};
 use crate::fields::{self, FieldMap};
 use crate::household::{Date, Household, Relationship};
 
@@ -46,7 +47,42 @@ pub fn household_from_fields(fields: &FieldMap, today: Date) -> Result<Household
     Ok(household)
 }
 
-/// Checks a household against the survey's rules as of `today`.
+/// [`household_from_fields`], and the commune must be in the area registry's code set.
+pub fn household_from_fields_with_areas(
+    fields: &FieldMap,
+    today: Date,
+    areas: &AreaRegistry,
+) -> Result<Household, Vec<Problem>> {
+    if fields.len() > MAX_FIELDS {
+        return household_from_fields(fields, today);
+    }
+    let household = fields::unflatten(fields).map_err(|e| vec![Problem(e.to_string())])?;
+    check_with_areas(&household, today, areas)?;
+    Ok(household)
+}
+
+/// [`check`], and the household's village must belong to a commune of the area registry: an
+/// unknown commune code is a problem that names the code.
+pub fn check_with_areas(
+    household: &Household,
+    today: Date,
+    areas: &AreaRegistry,
+) -> Result<(), Vec<Problem>> {
+    let mut problems = check(household, today).err().unwrap_or_default();
+    match Village::of(areas, household) {
+        // A malformed code and an empty village name are `check`'s problems already.
+        Ok(_) | Err(AreaError::MalformedCommuneCode { .. } | AreaError::EmptyVillageName) => {}
+        Err(error) => problems.push(Problem(error.to_string())),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Checks a household against the survey's rules as of `today`. The commune code's shape is
+/// checked here; [`check_with_areas`] also looks it up in the code set.
 pub fn check(household: &Household, today: Date) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
     let mut problem = |text: String| problems.push(Problem(text));
@@ -171,5 +207,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("head of household is missing"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_commune_is_named_once() {
+        let areas = AreaRegistry::embedded().expect("areas load");
+        let mut household = crate::fields::tests_support::sample();
+        household.commune_code = "00004".into();
+        assert_eq!(check_with_areas(&household, today(), &areas), Ok(()));
+        household.commune_code = "99999".into();
+        assert_eq!(check(&household, today()), Ok(()));
+        let problems = check_with_areas(&household, today(), &areas).expect_err("unknown");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .0
+                .contains("commune code '99999' is not in the 2025 code set"),
+            "{}",
+            problems[0]
+        );
+        let fields = flatten(&household);
+        assert!(household_from_fields_with_areas(&fields, today(), &areas).is_err());
+        household.commune_code = "123".into();
+        let problems = check_with_areas(&household, today(), &areas).expect_err("malformed");
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 }

@@ -8,6 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::codec::CodecError;
 
+use crate::auth::AuthError;
 use crate::store::StoreError;
 
 /// Why a request failed.
@@ -30,6 +31,10 @@ pub enum AppError {
     NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Not signed in, not allowed, locked out, or an account operation refused: 401, 403,
+    /// 429 (with `Retry-After`), 400, 404 or 409 (see [`AuthError::status`]).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// A blocking worker stopped before it answered (it panicked or the runtime is shutting
     /// down).
     #[error("a request worker stopped: {0}")]
@@ -53,6 +58,7 @@ impl AppError {
             AppError::Codec(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Store(_) | AppError::Worker(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Auth(error) => error.status(),
         }
     }
 }
@@ -67,7 +73,25 @@ impl IntoResponse for AppError {
                 .insert(InternalFailure(self.to_string()));
             response
         } else {
-            text(status, self.to_string())
+            let mut response = text(status, self.to_string());
+            match &self {
+                AppError::Auth(AuthError::Unauthenticated(_)) => {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer"),
+                    );
+                }
+                AppError::Auth(AuthError::Locked {
+                    retry_after_secs, ..
+                }) => {
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        header::HeaderValue::from(*retry_after_secs),
+                    );
+                }
+                _ => {}
+            }
+            response
         }
     }
 }

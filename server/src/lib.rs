@@ -6,13 +6,22 @@
 //! - [`store`]: the [`Registry`], the only module that opens sled: households, revisions,
 //!   the change log, conflicts, rejections, per-device seqs and outcomes, each under its own
 //!   hand-built key prefix in one tree.
+//! - [`journal`]: the append-only, checksummed journal of every registry write, synced before
+//!   sled applies it; [`store::rebuild`] rebuilds a registry from it (`server rebuild`).
 //! - [`merge_engine`]: checks a push, applies it with the three-way merge against an overlay
 //!   of the registry and commits it as one durable write; reads pull pages.
-//! - [`scope`]: [`scope::Caller`] and the `may_read` / `may_write` checks, the seam where
-//!   accounts and area assignments plug in.
+//! - [`scope`]: [`scope::Caller`] and the `may_read` / `may_write` checks on every household
+//!   a request touches, by the caller's areas.
+//! - [`auth`]: accounts, enrolled devices, sessions, the sign-in limit, the audit log, the
+//!   `/v1/auth/*` and `/v1/admin/*` routes and `server user|device`.
+//! - [`limits`]: the time limit on every request.
 //! - [`routes`]: the axum router: `/healthz`, the sync endpoints, the supervisor views, the
 //!   request log.
 //! - [`error`]: [`AppError`], and how each failure becomes an HTTP response.
+//! - [`reference`]: the reference data (poverty standards, rural/urban rules, B1 tables) loaded
+//!   from the reference folder or the embedded defaults, and `GET /v1/reference`.
+//! - [`classification`]: recomputing every stored classification after a reference-data
+//!   correction (`server recompute`).
 //!
 //! The entry points take their world as arguments: [`AppState::open`] a directory,
 //! [`app`] a state, [`run`] a bound listener and a shutdown future.
@@ -26,25 +35,32 @@
 //! # }
 //! ```
 
+pub mod auth;
+pub mod classification;
 pub mod config;
 pub mod error;
+pub mod journal;
+pub mod limits;
 pub mod merge_engine;
+pub mod reference;
 pub mod routes;
 pub mod scope;
 pub mod store;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use protocol::reference::ReferenceData;
 use protocol::sync::{PullRequest, PullResponse, PushReply, PushRequest};
 use tokio::sync::Mutex;
 
+pub use classification::RecomputeReport;
 pub use config::Config;
 pub use error::AppError;
 pub use routes::app;
 pub use scope::Caller;
 pub use store::{
-    ConflictRecord, Registry, RejectedMutation, Revision, RevisionCause, StoreError,
-    StoredHousehold,
+    ClassificationRecord, ConflictRecord, Registry, RejectedMutation, Revision, RevisionCause,
+    StoreError, StoredHousehold,
 };
 
 /// What every request handler shares: the registry and the lock that makes pushes one at a
@@ -52,22 +68,91 @@ pub use store::{
 #[derive(Clone, Debug)]
 pub struct AppState {
     registry: Arc<Registry>,
-    /// Held for the whole of a push, from reading the device's seq to the flush, so that the
-    /// overlay a push computes is never stale. Pulls do not take it.
+    /// Held while a push is decided and written, from reading the device's seq to the atomic
+    /// batch, so that the overlay a push computes is never stale. It is released before the
+    /// flush, which the push waits for before it answers (group commit). Pulls do not take it.
     writer: Arc<Mutex<()>>,
+    /// The reference data pushes are validated and classified with. Replaced only under the
+    /// writer lock ([`AppState::replace_reference`]).
+    reference: Arc<RwLock<Arc<ReferenceData>>>,
+    /// Accounts, devices, sessions, the sign-in limit and the audit log.
+    auth: Arc<auth::Auth>,
 }
 
 impl AppState {
-    /// Opens (or creates) the registry under `data_dir`.
+    /// Opens (or creates) the registry under `data_dir`, with the embedded reference data.
     pub fn open(data_dir: &std::path::Path) -> Result<AppState, StoreError> {
+        // The embedded files are parsed by protocol's tests; they cannot fail in a build that
+        // passed them.
+        let reference = ReferenceData::embedded().expect("the embedded reference data parses");
+        AppState::open_with(data_dir, reference)
+    }
+
+    /// Opens (or creates) the registry under `data_dir`, classifying with `reference`
+    /// (see [`reference::load`]).
+    pub fn open_with(
+        data_dir: &std::path::Path,
+        reference: ReferenceData,
+    ) -> Result<AppState, StoreError> {
+        let registry = Arc::new(Registry::open(data_dir)?);
+        let auth = Arc::new(auth::Auth::open(&registry, auth::AuthConfig::default())?);
         Ok(AppState {
-            registry: Arc::new(Registry::open(data_dir)?),
+            registry,
             writer: Arc::new(Mutex::new(())),
+            reference: Arc::new(RwLock::new(Arc::new(reference))),
+            auth,
         })
+    }
+
+    /// The same state with accounts configured by `config` (session length, sign-in limits,
+    /// request time limit, clock).
+    pub fn with_auth_config(mut self, config: auth::AuthConfig) -> Result<AppState, StoreError> {
+        self.auth = Arc::new(auth::Auth::open(&self.registry, config)?);
+        Ok(self)
+    }
+
+    /// Accounts, devices, sessions and the audit log.
+    pub fn auth(&self) -> &auth::Auth {
+        &self.auth
+    }
+
+    pub(crate) fn auth_handle(&self) -> Arc<auth::Auth> {
+        Arc::clone(&self.auth)
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The reference data in use.
+    pub fn reference(&self) -> Arc<ReferenceData> {
+        let guard = self
+            .reference
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&guard)
+    }
+
+    /// Replaces the reference data (after an official corrected a file) and recomputes every
+    /// household's classification with it, between pushes.
+    pub async fn replace_reference(
+        &self,
+        reference: ReferenceData,
+    ) -> Result<RecomputeReport, AppError> {
+        let guard = Arc::clone(&self.writer).lock_owned().await;
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let reference = Arc::new(reference);
+            *state
+                .reference
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&reference);
+            let report = classification::recompute(&state.registry, &reference, now_ms());
+            drop(guard);
+            Ok(report?)
+        })
+        .await
+        .map_err(|error| AppError::Worker(error.to_string()))?
     }
 
     /// Applies a push as an unrestricted caller: the in-process entry point for tests and
@@ -88,10 +173,18 @@ impl AppState {
         // even if this future is dropped (a client that hangs up mid-push).
         let guard = Arc::clone(&self.writer).lock_owned().await;
         let registry = Arc::clone(&self.registry);
+        let reference = self.reference();
         tokio::task::spawn_blocking(move || {
-            let reply = merge_engine::apply_push(&registry, &caller, &request, now_ms());
+            let reply =
+                merge_engine::apply_push(&registry, &reference, &caller, &request, now_ms());
+            // Everything the reply reports (this batch, or the earlier one a replay repeats)
+            // is written by now. The lock goes before the flush, so pushes that arrive
+            // meanwhile write theirs and share the next flush: group commit.
+            let ticket = registry.applied_ticket();
             drop(guard);
-            reply
+            let reply = reply?;
+            registry.make_durable(ticket)?;
+            Ok(reply)
         })
         .await
         .map_err(|error| AppError::Worker(error.to_string()))?
@@ -131,9 +224,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Arc::clone(&state.registry);
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // The peer address reaches handlers for the sign-in limit and the audit log.
+    let served = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     // Every acknowledged push was flushed already; this flush is for good measure.
     let flushed = tokio::task::spawn_blocking(move || registry.flush())
         .await

@@ -1,4 +1,10 @@
-//! `server serve --data-dir DIR [--listen ADDR]`: the registry service.
+//! `server serve --data-dir DIR [--listen ADDR] [--reference-dir DIR]`: the registry service.
+//! `server recompute --data-dir DIR [--reference-dir DIR]`: recomputes every stored
+//! classification with the current reference data, with the server stopped.
+//! `server user add|passwd|assign|unassign|role|list …` and `server device list|revoke …`:
+//! accounts and enrolled devices, with the server stopped (see `server::auth::cli`).
+//! `server rebuild --data-dir DIR --out NEW_DIR`: rebuilds the registry from its journal alone
+//! (see `server::journal`), with the server stopped.
 //!
 //! The first line on stdout is `listening on http://ADDR`, so that a caller that asked for
 //! port 0 learns the port. Logs go to stderr (`RUST_LOG` filters them; `info` by default).
@@ -27,6 +33,28 @@ fn main() -> std::process::ExitCode {
                     .context("starting the async runtime")?
                     .block_on(serve(config))
             }),
+        Command::Recompute(args) => server::config::RecomputeConfig::from_args(args)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| server::classification::run_command(&config).map(|_| ())),
+        Command::User { command } => server::auth::cli::run_user(command)
+            .map(|done| println!("{done}"))
+            .map_err(anyhow::Error::from),
+        Command::Device { command } => server::auth::cli::run_device(command)
+            .map(|done| println!("{done}"))
+            .map_err(anyhow::Error::from),
+        Command::Rebuild(args) => server::store::rebuild(&args.data_dir, &args.out)
+            .map(|done| {
+                println!(
+                    "rebuilt {} from {} journal records ({} writes): {} entries, crc32 {:08x}. Accounts and reference files are not in the journal: copy them from {} if it still has them.",
+                    args.out.display(),
+                    done.records,
+                    done.writes,
+                    done.digest.entries,
+                    done.digest.crc32,
+                    args.data_dir.display()
+                )
+            })
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -38,8 +66,21 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = AppState::open(&config.data_dir)
+    let (reference, loaded) =
+        server::reference::load(&config.data_dir, config.reference_dir.as_deref())?;
+    tracing::info!(
+        dir = ?loaded.dir,
+        files = ?loaded.files,
+        fingerprint = %loaded.fingerprint,
+        "reference data loaded"
+    );
+    let state = AppState::open_with(&config.data_dir, reference)
         .with_context(|| format!("opening the registry in {}", config.data_dir.display()))?;
+    if state.auth().accounts().users()?.is_empty() {
+        tracing::warn!(
+            "chưa có tài khoản nào / there are no accounts yet: stop the server and create the first administrator with `server user add NAME --role administrator --area '*' --data-dir DIR`"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -3,15 +3,18 @@
 //! A push is checked for shape first ([`validate_push`]): a malformed batch is refused whole
 //! and changes nothing. Then, under the server's writer lock, `apply_push` sorts replays from
 //! new mutations, merges each new mutation with [`protocol::merge::three_way`] against an
-//! in-memory overlay of the registry (so later mutations in the batch see earlier ones), and
-//! hands everything it decided to `Registry::commit` as one atomic, flushed write. Nothing
-//! is acknowledged before that write is durable.
+//! in-memory overlay of the registry (so later mutations in the batch see earlier ones),
+//! classifies every revision it makes with the server's reference data, and hands everything
+//! it decided to `Registry::commit_pending` as one atomic write. Nothing is acknowledged
+//! before that write is durable: `AppState::push_as` waits for its flush, shared with the
+//! pushes written meanwhile (group commit).
 
 use std::collections::{HashMap, HashSet};
 
 use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
 use protocol::household::{Date, Household};
 use protocol::merge::{self, MergePlan};
+use protocol::reference::ReferenceData;
 use protocol::sync::{
     Base, HouseholdChange, Mutation, MutationOutcome, Outcome, PullRequest, PullResponse,
     PushReply, PushRequest, ReviewState, MAX_CHANGES_PER_MUTATION, MAX_PULL_LIMIT,
@@ -21,10 +24,10 @@ use protocol::validate::{self, Problem};
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::scope::{may_read, may_write, Caller, Place};
+use crate::scope::{self, may_read, may_write, not_allowed, Caller, Place};
 use crate::store::{
-    Commit, ConflictRecord, Registry, RejectedMutation, Revision, RevisionCause, StoreError,
-    StoredHousehold,
+    ClassificationRecord, Commit, ConflictRecord, Registry, RejectedMutation, Revision,
+    RevisionCause, StoreError, StoredHousehold,
 };
 
 /// Checks a push's shape: 1 to [`MAX_PUSH_MUTATIONS`] mutations with consecutive seqs from 1
@@ -82,9 +85,11 @@ pub fn validate_push(request: &PushRequest) -> Result<(), AppError> {
 }
 
 /// Applies a validated push. Runs under the writer lock, on a blocking thread: it reads the
-/// registry, decides every outcome in memory and commits them in one durable write.
+/// registry, decides every outcome in memory and writes them in one atomic batch. The caller
+/// makes the batch durable (`Registry::make_durable`) before it answers.
 pub(crate) fn apply_push(
     registry: &Registry,
+    reference: &ReferenceData,
     caller: &Caller,
     request: &PushRequest,
     now_ms: i64,
@@ -124,7 +129,7 @@ pub(crate) fn apply_push(
         });
     };
 
-    let mut batch = Batch::new(registry, caller, device, now_ms)?;
+    let mut batch = Batch::new(registry, reference, caller, device, now_ms)?;
     for mutation in fresh {
         let outcome = MutationOutcome {
             seq: mutation.seq,
@@ -135,7 +140,8 @@ pub(crate) fn apply_push(
         outcomes.push(outcome);
     }
     batch.commit.device_last.push((device, newest.seq));
-    registry.commit(batch.finish())?;
+    // Durable before the reply goes out: `AppState::push_as` waits for the group flush.
+    registry.commit_pending(batch.finish())?;
     Ok(PushReply::Accepted {
         outcomes,
         last_seq: newest.seq,
@@ -146,6 +152,9 @@ pub(crate) fn apply_push(
 /// to write.
 struct Batch<'r> {
     registry: &'r Registry,
+    /// Validates communes and classifies every revision the batch makes.
+    reference: &'r ReferenceData,
+    reference_id: String,
     caller: &'r Caller,
     device: Uuid,
     now_ms: i64,
@@ -162,6 +171,7 @@ struct Batch<'r> {
 impl<'r> Batch<'r> {
     fn new(
         registry: &'r Registry,
+        reference: &'r ReferenceData,
         caller: &'r Caller,
         device: Uuid,
         now_ms: i64,
@@ -174,6 +184,8 @@ impl<'r> Batch<'r> {
         };
         Ok(Batch {
             registry,
+            reference,
+            reference_id: reference.texts().fingerprint(),
             caller,
             device,
             now_ms,
@@ -222,7 +234,7 @@ impl<'r> Batch<'r> {
         self.commit.changes.push((row.last_seq, row.id));
     }
 
-    /// Records a new revision of the household with `fields`.
+    /// Records a new revision of the household with `fields`, classified.
     fn new_revision(
         &mut self,
         row: &mut StoredHousehold,
@@ -231,6 +243,18 @@ impl<'r> Batch<'r> {
         why: RevisionCause,
     ) {
         row.rev += 1;
+        // Every revision the engine makes passed `check_record`, so it rebuilds.
+        row.classification = fields::unflatten(&fields)
+            .ok()
+            .map(|household| self.reference.classify(&household));
+        let classification =
+            row.classification
+                .clone()
+                .map(|classification| ClassificationRecord {
+                    classification,
+                    at_ms: self.now_ms,
+                    reference: self.reference_id.clone(),
+                });
         row.fields = fields;
         self.made
             .insert((row.id, row.rev), self.commit.revisions.len());
@@ -243,6 +267,7 @@ impl<'r> Batch<'r> {
                 mutation_seq: mutation.seq,
                 at_ms: self.now_ms,
                 why,
+                classification,
             },
         ));
     }
@@ -258,6 +283,10 @@ impl<'r> Batch<'r> {
     }
 
     fn apply(&mut self, mutation: &Mutation) -> Result<Outcome, StoreError> {
+        // A revoked device's work is kept for review, whatever it touches.
+        if let Some(reason) = scope::refusal(self.caller) {
+            return Ok(self.reject(mutation, reason));
+        }
         let id = mutation.household_id;
         let outcome = match (mutation.base, self.current(id)?) {
             (Base::New, None) => self.create(mutation),
@@ -285,7 +314,7 @@ impl<'r> Batch<'r> {
         let id = mutation.household_id;
         let mut record = FieldMap::new();
         fields::apply(&mut record, &mutation.changes);
-        if let Err(problems) = check_record(&record, id, self.today) {
+        if let Err(problems) = check_record(&record, id, self.today, self.reference) {
             return self.reject(mutation, validate::reason(&problems));
         }
         if !may_write(self.caller, &Place::of(&record)) {
@@ -299,6 +328,7 @@ impl<'r> Batch<'r> {
             open_conflicts: Vec::new(),
             created_by: self.device,
             last_seq: 0,
+            classification: None,
         };
         self.new_revision(&mut row, record, mutation, RevisionCause::Create);
         self.log_change(&mut row);
@@ -337,6 +367,7 @@ impl<'r> Batch<'r> {
             Base::Rev(_) => base.clone(),
         };
         fields::apply(&mut intended, &mutation.changes);
+        let base = self.seen_by_device(id, base_rev, row.rev, base)?;
         let changes = fields::diff(&base, &intended);
         let (plan, result) = match self.plan(id, &base, &row.fields, &changes, &intended) {
             Ok(planned) => planned,
@@ -403,6 +434,48 @@ impl<'r> Batch<'r> {
         Ok(outcome)
     }
 
+    /// The merge base as the device saw it: revision `base_rev` with this device's own later
+    /// revisions laid over it. Those are its earlier mutations, applied but not yet received
+    /// back as a revision; its cumulative changes repeat them, so their values are its own and
+    /// not someone else's. Without this, a field set and then set back to its base value
+    /// keeps the first value (the second change is no change against the base), and a value
+    /// of its own that someone else has since replaced comes back.
+    fn seen_by_device(
+        &self,
+        id: Uuid,
+        base_rev: u32,
+        current_rev: u32,
+        base: FieldMap,
+    ) -> Result<FieldMap, StoreError> {
+        let mut seen = base.clone();
+        let mut before = base;
+        for rev in base_rev.saturating_add(1)..=current_rev {
+            let Some((author, fields)) = self.revision_by(id, rev)? else {
+                break;
+            };
+            if author == self.device {
+                fields::apply(&mut seen, &fields::diff(&before, &fields));
+            }
+            before = fields;
+        }
+        Ok(seen)
+    }
+
+    /// A revision's author (the device whose mutation made it) and fields.
+    fn revision_by(&self, id: Uuid, rev: u32) -> Result<Option<(Uuid, FieldMap)>, StoreError> {
+        if let Some(index) = self.made.get(&(id, rev)) {
+            return Ok(self
+                .commit
+                .revisions
+                .get(*index)
+                .map(|(_, r)| (r.device_id, r.fields.clone())));
+        }
+        Ok(self
+            .registry
+            .revision(id, rev)?
+            .map(|revision| (revision.device_id, revision.fields)))
+    }
+
     /// Plans the merge of the device's `changes` (made on `base`, leading to `intended`) over
     /// the current record `theirs`, and returns the plan with the record it leads to, or the
     /// reason to reject the mutation.
@@ -417,13 +490,13 @@ impl<'r> Batch<'r> {
         let plan = merge::three_way(base, theirs, changes);
         let mut result = theirs.clone();
         fields::apply(&mut result, &plan.apply);
-        if check_record(&result, id, self.today).is_ok() {
+        if check_record(&result, id, self.today, self.reference).is_ok() {
             return Ok((plan, result));
         }
         // The merge does not fit the form. If the device's own record does not either, the
         // mutation is invalid; otherwise the record stays as it is and every change the device
         // made waits for a supervisor as a conflict.
-        if let Err(problems) = check_record(intended, id, self.today) {
+        if let Err(problems) = check_record(intended, id, self.today, self.reference) {
             return Err(validate::reason(&problems));
         }
         let plan = merge::everything_conflicts(base, theirs, changes);
@@ -442,9 +515,15 @@ impl<'r> Batch<'r> {
     }
 }
 
-/// The schema rules, and the record's id must be the household the mutation names.
-fn check_record(fields: &FieldMap, id: Uuid, today: Date) -> Result<Household, Vec<Problem>> {
-    let household = validate::household_from_fields(fields, today)?;
+/// The schema rules, the commune must be in the code set, and the record's id must be the
+/// household the mutation names.
+fn check_record(
+    fields: &FieldMap,
+    id: Uuid,
+    today: Date,
+    reference: &ReferenceData,
+) -> Result<Household, Vec<Problem>> {
+    let household = validate::household_from_fields_with_areas(fields, today, &reference.areas)?;
     if household.id != id {
         return Err(vec![Problem(format!(
             "mã hộ trong bản ghi ({}) khác mã hộ của thay đổi ({id}) / the record's id {} is not the household id {id} the change names",
@@ -452,10 +531,6 @@ fn check_record(fields: &FieldMap, id: Uuid, today: Date) -> Result<Household, V
         ))]);
     }
     Ok(household)
-}
-
-fn not_allowed(id: Uuid) -> String {
-    format!("không có quyền sửa hộ {id} / you may not change household {id}: it is outside the areas assigned to you")
 }
 
 /// Reads a pull page: the households changed after the cursor, each at its latest state, and
@@ -476,11 +551,15 @@ pub fn pull(
     let limit = request.limit.clamp(1, MAX_PULL_LIMIT) as usize;
     let page = registry.changes_after(request.cursor, limit)?;
     let mut changes = Vec::new();
+    let mut left_scope = Vec::new();
     for &(seq, id) in &page.entries {
         let Some(row) = registry.household_if_latest(id, seq)? else {
             continue;
         };
         if !may_read(caller, &Place::of(&row.fields)) {
+            if scope::may_have_held(registry, caller, &row)? {
+                left_scope.push(id);
+            }
             continue;
         }
         changes.push(HouseholdChange {
@@ -503,5 +582,7 @@ pub fn pull(
         next_cursor,
         more: page.more,
         outcomes,
+        left_scope,
+        scope: caller.scope(),
     })
 }

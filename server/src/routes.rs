@@ -5,7 +5,18 @@
 //!   `application/octet-stream`, both ways. A seq gap is a 409 carrying the encoded
 //!   [`PushReply::SeqGap`].
 //! - `GET /v1/households/{id}`, `GET /v1/conflicts[?household=ID][&open=true]`: JSON views
-//!   for supervisors and tests.
+//!   for supervisors and tests. A household's view includes its stored classification.
+//! - `GET /v1/reference`: the reference data texts in use, for devices (see
+//!   [`crate::reference`]). Public, like `/healthz`: it holds published reference data only.
+//! - `GET /v1/rejected[?household=ID]`: rejected mutations with their payloads (those of a
+//!   revoked device among them), for supervisors.
+//! - `/v1/auth/*` and `/v1/admin/*`: accounts, devices, the audit log (see
+//!   [`crate::auth::routes`]).
+//!
+//! Every route but `/healthz`, `/v1/reference` and sign-in needs `Authorization: Bearer
+//! TOKEN`, and every household is checked against the caller's areas: the sync endpoints
+//! take a device token whose device the request names; a household outside the caller's
+//! areas is "not found", and the attempt is in the audit log.
 //!
 //! Errors are `text/plain; charset=utf-8` (see [`crate::error`]). Every request is logged once,
 //! with its method, path, status and latency; bodies are never logged.
@@ -27,13 +38,15 @@ use protocol::codec;
 use protocol::fields::FieldValue;
 use protocol::merge::ConflictField;
 use protocol::sync::{
-    PullRequest, PushReply, PushRequest, ReviewState, MAX_PULL_REQUEST_BYTES, MAX_PUSH_BYTES,
+    Outcome, PullRequest, PushReply, PushRequest, ReviewState, MAX_PULL_REQUEST_BYTES,
+    MAX_PUSH_BYTES,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use crate::auth::routes as auth;
 use crate::error::{text, AppError, InternalFailure};
-use crate::scope::{may_read, Caller, Place};
+use crate::scope::{may_read, not_allowed, Caller, Place};
 use crate::store::{ConflictRecord, Registry, StoreError, StoredHousehold};
 use crate::AppState;
 
@@ -58,8 +71,15 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/households/{id}", get(household))
         .route("/v1/conflicts", get(conflicts))
+        .route("/v1/reference", get(crate::reference::serve))
+        .route("/v1/rejected", get(rejected))
+        .merge(crate::auth::routes::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::time_limit,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -113,7 +133,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 
 /// Reads a request body of at most `limit` bytes. An oversized body is read on (up to
 /// [`DRAIN_LIMIT`]) and thrown away before the refusal.
-async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, AppError> {
+pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, AppError> {
     let too_large = AppError::TooLarge { limit };
     if body.size_hint().lower() > limit as u64 {
         drain(body, 0).await;
@@ -165,7 +185,29 @@ async fn push(
 ) -> Result<Response, AppError> {
     let bytes = read_body(body, MAX_PUSH_BYTES).await?;
     let request: PushRequest = codec::decode(&bytes, MAX_PUSH_BYTES)?;
-    let reply = state.push_as(caller, request).await?;
+    let device = request.device_id;
+    auth::sync_device(state.auth(), &caller, device, "/v1/sync/push")?;
+    let before = state.registry().device_last_seq(device)?;
+    let reply = state.push_as(caller.clone(), request).await?;
+    if let (Caller::User(principal), PushReply::Accepted { outcomes, .. }) = (&caller, &reply) {
+        let fresh = outcomes.iter().filter(|outcome| outcome.seq > before);
+        if principal.is_revoked() {
+            state
+                .auth()
+                .revoked_device_pushed(principal, device, fresh.count());
+        } else {
+            for outcome in fresh {
+                if matches!(&outcome.outcome, Outcome::Rejected { reason } if *reason == not_allowed(outcome.household_id))
+                {
+                    state.auth().denied(
+                        principal,
+                        &outcome.household_id.to_string(),
+                        format!("/v1/sync/push: thay đổi số {} của hộ ngoài khu vực được giao, giữ để xem xét / mutation {} of a household outside the caller's areas, kept for review", outcome.seq, outcome.seq),
+                    );
+                }
+            }
+        }
+    }
     let status = match reply {
         PushReply::Accepted { .. } => StatusCode::OK,
         PushReply::SeqGap { .. } => StatusCode::CONFLICT,
@@ -180,7 +222,15 @@ async fn pull(
 ) -> Result<Response, AppError> {
     let bytes = read_body(body, MAX_PULL_REQUEST_BYTES).await?;
     let request: PullRequest = codec::decode(&bytes, MAX_PULL_REQUEST_BYTES)?;
-    let page = state.pull_as(caller, request).await?;
+    let device = request.device_id;
+    auth::sync_device(state.auth(), &caller, device, "/v1/sync/pull")?;
+    // Taken before the page is read: every revision stamped before it is in this page or an
+    // earlier one.
+    let started_ms = crate::now_ms();
+    let page = state.pull_as(caller.clone(), request).await?;
+    if !page.more && caller.principal().is_some() {
+        state.auth().caught_up(device, started_ms);
+    }
     Ok(octets(StatusCode::OK, codec::encode(&page)))
 }
 
@@ -214,10 +264,17 @@ async fn household(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
+    auth::reader(state.auth(), &caller, "/v1/households/{id}")?;
     let id = parse_household_id(&id)?;
     let row = read(&state, move |registry| Ok(registry.household(id)?)).await?;
     // A household outside the caller's areas is reported as missing, so that its existence
-    // is not revealed either.
+    // is not revealed either; the attempt is recorded.
+    if row
+        .as_ref()
+        .is_some_and(|row| !may_read(&caller, &Place::of(&row.fields)))
+    {
+        auth::denied_household(state.auth(), &caller, id, "/v1/households/{id}");
+    }
     let row = row
         .filter(|row| may_read(&caller, &Place::of(&row.fields)))
         .ok_or_else(|| unknown_household(id))?;
@@ -244,6 +301,7 @@ fn household_json(row: &StoredHousehold) -> Result<Value, AppError> {
         "open_conflicts": row.open_conflicts,
         "created_by": row.created_by.to_string(),
         "last_seq": row.last_seq,
+        "classification": row.classification,
     }))
 }
 
@@ -260,6 +318,7 @@ async fn conflicts(
     caller: Caller,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
+    auth::reader(state.auth(), &caller, "/v1/conflicts")?;
     let Query(query) = query.map_err(|rejection| {
         AppError::InvalidRequest(format!(
             "tham số không hợp lệ / the query is malformed: {}",
@@ -356,4 +415,89 @@ fn field_json(value: &FieldValue) -> Value {
         FieldValue::Text(s) => Value::String(s.clone()),
         FieldValue::List(items) => Value::Array(items.iter().map(field_json).collect()),
     }
+}
+
+/// `GET /v1/rejected[?household=ID]`: rejected mutations with everything the enumerator typed,
+/// for a supervisor to review: those of households in the caller's areas, and of creates
+/// whose own place is in them.
+async fn rejected(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    auth::reader(state.auth(), &caller, "/v1/rejected")?;
+    let Query(query) = query.map_err(|rejection| {
+        AppError::InvalidRequest(format!(
+            "tham số không hợp lệ / the query is malformed: {}",
+            rejection.body_text()
+        ))
+    })?;
+    let mut household = None;
+    for (key, value) in &query {
+        match key.as_str() {
+            "household" => household = Some(parse_household_id(value)?),
+            other => {
+                return Err(AppError::InvalidRequest(format!(
+                    "không biết tham số '{other}' / unknown query parameter '{other}': use household=ID"
+                )))
+            }
+        }
+    }
+    let records = read(&state, move |registry| {
+        let mut readable: HashMap<Uuid, bool> = HashMap::new();
+        let mut out = Vec::new();
+        for record in registry.rejected()? {
+            let id = record.mutation.household_id;
+            if household.is_some_and(|wanted| wanted != id) {
+                continue;
+            }
+            let stored = match readable.get(&id) {
+                Some(allowed) => *allowed,
+                None => {
+                    let allowed = registry
+                        .household(id)?
+                        .is_some_and(|row| may_read(&caller, &Place::of(&row.fields)));
+                    readable.insert(id, allowed);
+                    allowed
+                }
+            };
+            // A rejected create has no stored household: its own place decides.
+            let mut own = protocol::fields::FieldMap::new();
+            protocol::fields::apply(&mut own, &record.mutation.changes);
+            if stored || may_read(&caller, &Place::of(&own)) {
+                out.push(rejected_json(&record));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(Value::Array(records)))
+}
+
+fn rejected_json(record: &crate::store::RejectedMutation) -> Value {
+    let mutation = &record.mutation;
+    let changes: Vec<Value> = mutation
+        .changes
+        .iter()
+        .map(|change| {
+            json!({
+                "path": change.path,
+                "value": change.value.as_ref().map_or(Value::Null, field_json),
+                "removed": change.value.is_none(),
+            })
+        })
+        .collect();
+    json!({
+        "device_id": record.device_id.to_string(),
+        "mutation_seq": mutation.seq,
+        "household_id": mutation.household_id.to_string(),
+        "base": match mutation.base {
+            protocol::sync::Base::New => Value::String("new".to_string()),
+            protocol::sync::Base::Rev(rev) => Value::from(rev),
+        },
+        "made_at_ms": mutation.made_at_ms,
+        "received_at_ms": record.at_ms,
+        "reason": record.reason,
+        "changes": changes,
+    })
 }

@@ -646,6 +646,9 @@ mod http {
     struct Running {
         addr: std::net::SocketAddr,
         state: AppState,
+        /// An enrolled device of an administrator of everything, and its token.
+        device: Uuid,
+        token: String,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
         served: tokio::task::JoinHandle<std::io::Result<()>>,
         _dir: tempfile::TempDir,
@@ -661,9 +664,27 @@ mod http {
         let served = tokio::spawn(crate::run(listener, state.clone(), async move {
             let _ = stopped.await;
         }));
+        let auth = state.auth();
+        auth.create_user(
+            &crate::auth::Actor::command_line(),
+            crate::auth::NewUser {
+                username: "quan.tri".to_string(),
+                password: "mật khẩu thử nghiệm".to_string(),
+                role: crate::scope::Role::Administrator,
+                areas: vec![crate::auth::Area::Everything],
+            },
+        )
+        .expect("create the administrator");
+        let device = Uuid::now_v7();
+        let token = auth
+            .enrol("quan.tri", "mật khẩu thử nghiệm", device, None)
+            .expect("enrol")
+            .token;
         Running {
             addr,
             state,
+            device,
+            token,
             stop: Some(stop),
             served,
             _dir,
@@ -674,12 +695,18 @@ mod http {
     /// I/O on a blocking thread keeps the test free of an HTTP client.
     async fn send(
         addr: std::net::SocketAddr,
+        token: &str,
         method: &str,
         path: &str,
         body: &[u8],
     ) -> (u16, String, Vec<u8>) {
+        let authorization = if token.is_empty() {
+            String::new()
+        } else {
+            format!("authorization: Bearer {token}\r\n")
+        };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{authorization}content-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
         let body = body.to_vec();
@@ -714,16 +741,19 @@ mod http {
     async fn sync_endpoints_speak_the_codec_and_refuse_bad_input_plainly() {
         let mut server = start().await;
         let addr = server.addr;
-        let (status, _, body) = send(addr, "GET", "/healthz", b"").await;
+        let (status, _, body) = send(addr, "", "GET", "/healthz", b"").await;
         assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
 
-        let device = Uuid::now_v7();
+        let device = server.device;
+        let token = server.token.clone();
+        let token = token.as_str();
         let record = household("Lý Văn Tài");
         let request = protocol::codec::encode(&PushRequest {
             device_id: device,
             mutations: vec![create(1, &record)],
         });
-        let (status, content_type, body) = send(addr, "POST", "/v1/sync/push", &request).await;
+        let (status, content_type, body) =
+            send(addr, token, "POST", "/v1/sync/push", &request).await;
         assert_eq!(
             (status, content_type.as_str()),
             (200, "application/octet-stream")
@@ -736,7 +766,7 @@ mod http {
             device_id: device,
             mutations: vec![create(5, &household("Lý Thị Uyên"))],
         });
-        let (status, _, body) = send(addr, "POST", "/v1/sync/push", &gap).await;
+        let (status, _, body) = send(addr, token, "POST", "/v1/sync/push", &gap).await;
         assert_eq!(status, 409);
         assert_eq!(
             protocol::codec::decode::<PushReply>(&body, 1024),
@@ -762,13 +792,14 @@ mod http {
             ("empty", Vec::new(), 400, "empty"),
         ];
         for (what, body, want, says) in cases {
-            let (status, content_type, message) = send(addr, "POST", "/v1/sync/push", &body).await;
+            let (status, content_type, message) =
+                send(addr, token, "POST", "/v1/sync/push", &body).await;
             let message = String::from_utf8(message).expect("utf-8 message");
             assert_eq!(status, want, "{what}: {message}");
             assert_eq!(content_type, "text/plain; charset=utf-8", "{what}");
             assert!(message.contains(says), "{what}: {message}");
         }
-        let (status, _, _) = send(addr, "POST", "/v1/sync/pull", &[0; 2_000]).await;
+        let (status, _, _) = send(addr, token, "POST", "/v1/sync/pull", &[0; 2_000]).await;
         assert_eq!(status, 413);
 
         let pull = protocol::codec::encode(&PullRequest {
@@ -777,36 +808,45 @@ mod http {
             limit: 10,
             outcomes_from: 1,
         });
-        let (status, _, body) = send(addr, "POST", "/v1/sync/pull", &pull).await;
+        let (status, _, body) = send(addr, token, "POST", "/v1/sync/pull", &pull).await;
         assert_eq!(status, 200);
         let page: PullResponse =
             protocol::codec::decode(&body, protocol::sync::MAX_RESPONSE_BYTES).expect("decodes");
         assert_eq!((page.changes.len(), page.outcomes.len()), (1, 1));
 
-        let (status, content_type, body) =
-            send(addr, "GET", &format!("/v1/households/{}", record.id), b"").await;
+        let (status, content_type, body) = send(
+            addr,
+            token,
+            "GET",
+            &format!("/v1/households/{}", record.id),
+            b"",
+        )
+        .await;
         assert_eq!((status, content_type.as_str()), (200, "application/json"));
         let view: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(view["rev"], 1);
         assert_eq!(view["household"]["address"], "Số 1, đường Làng");
         assert_eq!(view["review"]["status"], "submitted");
         assert_eq!(view["in_conflict"], false);
-        let (status, _, _) = send(addr, "GET", "/v1/households/not-a-uuid", b"").await;
+        let (status, _, _) = send(addr, token, "GET", "/v1/households/not-a-uuid", b"").await;
         assert_eq!(status, 400);
         let (status, _, _) = send(
             addr,
+            token,
             "GET",
             &format!("/v1/households/{}", Uuid::now_v7()),
             b"",
         )
         .await;
         assert_eq!(status, 404);
-        let (status, _, body) = send(addr, "GET", "/v1/conflicts?open=true", b"").await;
+        let (status, _, body) = send(addr, token, "GET", "/v1/conflicts?open=true", b"").await;
         assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
-        let (status, _, _) = send(addr, "GET", "/v1/conflicts?colour=red", b"").await;
+        let (status, _, _) = send(addr, token, "GET", "/v1/conflicts?colour=red", b"").await;
         assert_eq!(status, 400);
-        let (status, _, _) = send(addr, "GET", "/nowhere", b"").await;
+        let (status, _, _) = send(addr, token, "GET", "/nowhere", b"").await;
         assert_eq!(status, 404);
+        let (status, _, _) = send(addr, "", "POST", "/v1/sync/pull", &pull).await;
+        assert_eq!(status, 401, "no token, no data");
 
         assert_eq!(server.state.registry().head_seq().expect("head"), 1);
         if let Some(stop) = server.stop.take() {

@@ -11,9 +11,10 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn post(server: &TestServer, path: &str, body: Vec<u8>) -> (u16, String) {
+async fn post(server: &TestServer, token: &str, path: &str, body: Vec<u8>) -> (u16, String) {
     let response = http()
         .post(format!("{}{path}", server.url))
+        .bearer_auth(token)
         .header("content-type", "application/octet-stream")
         .body(body)
         .send()
@@ -79,7 +80,7 @@ async fn malformed_truncated_oversized_and_unknown_version_bodies_get_clear_4xx_
         ),
     ];
     for (what, path, body, status, says) in cases {
-        let (got, message) = post(&server, path, body).await;
+        let (got, message) = post(&server, &lan.token, path, body).await;
         assert_eq!(got, status, "{what}: {message}");
         assert!(
             message.to_lowercase().contains(says),
@@ -117,7 +118,7 @@ async fn an_empty_push_and_a_device_mismatch_inside_the_batch_are_refused() {
         device_id: lan.id,
         mutations: Vec::new(),
     });
-    let (status, message) = post(&server, "/v1/sync/push", empty).await;
+    let (status, message) = post(&server, &lan.token, "/v1/sync/push", empty).await;
     assert_eq!(status, 400, "{message}");
 
     let created = household("Mai Văn Quang", "Thôn Đông");
@@ -129,7 +130,7 @@ async fn an_empty_push_and_a_device_mismatch_inside_the_batch_are_refused() {
         device_id: lan.id,
         mutations,
     });
-    let (status, message) = post(&server, "/v1/sync/push", skipping).await;
+    let (status, message) = post(&server, &lan.token, "/v1/sync/push", skipping).await;
     assert_eq!(
         status, 400,
         "seqs inside a batch must follow each other: {message}"

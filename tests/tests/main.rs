@@ -3,7 +3,12 @@
 
 mod util;
 
+mod auth;
 mod bad_input;
+mod classification;
 mod conflict;
 mod crash;
+mod fuzz_seeds;
+mod regression;
+mod simulation;
 mod sync;

@@ -10,7 +10,17 @@ use protocol::household::{
 use tempfile::TempDir;
 use uuid::Uuid;
 
-/// A registry server on an ephemeral port, stopped when dropped.
+/// The password of every account a [`TestServer`] makes.
+pub const PASSWORD: &str = "mật khẩu thử nghiệm";
+/// An administrator of everything, for JSON views and administration.
+pub const ADMIN: &str = "quan.tri";
+/// The account [`Device::new`] enrols for: an administrator of the whole country, so that the
+/// topics that are not about access record households in any commune. `auth` enrols
+/// enumerators of one village instead ([`Device::enrol`]).
+pub const ALL_AREAS: &str = "toan.quoc";
+
+/// A registry server on an ephemeral port, stopped when dropped. It starts with two accounts,
+/// [`ADMIN`] and [`ALL_AREAS`], both with [`PASSWORD`].
 pub struct TestServer {
     pub url: String,
     pub state: server::AppState,
@@ -20,8 +30,30 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(server::auth::AuthConfig::default()).await
+    }
+
+    /// A server whose accounts run with `config` (a clock moved by hand, short limits).
+    pub async fn start_with(config: server::auth::AuthConfig) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let state = server::AppState::open(dir.path()).expect("open registry");
+        let state = server::AppState::open(dir.path())
+            .expect("open registry")
+            .with_auth_config(config)
+            .expect("open accounts");
+        for name in [ADMIN, ALL_AREAS] {
+            state
+                .auth()
+                .create_user(
+                    &server::auth::Actor::command_line(),
+                    server::auth::NewUser {
+                        username: name.to_string(),
+                        password: PASSWORD.to_string(),
+                        role: server::scope::Role::Administrator,
+                        areas: vec![server::auth::Area::Everything],
+                    },
+                )
+                .expect("create a test account");
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -47,6 +79,51 @@ impl TestServer {
     pub fn registry(&self) -> &server::Registry {
         self.state.registry()
     }
+
+    /// Makes an account through the server's library, as `server user add` does.
+    pub fn add_user(&self, name: &str, role: server::scope::Role, areas: &[&str]) {
+        let auth = self.state.auth();
+        let areas = areas
+            .iter()
+            .map(|area| server::auth::Area::parse(area, auth.areas()).expect("a valid area"))
+            .collect();
+        auth.create_user(
+            &server::auth::Actor::command_line(),
+            server::auth::NewUser {
+                username: name.to_string(),
+                password: PASSWORD.to_string(),
+                role,
+                areas,
+            },
+        )
+        .expect("create the account");
+    }
+
+    /// A session token of `name`, signed in through the server's library.
+    pub fn session(&self, name: &str) -> String {
+        self.state
+            .auth()
+            .login(name, PASSWORD, None)
+            .expect("sign in")
+            .token
+    }
+
+    /// GET a JSON view as `token`; returns the status and the body (JSON, or the refusal as a
+    /// JSON string).
+    pub async fn get(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        let body =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
+    }
 }
 
 impl Drop for TestServer {
@@ -61,20 +138,45 @@ impl Drop for TestServer {
 pub struct Device {
     pub store: Store,
     pub id: Uuid,
+    /// The device token, for tests that send requests by hand.
+    pub token: String,
     pub transport: Counting<HttpTransport>,
     _dir: TempDir,
 }
 
 impl Device {
+    /// A device enrolled for [`ALL_AREAS`].
     pub fn new(server: &TestServer) -> Device {
+        Device::enrol(server, ALL_AREAS)
+    }
+
+    /// A device enrolled for `user` (whose password is [`PASSWORD`]), through the server's
+    /// library, as `ho init` does over HTTP.
+    pub fn enrol(server: &TestServer, user: &str) -> Device {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open store");
         let id = Uuid::now_v7();
         store.setup(&server.url, id).expect("setup");
-        let transport = Counting::new(HttpTransport::new(&server.url).expect("transport"));
+        let enrolled = server
+            .state
+            .auth()
+            .enrol(user, PASSWORD, id, None)
+            .expect("enrol the device");
+        store
+            .set_enrolment(&client_core::Enrolment {
+                user: user.to_string(),
+                token: enrolled.token.clone(),
+            })
+            .expect("keep the token");
+        let transport = Counting::new(
+            HttpTransport::new(&server.url)
+                .expect("transport")
+                .with_token(&enrolled.token),
+        );
         Device {
             store,
             id,
+            token: enrolled.token,
             transport,
             _dir: dir,
         }

@@ -57,6 +57,13 @@ enum CommandArgs {
         /// store's, or make a new one).
         #[arg(long)]
         device_id: Option<Uuid>,
+        /// Tên đăng nhập của người dùng thiết bị / the user this device is enrolled for.
+        #[arg(long)]
+        user: String,
+        /// Đọc mật khẩu từ dòng đầu của stdin (mặc định: biến HO_PASSWORD, hoặc hỏi) / read the
+        /// password from the first line of stdin (default: the HO_PASSWORD variable, or ask).
+        #[arg(long)]
+        password_stdin: bool,
         #[command(flatten)]
         out: JsonFlag,
     },
@@ -100,6 +107,14 @@ enum CommandArgs {
     },
     /// Thay đổi chờ gửi / changes waiting to be sent.
     Pending {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Xuất thay đổi chờ gửi ra tệp / export the changes waiting to be sent to a file, one JSON
+    /// line each with its household, to carry them to another device if this one fails.
+    ExportPending {
+        /// The file to write; it must not exist yet.
+        file: PathBuf,
         #[command(flatten)]
         out: JsonFlag,
     },
@@ -339,6 +354,9 @@ impl From<SyncError> for Fail {
             SyncError::NotSetUp | SyncError::Transport(TransportError::InvalidUrl { .. }) => {
                 Fail::Input(error.to_string())
             }
+            SyncError::Transport(TransportError::Denied { .. }) => Fail::Failed(format!(
+                "{error}\nĐồng bộ dừng. Nếu thiết bị đã bị thu hồi, các thay đổi đã gửi được giữ để giám sát viên xem xét; xem `ho rejected` / the sync stopped. If this device was revoked, the changes it sent are kept for your supervisor to review; see `ho rejected`"
+            )),
             SyncError::Store(store) => Fail::from(store),
             other => Fail::Failed(format!(
                 "{other}\nĐồng bộ dừng; dữ liệu trên máy vẫn nguyên vẹn, lần đồng bộ sau sẽ tiếp tục / the sync stopped; everything on the device is kept and the next sync resumes"

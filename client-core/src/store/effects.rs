@@ -35,6 +35,8 @@ pub(crate) struct PageEffects {
     pub stored: usize,
     /// Households newly returned by a supervisor, with the comment.
     pub returned: Vec<(Uuid, String)>,
+    /// What the page's areas did: households dropped, a pull again from 0.
+    pub scope: super::access::ScopeEffects,
 }
 
 impl Store {
@@ -165,7 +167,7 @@ impl Store {
     }
 
     /// Records one pull page: outcomes, household revisions (rebasing pending changes over
-    /// them) and the cursor, atomically.
+    /// them), the user's areas (dropping what left them) and the cursor, atomically.
     pub(crate) fn record_pull_page(&self, page: &PullResponse) -> Result<PageEffects, StoreError> {
         let mut txn = self.begin();
         let mut effects = PageEffects::default();
@@ -206,7 +208,14 @@ impl Store {
             txn.put_household(id, &row);
             effects.stored += 1;
         }
-        txn.put_meta_u64(keys::META_CURSOR, page.next_cursor);
+        effects.scope = super::access::after_page(&mut txn, page)?;
+        // Areas that grew are pulled again from the start of the change log.
+        let cursor = if effects.scope.restart {
+            0
+        } else {
+            page.next_cursor
+        };
+        txn.put_meta_u64(keys::META_CURSOR, cursor);
         txn.commit()?;
         Ok(effects)
     }

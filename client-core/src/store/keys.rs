@@ -3,12 +3,14 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `M` + name | meta: `layout` (u32), `device_id` (16 bytes), `server_url` (UTF-8), `next_seq` (u64), `cursor` (u64) |
+//! | `M` + name | meta: `layout` (u32), `device_id` (16 bytes), `server_url` (UTF-8), `next_seq` (u64), `cursor` (u64), `user` (UTF-8), `device_token` (UTF-8, never shown), `scope` (`protocol::access::Scope`, codec-encoded) |
 //! | `H` + household id (16 bytes) | [`super::rows::HouseholdRow`] |
 //! | `O` + mutation seq (u64) | the outbox: a pending `protocol::sync::Mutation` (codec-encoded) |
 //! | `W` + mutation seq (u64) | a mutation the server acknowledged without sending its outcome yet |
 //! | `C` + conflict id (u64) | [`super::rows::ConflictRow`] |
 //! | `R` + mutation seq (u64) | [`super::rows::RejectionRow`] |
+//! | `S` + household id (16 bytes) | empty: a household kept although it left the user's areas, for its unsynced work |
+//! | `F` | the server's reference texts (`protocol::reference::ReferenceTexts`, codec-encoded) |
 //!
 //! Everything lives in one tree so that a save or a sync step is one `apply_batch`.
 
@@ -20,12 +22,18 @@ pub(crate) const OUTBOX: u8 = b'O';
 pub(crate) const AWAITING: u8 = b'W';
 pub(crate) const CONFLICT: u8 = b'C';
 pub(crate) const REJECTION: u8 = b'R';
+pub(crate) const OUT_OF_SCOPE: u8 = b'S';
+/// The one reference-data row.
+pub(crate) const REFERENCE: &[u8] = b"F";
 
 pub(crate) const META_LAYOUT: &str = "layout";
 pub(crate) const META_DEVICE_ID: &str = "device_id";
 pub(crate) const META_SERVER_URL: &str = "server_url";
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_CURSOR: &str = "cursor";
+pub(crate) const META_USER: &str = "user";
+pub(crate) const META_DEVICE_TOKEN: &str = "device_token";
+pub(crate) const META_SCOPE: &str = "scope";
 
 pub(crate) fn meta(name: &str) -> Vec<u8> {
     let mut key = vec![META];
@@ -35,6 +43,12 @@ pub(crate) fn meta(name: &str) -> Vec<u8> {
 
 pub(crate) fn household(id: Uuid) -> Vec<u8> {
     let mut key = vec![HOUSEHOLD];
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub(crate) fn out_of_scope(id: Uuid) -> Vec<u8> {
+    let mut key = vec![OUT_OF_SCOPE];
     key.extend_from_slice(id.as_bytes());
     key
 }

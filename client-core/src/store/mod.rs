@@ -5,12 +5,14 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `M` + name | meta: `layout`, `device_id`, `server_url`, `next_seq`, `cursor` |
+//! | `M` + name | meta: `layout`, `device_id`, `server_url`, `next_seq`, `cursor`, `user`, `device_token`, `scope` |
 //! | `H` + household id (16 bytes) | the household: server copy, view, review, flags, rejection |
 //! | `O` + mutation seq (u64) | the outbox: a pending `protocol::sync::Mutation` |
 //! | `W` + mutation seq (u64) | a mutation acknowledged without its outcome, kept until it arrives |
 //! | `C` + conflict id (u64) | a conflict the server reported, until a supervisor resolves it |
 //! | `R` + mutation seq (u64) | a rejection, with the rejected mutation |
+//! | `S` + household id (16 bytes) | a household kept although it left the user's areas |
+//! | `F` | the server's reference data texts, once fetched |
 //!
 //! Every write goes through one transaction helper: under the store's write lock it reads what
 //! it needs, stages its writes, applies them as one `apply_batch` and flushes. A write returns only after the flush, so whatever a
@@ -33,8 +35,11 @@
 //!   already applied is a replay whose new content the server ignores; so the server never
 //!   applies a state the enumerator has since corrected.
 
+mod access;
 mod effects;
+mod export;
 mod keys;
+mod reference;
 mod rows;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +53,8 @@ use protocol::sync::{Base, Mutation, ReviewState, MAX_CHANGES_PER_MUTATION};
 use protocol::validate;
 use uuid::Uuid;
 
+pub use access::Enrolment;
+pub use export::ExportError;
 pub(crate) use effects::Recorded;
 use rows::{ConflictRow, HouseholdRow, RejectionRow, Unconfirmed};
 
@@ -103,6 +110,9 @@ pub struct LocalHousehold {
     pub in_conflict: bool,
     /// Why the server rejected the latest change, until a later change is accepted.
     pub rejection: Option<String>,
+    /// The household left the user's areas; it stays only until its unsynced changes are
+    /// settled by the server.
+    pub out_of_scope: bool,
 }
 
 impl LocalHousehold {
@@ -228,13 +238,24 @@ impl Store {
     }
 
     /// Saves a whole household: a create if the store does not know it, an edit otherwise.
+    /// The survey rules, the commune's code included, are checked against the device's
+    /// reference data; what they find comes back as warnings.
     pub fn save_household(&self, household: &Household) -> Result<SaveReceipt, StoreError> {
         let view = record_fields(household)?;
-        let warnings = validate::check(household, crate::clock::today())
+        let today = crate::clock::today();
+        let (problems, unchecked) = match crate::reference::load(self) {
+            Ok(reference) => (
+                validate::check_with_areas(household, today, &reference.areas),
+                None,
+            ),
+            Err(error) => (validate::check(household, today), Some(error.to_string())),
+        };
+        let warnings = problems
             .err()
             .unwrap_or_default()
             .into_iter()
             .map(|problem| problem.0)
+            .chain(unchecked)
             .collect();
         let mutation_seq = self.save_view(household.id, view)?;
         Ok(SaveReceipt {
@@ -259,22 +280,28 @@ impl Store {
     }
 
     pub fn household(&self, id: Uuid) -> Result<Option<LocalHousehold>, StoreError> {
+        let out_of_scope = self.read().get(&keys::out_of_scope(id))?.is_some();
         Ok(self
             .read()
             .household(id)?
-            .map(|row| local_household(id, row)))
+            .map(|row| local_household(id, row, out_of_scope)))
     }
 
     /// Every household, in id order (creation order for UUIDv7 ids).
     pub fn households(&self) -> Result<Vec<LocalHousehold>, StoreError> {
         let mut out = Vec::new();
+        let out_of_scope = self.out_of_scope()?;
         for item in self.inner.db.scan_prefix([keys::HOUSEHOLD]) {
             let (key, value) = item?;
             let id = keys::household_of(&key).ok_or(StoreError::Corrupt {
                 what: "household key",
                 problem: format!("{} bytes", key.len()),
             })?;
-            out.push(local_household(id, HouseholdRow::decode(&value)?));
+            out.push(local_household(
+                id,
+                HouseholdRow::decode(&value)?,
+                out_of_scope.contains(&id),
+            ));
         }
         Ok(out)
     }
@@ -495,7 +522,7 @@ fn cumulative_changes(
     changes
 }
 
-fn local_household(id: Uuid, row: HouseholdRow) -> LocalHousehold {
+fn local_household(id: Uuid, row: HouseholdRow, out_of_scope: bool) -> LocalHousehold {
     LocalHousehold {
         id,
         fields: row.view,
@@ -504,6 +531,7 @@ fn local_household(id: Uuid, row: HouseholdRow) -> LocalHousehold {
         review: row.review,
         in_conflict: row.in_conflict,
         rejection: row.rejection.map(|(_, reason)| reason),
+        out_of_scope,
     }
 }
 

@@ -41,6 +41,8 @@ fn receive(store: &Store, fields: &FieldMap, id: Uuid, rev: u32) {
             next_cursor: cursor + 1,
             more: false,
             outcomes: vec![],
+            left_scope: vec![],
+            scope: protocol::access::Scope::Everything,
         })
         .expect("page");
 }

@@ -236,6 +236,8 @@ fn a_seq_gap_resumes_from_the_expected_seq_and_outcomes_arrive_with_the_pull() {
                         outcome: Outcome::Applied { rev: 1 },
                     }))
                     .collect(),
+                left_scope: vec![],
+                scope: protocol::access::Scope::Everything,
             }),
         )
         .expect("page");
@@ -526,6 +528,8 @@ fn responses_that_make_no_progress_are_errors() {
                 next_cursor: 0,
                 more: false,
                 outcomes: vec![],
+                left_scope: vec![],
+                scope: protocol::access::Scope::Everything,
             })
         ),
         Err(SyncError::UnexpectedResponse { .. })
@@ -560,6 +564,8 @@ fn responses_that_make_no_progress_are_errors() {
                 next_cursor: pull.cursor,
                 more: true,
                 outcomes: vec![],
+                left_scope: vec![],
+                scope: protocol::access::Scope::Everything,
             })
         ),
         Err(SyncError::CursorStuck { .. })

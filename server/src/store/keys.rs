@@ -11,6 +11,7 @@
 //! | `x`    | conflict id (u64)               | conflict row                            |
 //! | `y`    | household id (16), conflict id  | empty: conflicts by household           |
 //! | `j`    | device id (16), seq (u64)       | rejected mutation row                   |
+//! | `k`    | household id (16), rev (u32), n (u32) | classification record `n` of that revision: 0 made with it, 1… by recomputations |
 //! | `m`    | counter name                    | u64                                     |
 
 use uuid::Uuid;
@@ -23,6 +24,7 @@ pub(super) const OUTCOME: u8 = b'o';
 pub(super) const CONFLICT: u8 = b'x';
 pub(super) const CONFLICT_BY_HOUSEHOLD: u8 = b'y';
 pub(super) const REJECTED: u8 = b'j';
+pub(super) const CLASSIFICATION: u8 = b'k';
 
 // Counters live under the prefix `m`.
 
@@ -87,6 +89,18 @@ pub(super) fn rejected(device: Uuid, seq: u64) -> Vec<u8> {
     key(REJECTED, &[device.as_bytes(), &seq.to_be_bytes()])
 }
 
+pub(super) fn classification(id: Uuid, rev: u32, n: u32) -> Vec<u8> {
+    key(
+        CLASSIFICATION,
+        &[id.as_bytes(), &rev.to_be_bytes(), &n.to_be_bytes()],
+    )
+}
+
+/// Every classification record key of one revision starts with this.
+pub(super) fn classifications_of(id: Uuid, rev: u32) -> Vec<u8> {
+    key(CLASSIFICATION, &[id.as_bytes(), &rev.to_be_bytes()])
+}
+
 /// Reads a big-endian u64 at `at` in a key.
 pub(super) fn u64_at(key: &[u8], at: usize) -> Option<u64> {
     let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
@@ -131,5 +145,9 @@ mod tests {
         assert_eq!(u64_at(&outcome(id, 77), 17), Some(77));
         assert_eq!(uuid_at(&outcome(id, 77), 1), Some(id));
         assert_eq!(show(&change(1)), "c:0000000000000001");
+        assert!(classification(id, 1, 9) < classification(id, 1, 10));
+        assert!(classification(id, 1, u32::MAX) < classification(id, 2, 0));
+        assert!(classification(id, 3, 2).starts_with(&classifications_of(id, 3)));
+        assert_eq!(u32_at(&classification(id, 3, 2), 21), Some(2));
     }
 }

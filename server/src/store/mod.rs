@@ -2,26 +2,41 @@
 //!
 //! Everything lives in one sled tree, keyed by hand (the `keys` module documents the layout). Reads go
 //! straight to the tree. Writes come only as a `Commit`, built by the merge engine in memory
-//! under the server's single writer lock, applied with one atomic `apply_batch` and made durable
-//! with one `flush` before `Registry::commit` returns. A failed write or flush marks the
+//! under the server's single writer lock, applied with one atomic `apply_batch`
+//! (`Registry::commit_pending`) and made durable by a flush (`Registry::make_durable`) before
+//! the push is answered; pushes that are written while a flush runs share the next one (group
+//! commit). After a reference-data correction,
+//! the recomputed classifications of `Registry::record_classifications` are written in one
+//! batch and flushed the same way. A failed write or flush marks the
 //! registry failed: from then on every sync request is refused until the server restarts,
 //! because what sled holds in memory may no longer be what is on disk.
 //!
 //! The rest of the server sees only [`Registry`] and the plain structs below, so another
 //! backend (a PostgreSQL-protocol database, say) can stand in for sled behind the same methods.
+//!
+//! Accounts, enrolled devices, sessions and the audit log live in a second tree of the same
+//! database, [`Accounts`] (the `accounts` module documents its layout), written on their own.
 
+mod accounts;
 mod keys;
+mod journaled;
 mod rows;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use protocol::classify::Classification;
 use protocol::fields::{FieldError, FieldMap};
 use protocol::household::Household;
 use protocol::merge::ConflictField;
 use protocol::sync::{Mutation, MutationOutcome, ReviewState};
 use uuid::Uuid;
 
+pub use accounts::{
+    Accounts, AccountsBatch, AuditDraft, AuditEntry, AuditEvent, DeviceRecord, Revocation,
+    SessionRecord, TokenHash, UserRecord,
+};
+pub use journaled::{rebuild, Digest, Rebuilt};
 pub use rows::RowError;
 use rows::{HouseholdMeta, RevisionRow};
 
@@ -38,6 +53,8 @@ pub enum StoreError {
     Failed,
     #[error("the registry row {key} is damaged: {source}")]
     Corrupt { key: String, source: RowError },
+    #[error("the registry's journal failed: {0}")]
+    Journal(#[from] crate::journal::JournalError),
     #[error("the registry is inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -59,6 +76,9 @@ pub struct StoredHousehold {
     /// The change-log seq of the latest change to this household. A change-log entry with a
     /// lower seq is superseded and skipped by pulls.
     pub last_seq: u64,
+    /// The classification of revision `rev`: the latest record, made with the revision or by a
+    /// recomputation since. `None` for a revision stored before classifications were.
+    pub classification: Option<Classification>,
 }
 
 impl StoredHousehold {
@@ -99,6 +119,18 @@ pub enum RevisionCause {
     Review,
 }
 
+/// A classification stored with a revision. A revision's first record is made with it; a
+/// recomputation after a reference-data correction appends another, so earlier results stay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassificationRecord {
+    pub classification: Classification,
+    /// When it was computed, in Unix milliseconds on the server's clock.
+    pub at_ms: i64,
+    /// The fingerprint of the reference data it was computed with
+    /// (`protocol::reference::ReferenceTexts::fingerprint`).
+    pub reference: String,
+}
+
 /// One revision of a household: every change to the registry is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revision {
@@ -111,6 +143,9 @@ pub struct Revision {
     /// When the registry made the revision, in Unix milliseconds on the server's clock.
     pub at_ms: i64,
     pub why: RevisionCause,
+    /// The classification of the record at this revision, as last computed. A new revision is
+    /// classified when it is made; [`Registry::record_classifications`] adds later results.
+    pub classification: Option<ClassificationRecord>,
 }
 
 /// A device's values that collided with someone else's, kept for a supervisor.
@@ -144,7 +179,7 @@ pub struct RejectedMutation {
     pub at_ms: i64,
 }
 
-/// Everything one push writes, applied atomically by [`Registry::commit`].
+/// Everything one push writes, applied atomically by `Registry::commit_pending`.
 #[derive(Debug, Default)]
 pub(crate) struct Commit {
     /// Household rows to write. Their fields are not written here: they are the fields of the
@@ -173,12 +208,27 @@ pub struct ChangePage {
     pub more: bool,
 }
 
+/// sled's page cache. Its default (1 GiB) is what the server's memory grows to with a large
+/// registry; reads that miss it are served by the operating system's file cache, so a smaller
+/// one costs little (`bench` measures the server's peak memory at each registry size).
+const CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The canonical household registry.
 pub struct Registry {
     db: sled::Db,
     tree: sled::Tree,
     /// Set when a write or a flush failed.
     failed: AtomicBool,
+    /// Group commit: batches applied so far (each push's batch takes the next number, under
+    /// the server's writer lock), and how many of them a finished flush has made durable. A
+    /// flush covers every batch applied before it began, so pushes that arrive while one flush
+    /// runs share the next one.
+    applied: AtomicU64,
+    durable: AtomicU64,
+    /// One flush at a time.
+    flushing: std::sync::Mutex<()>,
+    /// Every batch written to `tree` is appended here first (see `journaled`).
+    journal: std::sync::Mutex<crate::journal::Journal>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -196,12 +246,21 @@ impl Registry {
             path: dir.to_path_buf(),
             source,
         };
-        let db = sled::Config::new().path(dir).open().map_err(open_error)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(open_error)?;
         let tree = db.open_tree("registry").map_err(open_error)?;
+        let journal = journaled::open_journal(dir, &db, &tree)?;
         Ok(Registry {
             db,
             tree,
             failed: AtomicBool::new(false),
+            applied: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            flushing: std::sync::Mutex::new(()),
+            journal: std::sync::Mutex::new(journal),
         })
     }
 
@@ -258,6 +317,9 @@ impl Registry {
                 meta.rev
             ))
         })?;
+        let classification = self
+            .classification(id, meta.rev)?
+            .map(|record| record.classification);
         Ok(StoredHousehold {
             id,
             rev: meta.rev,
@@ -266,6 +328,7 @@ impl Registry {
             open_conflicts: meta.open_conflicts,
             created_by: meta.created_by,
             last_seq: meta.last_seq,
+            classification,
         })
     }
 
@@ -297,14 +360,102 @@ impl Registry {
 
     /// One revision of a household.
     pub fn revision(&self, id: Uuid, rev: u32) -> Result<Option<Revision>, StoreError> {
-        Ok(self.revision_row(id, rev)?.map(|row| Revision {
+        let Some(row) = self.revision_row(id, rev)? else {
+            return Ok(None);
+        };
+        Ok(Some(Revision {
             rev,
             fields: row.fields,
             device_id: row.device_id,
             mutation_seq: row.mutation_seq,
             at_ms: row.at_ms,
             why: row.why,
+            classification: self.classification(id, rev)?,
         }))
+    }
+
+    /// The latest classification record of a revision.
+    pub fn classification(
+        &self,
+        id: Uuid,
+        rev: u32,
+    ) -> Result<Option<ClassificationRecord>, StoreError> {
+        let Some(entry) = self
+            .tree
+            .scan_prefix(keys::classifications_of(id, rev))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (key, row) = entry?;
+        rows::decode_classification(&row)
+            .map(Some)
+            .map_err(Self::corrupt(&key))
+    }
+
+    /// Every classification record of a revision, oldest first.
+    pub fn classifications(
+        &self,
+        id: Uuid,
+        rev: u32,
+    ) -> Result<Vec<ClassificationRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(keys::classifications_of(id, rev)) {
+            let (key, row) = entry?;
+            out.push(rows::decode_classification(&row).map_err(Self::corrupt(&key))?);
+        }
+        Ok(out)
+    }
+
+    /// Appends a classification record to each named revision, in one durable write: what a
+    /// recomputation after a reference-data correction stores. Revisions, the change log and
+    /// devices are untouched.
+    pub fn record_classifications(
+        &self,
+        records: &[(Uuid, u32, ClassificationRecord)],
+    ) -> Result<(), StoreError> {
+        self.check_healthy()?;
+        let mut batch = journaled::JournaledBatch::default();
+        for (id, rev, record) in records {
+            let next = match self
+                .tree
+                .scan_prefix(keys::classifications_of(*id, *rev))
+                .next_back()
+            {
+                None => 0,
+                Some(entry) => {
+                    let (key, _) = entry?;
+                    let last = keys::u32_at(&key, 21).ok_or_else(|| StoreError::Corrupt {
+                        key: keys::show(&key),
+                        source: RowError::Truncated,
+                    })?;
+                    last.checked_add(1).ok_or_else(|| {
+                        StoreError::Inconsistent(format!(
+                            "household {id} revision {rev} has no room for another classification"
+                        ))
+                    })?
+                }
+            };
+            batch.insert(
+                keys::classification(*id, *rev, next),
+                rows::encode_classification(record),
+            );
+        }
+        self.apply_journaled(batch)?;
+        self.flush()
+    }
+
+    /// The id of every household in the registry, in id order.
+    pub fn household_ids(&self) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix([keys::HOUSEHOLD]) {
+            let (key, _) = entry?;
+            out.push(keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
+                key: keys::show(&key),
+                source: RowError::Truncated,
+            })?);
+        }
+        Ok(out)
     }
 
     /// Every revision of a household, oldest first.
@@ -324,6 +475,7 @@ impl Registry {
                 mutation_seq: row.mutation_seq,
                 at_ms: row.at_ms,
                 why: row.why,
+                classification: self.classification(id, rev)?,
             });
         }
         Ok(out)
@@ -458,10 +610,12 @@ impl Registry {
         Ok(ChangePage { entries, more })
     }
 
-    /// Writes a commit atomically and makes it durable before returning.
-    pub(crate) fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+    /// Writes a commit atomically without waiting for the flush, and returns its ticket:
+    /// nothing it wrote may be acknowledged before [`Registry::make_durable`] of that ticket
+    /// returns.
+    pub(crate) fn commit_pending(&self, commit: Commit) -> Result<u64, StoreError> {
         self.check_healthy()?;
-        let mut batch = sled::Batch::default();
+        let mut batch = journaled::JournaledBatch::default();
         for household in &commit.households {
             batch.insert(
                 keys::household(household.id),
@@ -480,6 +634,13 @@ impl Registry {
                 keys::revision(*id, revision.rev),
                 rows::encode_revision(&row),
             );
+            // A new revision's first classification record.
+            if let Some(record) = &revision.classification {
+                batch.insert(
+                    keys::classification(*id, revision.rev, 0),
+                    rows::encode_classification(record),
+                );
+            }
         }
         for (seq, id) in &commit.changes {
             batch.insert(keys::change(*seq), &rows::encode_uuid(*id)[..]);
@@ -516,19 +677,45 @@ impl Registry {
             &rows::encode_u64(commit.household_count)[..],
         );
 
-        if let Err(error) = self.tree.apply_batch(batch) {
-            self.fail("applying a batch", &error);
-            return Err(StoreError::Sled(error));
+        self.apply_journaled(batch)?;
+        Ok(self.applied.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// The ticket of the last batch applied: making it durable makes everything written so
+    /// far durable.
+    pub(crate) fn applied_ticket(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the batch with `ticket` and every batch before it are durable: one flush
+    /// at a time, and a caller whose batch an earlier flush covered returns without flushing
+    /// (group commit: one flush for every push that arrived while the last one ran).
+    pub(crate) fn make_durable(&self, ticket: u64) -> Result<(), StoreError> {
+        if self.durable.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
         }
+        let _one_at_a_time = self
+            .flushing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.durable.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        self.check_healthy()?;
         self.flush()
     }
 
     /// Makes every write so far durable. A failure marks the registry failed.
     pub fn flush(&self) -> Result<(), StoreError> {
+        // Every batch applied before the flush begins is durable when it ends.
+        let covered = self.applied.load(Ordering::SeqCst);
         // `flush_async` deadlocks under concurrency in sled 0.34: the blocking flush is the
         // only one used.
         match self.db.flush() {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.durable.fetch_max(covered, Ordering::SeqCst);
+                Ok(())
+            }
             Err(error) => {
                 self.fail("flushing", &error);
                 Err(StoreError::Flush(error))

@@ -6,6 +6,7 @@
 //! conflict fields, mutations, outcomes) are blobs in the protocol codec, which carries its own
 //! version prefix.
 
+use protocol::classify::Classification;
 use protocol::codec::{self, CodecError};
 use protocol::fields::FieldMap;
 use protocol::merge::ConflictField;
@@ -13,7 +14,7 @@ use protocol::sync::{Mutation, MutationOutcome, ReviewState};
 use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
-use super::{ConflictRecord, RevisionCause};
+use super::{ClassificationRecord, ConflictRecord, RevisionCause};
 
 /// The row format this build writes and reads.
 pub(super) const FORMAT: u8 = 1;
@@ -362,6 +363,28 @@ pub(super) fn decode_outcome(row: &[u8]) -> Result<MutationOutcome, RowError> {
     Ok(outcome)
 }
 
+/// A classification record; the household, the rev and the record's number are in its key.
+pub(super) fn encode_classification(record: &ClassificationRecord) -> Vec<u8> {
+    RowWriter::new()
+        .i64(record.at_ms)
+        .blob(record.reference.as_bytes())
+        .protocol(&record.classification)
+        .finish()
+}
+
+pub(super) fn decode_classification(row: &[u8]) -> Result<ClassificationRecord, RowError> {
+    let mut reader = RowReader::new(row)?;
+    let at_ms = reader.i64()?;
+    let reference = reader.text()?;
+    let classification: Classification = reader.protocol()?;
+    reader.finish()?;
+    Ok(ClassificationRecord {
+        classification,
+        at_ms,
+        reference,
+    })
+}
+
 pub(super) fn encode_u64(value: u64) -> [u8; 8] {
     value.to_be_bytes()
 }
@@ -469,6 +492,40 @@ mod tests {
             decode_outcome(&encode_outcome(&outcome)).ok(),
             Some(outcome)
         );
+    }
+
+    #[test]
+    fn classification_rows_round_trip_and_refuse_damage() {
+        let areas = protocol::areas::AreaRegistry::embedded().expect("areas");
+        let standards = protocol::standards::StandardSet::embedded().expect("standards");
+        let household: protocol::household::Household = serde_json::from_str(
+            r#"{"id": "01900000-0000-7000-8000-000000000001",
+                "round": {"year": 2025, "kind": "periodic"},
+                "commune_code": "00640", "village": "Thôn Đông", "address": "Số 3",
+                "members": [{"id": "01900000-0000-7000-8000-000000000002",
+                             "full_name": "Nguyễn Văn A", "sex": "male",
+                             "date_of_birth": "1991-01-15", "relationship": "head",
+                             "health_insurance": false}],
+                "income": {"estimated_per_person_vnd": 1200000},
+                "dwelling": {"durability": "makeshift", "floor_area_m2": 6}}"#,
+        )
+        .expect("valid household");
+        let input = protocol::classify::ClassifyInput {
+            reference_date: protocol::household::Date::new(2026, 1, 1).expect("valid"),
+            standards: &standards,
+            areas: &areas,
+            b1_tables: None,
+        };
+        let record = ClassificationRecord {
+            classification: protocol::classify::classify(&household, &input),
+            at_ms: 1_764_000_000_000,
+            reference: "0123456789abcdef".into(),
+        };
+        let row = encode_classification(&record);
+        assert_eq!(decode_classification(&row).ok(), Some(record));
+        for cut in 0..row.len() {
+            assert!(decode_classification(&row[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum Command {
     Init {
         server: String,
         device_id: Option<Uuid>,
+        user: String,
+        password_stdin: bool,
     },
     AddFile(PathBuf),
     Add(Box<NewHousehold>),
@@ -87,6 +89,9 @@ pub enum Command {
         id: String,
     },
     Pending,
+    ExportPending {
+        file: PathBuf,
+    },
     Conflicts,
     Rejected,
     Sync,
@@ -99,11 +104,18 @@ impl Command {
             CommandArgs::Init {
                 server,
                 device_id,
+                user,
+                password_stdin,
                 out,
             } => {
                 *json |= out.json;
                 let server = check_base_url(&server).map_err(|e| Fail::Input(e.to_string()))?;
-                Command::Init { server, device_id }
+                Command::Init {
+                    server,
+                    device_id,
+                    user: user.trim().to_string(),
+                    password_stdin,
+                }
             }
             CommandArgs::Add(add) => match add.file {
                 Some(file) => Command::AddFile(file),
@@ -215,6 +227,10 @@ impl Command {
                 *json |= out.json;
                 Command::Pending
             }
+            CommandArgs::ExportPending { file, out } => {
+                *json |= out.json;
+                Command::ExportPending { file }
+            }
             CommandArgs::Conflicts { out } => {
                 *json |= out.json;
                 Command::Conflicts
@@ -233,8 +249,14 @@ impl Command {
 }
 
 pub fn run(config: &Config, command: Command) -> Result<(), Fail> {
-    if let Command::Init { server, device_id } = command {
-        return init(config, &server, device_id);
+    if let Command::Init {
+        server,
+        device_id,
+        user,
+        password_stdin,
+    } = command
+    {
+        return init(config, &server, device_id, &user, password_stdin);
     }
     let store = open_existing(config)?;
     match command {
@@ -281,13 +303,88 @@ pub fn run(config: &Config, command: Command) -> Result<(), Fail> {
             render::show(config, &store, &local)
         }
         Command::Pending => render::pending(config, &store),
+        Command::ExportPending { file } => export_pending(config, &store, &file),
         Command::Conflicts => render::conflicts(config, &store),
         Command::Rejected => render::rejected(config, &store),
         Command::Sync => sync(config, &store),
     }
 }
 
-fn init(config: &Config, server: &str, device_id: Option<Uuid>) -> Result<(), Fail> {
+/// Writes the outbox to a new file and syncs it to disk.
+fn export_pending(config: &Config, store: &Store, file: &std::path::Path) -> Result<(), Fail> {
+    let shown = file.display();
+    let mut handle = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .map_err(|error| {
+            Fail::Input(format!(
+                "không tạo được tệp {shown} / cannot create {shown}: {error}. Name a file that does not exist yet"
+            ))
+        })?;
+    let count = store
+        .export_pending(&mut std::io::BufWriter::new(&mut handle))
+        .map_err(|error| Fail::Failed(error.to_string()))?;
+    handle.sync_all().map_err(|error| {
+        Fail::Failed(format!(
+            "không ghi được tệp {shown} xuống đĩa / {shown} could not be synced to disk: {error}"
+        ))
+    })?;
+    if config.json {
+        render::print_json(&json!({"ok": true, "exported": count, "file": shown.to_string()}));
+    } else {
+        println!(
+            "Đã xuất {count} thay đổi chờ gửi vào {shown} / Exported {count} pending changes to {shown}"
+        );
+    }
+    Ok(())
+}
+
+/// The environment variable `ho init` reads the password from without `--password-stdin`.
+const PASSWORD_ENV: &str = "HO_PASSWORD";
+
+/// The user's password: stdin's first line, `HO_PASSWORD`, or asked on the terminal without
+/// echo. Never printed.
+fn read_password(user: &str, from_stdin: bool) -> Result<String, Fail> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|error| {
+            Fail::Input(format!("không đọc được stdin / cannot read stdin: {error}"))
+        })?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    if let Ok(password) = std::env::var(PASSWORD_ENV) {
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Fail::Input(format!(
+            "cần mật khẩu / a password is needed: give --password-stdin or set {PASSWORD_ENV}"
+        )));
+    }
+    rpassword::prompt_password(format!("Mật khẩu của {user} / Password for {user}: ")).map_err(
+        |error| {
+            Fail::Input(format!(
+                "không đọc được mật khẩu / cannot read the password: {error}"
+            ))
+        },
+    )
+}
+
+/// Sets the device up against a server and enrols it for `user` (online, once): the server
+/// checks the password and issues a device token, which the store keeps.
+fn init(
+    config: &Config,
+    server: &str,
+    device_id: Option<Uuid>,
+    user: &str,
+    password_stdin: bool,
+) -> Result<(), Fail> {
+    if user.is_empty() {
+        return Err(Fail::Input(
+            "thiếu tên đăng nhập / the user name is empty: give --user NAME".to_string(),
+        ));
+    }
+    let password = read_password(user, password_stdin)?;
     let store = Store::open(&config.store)?;
     let device_id = match (device_id, store.device_id()?) {
         (Some(id), _) => id,
@@ -295,16 +392,47 @@ fn init(config: &Config, server: &str, device_id: Option<Uuid>) -> Result<(), Fa
         (None, None) => Uuid::new_v4(),
     };
     store.setup(server, device_id)?;
+    let transport =
+        HttpTransport::new(server).map_err(|e| Fail::from(client_core::SyncError::from(e)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Fail::Failed(format!(
+                "không khởi động được bộ chạy / could not start the runtime: {e}"
+            ))
+        })?;
+    let enrolled = runtime
+        .block_on(transport.enrol(user, &password, device_id))
+        .map_err(|error| {
+            Fail::Failed(format!(
+                "không đăng ký được thiết bị / the device could not be enrolled: {error}"
+            ))
+        })?;
+    store.set_enrolment(&client_core::store::Enrolment {
+        user: enrolled.user.clone(),
+        token: enrolled.token.clone(),
+    })?;
     if config.json {
         render::print_json(&json!({
             "ok": true,
             "store": config.store.display().to_string(),
             "server": server,
             "device_id": device_id.to_string(),
+            "user": enrolled.user,
+            "role": enrolled.role,
+            "areas": enrolled.areas,
         }));
     } else {
         println!(
-            "Đã thiết lập thiết bị / Device set up\n  Máy chủ / Server: {server}\n  Mã thiết bị / Device id: {device_id}\n  Dữ liệu / Store: {}",
+            "Đã thiết lập và đăng ký thiết bị / Device set up and enrolled\n  Máy chủ / Server: {server}\n  Người dùng / User: {} ({})\n  Khu vực / Areas: {}\n  Mã thiết bị / Device id: {device_id}\n  Dữ liệu / Store: {}",
+            enrolled.user,
+            enrolled.role,
+            if enrolled.areas.is_empty() {
+                "chưa được giao / none assigned yet".to_string()
+            } else {
+                enrolled.areas.join(", ")
+            },
             config.store.display()
         );
     }
@@ -314,7 +442,7 @@ fn init(config: &Config, server: &str, device_id: Option<Uuid>) -> Result<(), Fa
 fn open_existing(config: &Config) -> Result<Store, Fail> {
     if !config.store.exists() {
         return Err(Fail::Input(format!(
-            "chưa có dữ liệu tại {path} / there is no data store at {path}: run `ho init --server URL` first, or point --store (or HO_STORE) at the right folder",
+            "chưa có dữ liệu tại {path} / there is no data store at {path}: run `ho init --server URL --user NAME` first, or point --store (or HO_STORE) at the right folder",
             path = config.store.display()
         )));
     }
@@ -469,12 +597,19 @@ fn member_remove(config: &Config, store: &Store, prefix: &str, member: &str) -> 
 fn sync(config: &Config, store: &Store) -> Result<(), Fail> {
     let url = store.server_url()?.ok_or_else(|| {
         Fail::Input(
-            "thiết bị chưa được thiết lập / this device is not set up: run `ho init --server URL` first"
+            "thiết bị chưa được thiết lập / this device is not set up: run `ho init --server URL --user NAME` first"
                 .to_string(),
         )
     })?;
-    let transport =
-        HttpTransport::new(&url).map_err(|e| Fail::from(client_core::SyncError::from(e)))?;
+    let enrolment = store.enrolment()?.ok_or_else(|| {
+        Fail::Input(
+            "thiết bị chưa được đăng ký / this device is not enrolled: run `ho init --server URL --user NAME` while online"
+                .to_string(),
+        )
+    })?;
+    let transport = HttpTransport::new(&url)
+        .map_err(|e| Fail::from(client_core::SyncError::from(e)))?
+        .with_token(&enrolment.token);
     let bar = if config.json || !std::io::stdout().is_terminal() {
         ProgressBar::hidden()
     } else {
@@ -510,5 +645,9 @@ fn sync(config: &Config, store: &Store) -> Result<(), Fail> {
     let result = runtime.block_on(client_core::sync(store, &transport, on_progress));
     bar.finish_and_clear();
     let report = result?;
-    render::sync_report(config, store, &url, &report)
+    // The reference data follows the server's; a failure here does not fail the sync.
+    let reference = runtime
+        .block_on(client_core::reference::update(store, &url))
+        .map_err(|error| error.to_string());
+    render::sync_report(config, store, &url, &report, &reference)
 }

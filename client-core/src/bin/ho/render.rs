@@ -1,15 +1,13 @@
 //! What the commands print: text for a person (Vietnamese, then English), or one JSON
 //! document with `--json`.
 
-use client_core::clock;
+use client_core::reference::Update;
 use client_core::store::{LocalConflict, LocalHousehold, SaveReceipt, Store};
 use client_core::SyncReport;
-use protocol::areas::AreaRegistry;
-use protocol::classify::{classify, Classification, ClassifyInput};
+use protocol::classify::Classification;
 use protocol::fields::{FieldMap, FieldValue};
 use protocol::household::{Date, Household};
 use protocol::merge::ConflictField;
-use protocol::standards::StandardSet;
 use protocol::sync::{Base, ReviewState};
 use std::collections::HashMap;
 
@@ -137,6 +135,9 @@ fn statuses(local: &LocalHousehold) -> Vec<&'static str> {
     if local.is_voided() {
         out.push("đã hủy/voided");
     }
+    if local.out_of_scope {
+        out.push("ngoài khu vực được giao/out of your areas");
+    }
     match local.review {
         ReviewState::Returned { .. } => out.push("bị trả lại/returned"),
         ReviewState::Approved => out.push("đã duyệt/approved"),
@@ -168,17 +169,18 @@ fn pad(text: &str, width: usize) -> String {
     out
 }
 
-/// The proposed class with the reference data built into the app, as of today.
-fn classification(household: &Household) -> Option<Classification> {
-    let standards = StandardSet::embedded().ok()?;
-    let areas = AreaRegistry::embedded().ok()?;
-    let input = ClassifyInput {
-        reference_date: clock::today(),
-        standards: &standards,
-        areas: &areas,
-        b1_tables: None,
-    };
-    Some(classify(household, &input))
+/// The proposed class, with the device's reference data (the server's once fetched) on the
+/// reference date of the household's round: the same classification the server stores.
+fn classification(store: &Store, household: &Household) -> Result<Classification, String> {
+    client_core::reference::classify(store, household).map_err(|error| error.to_string())
+}
+
+/// The classification as JSON, or its error as `{"error": …}`.
+fn classification_json(class: &Result<Classification, String>) -> Value {
+    match class {
+        Ok(class) => serde_json::to_value(class).unwrap_or(Value::Null),
+        Err(error) => json!({ "error": error }),
+    }
 }
 
 /// The class, the rule that decided and the deprivations; what is still missing only as a
@@ -190,7 +192,10 @@ fn classification_text(result: &Classification, full: bool) -> String {
         result.class.label_en()
     );
     if let Some(standard) = &result.standard_id {
-        out.push_str(&format!(" (chuẩn / standard {standard})"));
+        out.push_str(&format!(
+            " (chuẩn / standard {standard}, ngày tham chiếu / reference date {})",
+            result.reference_date
+        ));
     }
     out.push_str(&format!("\n  {}", result.decided_by));
     if let protocol::classify::PovertyClass::CannotClassify { missing } = &result.class {
@@ -247,7 +252,7 @@ pub fn saved(
     let class = local
         .as_ref()
         .and_then(|local| local.household().ok())
-        .and_then(|household| classification(&household));
+        .map(|household| classification(store, &household));
     if config.json {
         print_json(&json!({
             "ok": true,
@@ -255,7 +260,7 @@ pub fn saved(
             "mutation_seq": receipt.mutation_seq,
             "warnings": receipt.warnings,
             "member_id": member.map(|id| id.to_string()),
-            "classification": class.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+            "classification": class.as_ref().map(classification_json),
         }));
         return Ok(());
     }
@@ -272,8 +277,10 @@ pub fn saved(
         "  Thay đổi số {} đã lưu trên máy, chờ đồng bộ / change #{} is saved on the device and waits for sync",
         receipt.mutation_seq, receipt.mutation_seq
     );
-    if let Some(class) = &class {
-        println!("{}", indent(&classification_text(class, false)));
+    match &class {
+        Some(Ok(class)) => println!("{}", indent(&classification_text(class, false))),
+        Some(Err(error)) => println!("  Chưa phân loại được / Not classified: {error}"),
+        None => {}
     }
     if !receipt.warnings.is_empty() {
         println!("Cảnh báo (hộ vẫn được lưu) / Warnings (the household is saved anyway):");
@@ -305,6 +312,7 @@ pub fn list(config: &Config, store: &Store) -> Result<(), Fail> {
                     "pending": local.pending,
                     "in_conflict": local.in_conflict,
                     "rejection": local.rejection,
+                    "out_of_scope": local.out_of_scope,
                     "voided": local.is_voided(),
                     "review": review_json(&local.review),
                 })
@@ -433,7 +441,10 @@ pub fn show(config: &Config, store: &Store, local: &LocalHousehold) -> Result<()
         .filter(|conflict| conflict.household_id == local.id)
         .collect();
     let record = local.household();
-    let class = record.as_ref().ok().and_then(classification);
+    let class = record
+        .as_ref()
+        .ok()
+        .map(|household| classification(store, household));
     if config.json {
         let fields: serde_json::Map<String, Value> = local
             .fields
@@ -452,7 +463,7 @@ pub fn show(config: &Config, store: &Store, local: &LocalHousehold) -> Result<()
             "review": review_json(&local.review),
             "rejection": local.rejection,
             "conflicts": conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
-            "classification": class.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+            "classification": class.as_ref().map(classification_json),
         }));
         return Ok(());
     }
@@ -510,8 +521,10 @@ pub fn show(config: &Config, store: &Store, local: &LocalHousehold) -> Result<()
             }
         }
     }
-    if let Some(class) = &class {
-        println!("{}", classification_text(class, true));
+    match &class {
+        Some(Ok(class)) => println!("{}", classification_text(class, true)),
+        Some(Err(error)) => println!("Chưa phân loại được / Not classified: {error}"),
+        None => {}
     }
     if !conflicts.is_empty() {
         println!("Xung đột chờ giám sát viên / Conflicts waiting for a supervisor:");
@@ -650,11 +663,17 @@ pub fn sync_report(
     store: &Store,
     url: &str,
     report: &SyncReport,
+    reference: &Result<Update, String>,
 ) -> Result<(), Fail> {
     if config.json {
+        let reference = match reference {
+            Ok(update) => json!({"changed": update.changed, "fingerprint": update.fingerprint}),
+            Err(error) => json!({"error": error}),
+        };
         print_json(&json!({
             "ok": true,
             "server": url,
+            "reference": reference,
             "pushed": report.pushed,
             "applied": report.applied,
             "merged": report.merged,
@@ -669,6 +688,8 @@ pub fn sync_report(
                 "comment": comment,
             })).collect::<Vec<_>>(),
             "pulled": report.pulled,
+            "left_scope": report.left_scope,
+            "areas_grew": report.areas_grew,
         }));
         return Ok(());
     }
@@ -718,6 +739,27 @@ pub fn sync_report(
         );
     }
     println!("  Đã nhận / Pulled: {}", report.pulled);
+    if report.areas_grew {
+        println!("  Khu vực được giao đã mở rộng, đã tải thêm hộ / Your areas grew: their households were pulled");
+    }
+    if report.left_scope > 0 {
+        println!(
+            "  Đã gỡ {} hộ không còn thuộc khu vực được giao / Removed {} households no longer in your areas",
+            report.left_scope, report.left_scope
+        );
+    }
+    match reference {
+        Ok(Update {
+            changed: true,
+            fingerprint,
+        }) => println!(
+            "  Đã cập nhật dữ liệu tham chiếu (chuẩn nghèo, khu vực) / Updated the reference data (poverty standards, areas): {fingerprint}"
+        ),
+        Ok(Update { changed: false, .. }) => {}
+        Err(error) => println!(
+            "  Chưa cập nhật được dữ liệu tham chiếu, vẫn dùng dữ liệu cũ / The reference data was not updated; the device keeps using what it has: {error}"
+        ),
+    }
     let waiting = store.pending()?.len();
     if waiting > 0 {
         println!(

@@ -1,0 +1,162 @@
+//! An enumerator's device as the field app runs it: a real `client_core::Store` in a fresh
+//! temp directory, a real `HttpTransport`, and a sync driven step by step so that the push and
+//! pull phases are timed apart.
+//!
+//! Devices run on plain threads: the store's writes block (each ends with a flush), and the
+//! transport's futures run on the shared runtime through its handle.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use client_core::sync::SyncOptions;
+use client_core::{HttpTransport, Request, Store, SyncEngine, SyncReport, Transport};
+use protocol::household::Household;
+use tempfile::TempDir;
+use tokio::runtime::Handle;
+use uuid::Uuid;
+
+use crate::proxy::{Bytes, Proxy};
+use crate::server_proc;
+
+pub struct Device {
+    pub store: Store,
+    pub id: Uuid,
+    transport: HttpTransport,
+    /// The proxy the transport goes through, when bytes are counted.
+    proxy: Option<Proxy>,
+    _dir: TempDir,
+}
+
+/// What one sync did, with its phases timed apart.
+#[derive(Clone, Debug, Default)]
+pub struct Timed {
+    pub report: SyncReport,
+    /// From the first request to the moment every push reply was recorded (durable).
+    pub push: Duration,
+    /// From then to the end of the last pull page.
+    pub pull: Duration,
+    pub push_requests: usize,
+    pub pull_requests: usize,
+    /// Bytes through the proxy in each phase (zero without a proxy).
+    pub push_bytes: Bytes,
+    pub pull_bytes: Bytes,
+    /// Time spent waiting for the server (request sent to response decoded), push and pull.
+    pub waiting_push: Duration,
+    pub waiting_pull: Duration,
+}
+
+impl Timed {
+    pub fn total(&self) -> Duration {
+        self.push + self.pull
+    }
+
+    pub fn round_trips(&self) -> usize {
+        self.push_requests + self.pull_requests
+    }
+}
+
+/// Enrols a device id for the benchmark's account over HTTP, as `ho init` does, and returns
+/// a transport that sends its token.
+pub fn enrol(rt: &Handle, url: &str, id: Uuid) -> anyhow::Result<(HttpTransport, String)> {
+    let transport = HttpTransport::new(url)?;
+    let enrolled = rt
+        .block_on(transport.enrol(server_proc::USER, server_proc::PASSWORD, id))
+        .context("enrolling a device")?;
+    Ok((transport.with_token(&enrolled.token), enrolled.token))
+}
+
+impl Device {
+    /// A device set up and enrolled against the server at `url`, talking to it directly.
+    pub fn new(rt: &Handle, url: &str) -> anyhow::Result<Device> {
+        Device::build(rt, url, None)
+    }
+
+    /// A device whose every request goes through `proxy`.
+    pub fn through(rt: &Handle, proxy: &Proxy) -> anyhow::Result<Device> {
+        Device::build(rt, &proxy.url.clone(), Some(proxy.clone()))
+    }
+
+    fn build(rt: &Handle, url: &str, proxy: Option<Proxy>) -> anyhow::Result<Device> {
+        let dir = tempfile::Builder::new().prefix("bench-device-").tempdir()?;
+        let store = Store::open(dir.path())?;
+        let id = Uuid::now_v7();
+        store.setup(url, id)?;
+        let (transport, token) = enrol(rt, url, id)?;
+        store.set_enrolment(&client_core::Enrolment {
+            user: server_proc::USER.to_string(),
+            token,
+        })?;
+        Ok(Device {
+            store,
+            id,
+            transport,
+            proxy,
+            _dir: dir,
+        })
+    }
+
+    /// Saves a household and returns how long the durable save took.
+    pub fn save(&self, household: &Household) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.store
+            .save_household(household)
+            .context("saving a household")?;
+        Ok(started.elapsed())
+    }
+
+    fn bytes(&self) -> Bytes {
+        self.proxy.as_ref().map(Proxy::bytes).unwrap_or_default()
+    }
+
+    /// A whole sync: push the outbox, then pull until nothing more.
+    pub fn sync(&self, rt: &Handle, options: SyncOptions) -> anyhow::Result<Timed> {
+        self.run(rt, options, false)
+    }
+
+    /// The push phase only: stops when the engine turns to pulling.
+    pub fn push_only(&self, rt: &Handle, options: SyncOptions) -> anyhow::Result<Timed> {
+        self.run(rt, options, true)
+    }
+
+    fn run(&self, rt: &Handle, options: SyncOptions, push_only: bool) -> anyhow::Result<Timed> {
+        let mut engine = SyncEngine::with_options(&self.store, options)?;
+        let mut timed = Timed::default();
+        let started = Instant::now();
+        let bytes_at_start = self.bytes();
+        let mut pull_started: Option<(Instant, Bytes)> = None;
+        while let Some(request) = engine.next_request(&self.store)? {
+            match request {
+                Request::Push(_) => timed.push_requests += 1,
+                Request::Pull(_) => {
+                    if pull_started.is_none() {
+                        pull_started = Some((Instant::now(), self.bytes()));
+                        if push_only {
+                            break;
+                        }
+                    }
+                    timed.pull_requests += 1;
+                }
+            }
+            let sent = Instant::now();
+            let is_push = matches!(request, Request::Push(_));
+            let response = rt
+                .block_on(self.transport.send(&request))
+                .context("sending a sync request")?;
+            if is_push {
+                timed.waiting_push += sent.elapsed();
+            } else {
+                timed.waiting_pull += sent.elapsed();
+            }
+            engine.handle(&self.store, response)?;
+        }
+        let ended = Instant::now();
+        let bytes_at_end = self.bytes();
+        let (pull_at, bytes_at_pull) = pull_started.unwrap_or((ended, bytes_at_end));
+        timed.push = pull_at - started;
+        timed.pull = ended - pull_at;
+        timed.push_bytes = bytes_at_pull - bytes_at_start;
+        timed.pull_bytes = bytes_at_end - bytes_at_pull;
+        timed.report = engine.report();
+        Ok(timed)
+    }
+}

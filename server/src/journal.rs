@@ -1,0 +1,625 @@
+//! The registry's journal: an append-only, checksummed file holding every write the registry
+//! committed, so that a damaged sled store costs a rebuild rather than a province's data.
+//!
+//! # What a record holds
+//! One record per commit (one per accepted push): its number (1, 2, 3 … without gaps), the
+//! server's time, and the commit's writes exactly as they go to sled, key and value bytes. A
+//! replay applies the same bytes, so a registry rebuilt from the journal is the registry, byte
+//! for byte, whatever the merge engine, the reference data or the clock would say today.
+//!
+//! # Order of writes
+//! The registry appends the record and syncs it to disk (`sync_data`) before it applies the
+//! batch to sled; the push is answered only after sled's flush. So every acknowledged push is
+//! in the journal. The batch also stores the record's number in the registry (`mjournal`). On
+//! open, records past that number are commits that were journaled but not flushed before a
+//! crash (with group commit, several can be in flight): never acknowledged, and replayed into
+//! sled, as if the server had committed them and the replies had been lost.
+//!
+//! # File format (`DIR/journal/registry.journal`)
+//! An 8-byte magic `HOJRNL01`, then records: payload length (u32, big-endian), CRC-32 (IEEE) of
+//! the payload (u32, big-endian), payload. A payload: format byte `1`, number (u64), time in
+//! Unix milliseconds (i64), write count (u32), then per write: key (u32 length + bytes), a tag
+//! (1 insert, 0 remove) and for an insert the value (u32 length + bytes).
+//!
+//! A crash in the middle of an append leaves a torn last record (short, or with a bad
+//! checksum); it was never acknowledged, and opening the journal cuts it off. A bad record
+//! followed by more data is damage, not a torn append, and is reported, never skipped.
+//! Every length is checked against the bytes actually there before anything is allocated.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+
+/// The journal's folder inside a data directory.
+pub const JOURNAL_DIR: &str = "journal";
+/// The journal file's name inside [`JOURNAL_DIR`].
+pub const JOURNAL_FILE: &str = "registry.journal";
+const MAGIC: &[u8; 8] = b"HOJRNL01";
+const FORMAT: u8 = 1;
+const HEADER: u64 = 8;
+/// Largest payload accepted on reading: far above any commit a push under the body limit can
+/// make, and a bound on what a damaged length can make us allocate.
+pub const MAX_RECORD_BYTES: u32 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the journal at {path} cannot be read or written: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a registry journal (its first bytes are not the journal's mark)")]
+    NotAJournal { path: PathBuf },
+    #[error("the journal at {path} is damaged at byte {offset}: {problem}; later records follow, so this is not a torn append")]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        problem: String,
+    },
+}
+
+/// One write of a commit: a key and its new value, or `None` for a removal.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// One commit, as journaled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// 1, 2, 3 … in commit order.
+    pub number: u64,
+    /// When the server committed it, in Unix milliseconds.
+    pub at_ms: i64,
+    pub writes: Vec<Write>,
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            21 + self
+                .writes
+                .iter()
+                .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>(),
+        );
+        out.push(FORMAT);
+        out.extend_from_slice(&self.number.to_be_bytes());
+        out.extend_from_slice(&self.at_ms.to_be_bytes());
+        out.extend_from_slice(&len32(self.writes.len()).to_be_bytes());
+        for (key, value) in &self.writes {
+            out.extend_from_slice(&len32(key.len()).to_be_bytes());
+            out.extend_from_slice(key);
+            match value {
+                Some(value) => {
+                    out.push(1);
+                    out.extend_from_slice(&len32(value.len()).to_be_bytes());
+                    out.extend_from_slice(value);
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    /// Decodes a payload whose checksum has been verified.
+    pub fn decode(payload: &[u8]) -> Result<Record, String> {
+        let mut reader = Reader { rest: payload };
+        let format = reader.u8()?;
+        if format != FORMAT {
+            return Err(format!("record format {format} is unknown to this build"));
+        }
+        let number = u64::from_be_bytes(reader.array()?);
+        let at_ms = i64::from_be_bytes(reader.array()?);
+        let count = u32::from_be_bytes(reader.array()?) as usize;
+        // Every write takes at least 5 bytes: a count the payload cannot hold is damage, caught
+        // before anything is allocated for it.
+        if count > reader.rest.len() / 5 {
+            return Err(format!("{count} writes cannot fit in the record"));
+        }
+        let mut writes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key = reader.blob()?.to_vec();
+            let value = match reader.u8()? {
+                0 => None,
+                1 => Some(reader.blob()?.to_vec()),
+                tag => return Err(format!("unknown write tag {tag}")),
+            };
+            writes.push((key, value));
+        }
+        if !reader.rest.is_empty() {
+            return Err(format!("{} bytes after the last write", reader.rest.len()));
+        }
+        Ok(Record {
+            number,
+            at_ms,
+            writes,
+        })
+    }
+}
+
+fn len32(len: usize) -> u32 {
+    // A commit is built from a push under the body limit; nothing in it nears 4 GiB.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.rest.len() < n {
+            return Err("the record ends early".to_string());
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?
+            .try_into()
+            .map_err(|_| "the record ends early".to_string())
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn blob(&mut self) -> Result<&'a [u8], String> {
+        let len = u32::from_be_bytes(self.array()?) as usize;
+        self.take(len)
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), the checksum of zip and PNG. Written
+/// out here rather than taken from a crate: a table and a loop, and this is its only use.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut n = 0;
+        while n < 256 {
+            let mut c = n as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[n] = c;
+            n += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc = TABLE[((crc ^ u32::from(*byte)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// The journal file, open for appending.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    /// The number of the last record in the file; 0 when it has none.
+    last: u64,
+    len: u64,
+}
+
+/// What opening the journal found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Records in the journal.
+    pub records: u64,
+    /// Bytes of a torn last record that were cut off.
+    pub torn_bytes: u64,
+}
+
+impl Journal {
+    /// The journal file inside a data directory.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(JOURNAL_DIR).join(JOURNAL_FILE)
+    }
+
+    /// Opens (or creates) the journal of a data directory, cutting off a torn last record.
+    /// Reads only the record headers and checks the last record's checksum, so opening costs
+    /// little even for a long journal; [`read_all`] checks every record.
+    pub fn open(data_dir: &Path) -> Result<(Journal, Opened), JournalError> {
+        let path = Journal::path_in(data_dir);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir.join(JOURNAL_DIR)).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        if file_len < HEADER {
+            // New, or torn while its mark was being written: start it afresh.
+            file.set_len(0).map_err(io)?;
+            file.write_all(MAGIC).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            sync_dir(&data_dir.join(JOURNAL_DIR)).map_err(io)?;
+            let journal = Journal {
+                path: path.clone(),
+                file,
+                last: 0,
+                len: HEADER,
+            };
+            return Ok((
+                journal,
+                Opened {
+                    records: 0,
+                    torn_bytes: file_len,
+                },
+            ));
+        }
+        check_magic(&mut file, &path)?;
+        let mut offset = HEADER;
+        let mut last = 0u64;
+        let mut last_at = HEADER;
+        let mut valid_end = HEADER;
+        let mut torn = false;
+        while offset < file_len {
+            let Some((payload_len, crc)) = read_header(&mut file, offset, file_len).map_err(io)?
+            else {
+                torn = true;
+                break;
+            };
+            let end = offset + 8 + u64::from(payload_len);
+            if payload_len > MAX_RECORD_BYTES || end > file_len {
+                torn = true;
+                break;
+            }
+            if end == file_len {
+                // The last record: its checksum tells a torn append from a whole one.
+                let payload = read_at(&mut file, offset + 8, payload_len).map_err(io)?;
+                if crc32(&payload) != crc {
+                    torn = true;
+                    break;
+                }
+                match Record::decode(&payload) {
+                    Ok(record) => last = record.number,
+                    Err(problem) => {
+                        return Err(JournalError::Damaged {
+                            path,
+                            offset,
+                            problem,
+                        })
+                    }
+                }
+            } else {
+                last += 1;
+            }
+            last_at = offset;
+            offset = end;
+            valid_end = end;
+        }
+        if torn {
+            file.set_len(valid_end).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let records = count_records(&mut file, valid_end).map_err(io)?;
+        if records > 0 && last != records {
+            return Err(JournalError::Damaged {
+                path,
+                offset: last_at,
+                problem: format!("the last record is number {last}, but the journal holds {records} records"),
+            });
+        }
+        let journal = Journal {
+            path,
+            file,
+            last: records,
+            len: valid_end,
+        };
+        Ok((
+            journal,
+            Opened {
+                records,
+                torn_bytes: file_len - valid_end,
+            },
+        ))
+    }
+
+    /// The number of the last record; 0 for an empty journal.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the next record and syncs it to disk. Returns its number.
+    pub fn append(&mut self, at_ms: i64, writes: Vec<Write>) -> Result<u64, JournalError> {
+        let record = Record {
+            number: self.last + 1,
+            at_ms,
+            writes,
+        };
+        let payload = record.encode();
+        let mut bytes = Vec::with_capacity(payload.len() + 8);
+        bytes.extend_from_slice(&len32(payload.len()).to_be_bytes());
+        bytes.extend_from_slice(&crc32(&payload).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&bytes).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.len += bytes.len() as u64;
+        self.last = record.number;
+        Ok(record.number)
+    }
+
+    /// The records numbered above `after`, read back from the file, each checksum checked.
+    pub fn records_after(&mut self, after: u64) -> Result<Vec<Record>, JournalError> {
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut records = Vec::new();
+        let mut offset = HEADER;
+        let mut number = 0u64;
+        while offset < self.len {
+            let Some((len, crc)) = read_header(&mut self.file, offset, self.len).map_err(io)?
+            else {
+                break;
+            };
+            number += 1;
+            if number > after {
+                let payload = read_at(&mut self.file, offset + 8, len).map_err(io)?;
+                let damaged = |problem: String| JournalError::Damaged {
+                    path: self.path.clone(),
+                    offset,
+                    problem,
+                };
+                if crc32(&payload) != crc {
+                    return Err(damaged("checksum mismatch".to_string()));
+                }
+                let record = Record::decode(&payload).map_err(damaged)?;
+                if record.number != number {
+                    return Err(damaged(format!(
+                        "record number {} where {number} was due",
+                        record.number
+                    )));
+                }
+                records.push(record);
+            }
+            offset += 8 + u64::from(len);
+        }
+        Ok(records)
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    // Makes the new file's name durable; on platforms where a folder cannot be opened this
+    // way, the file's own sync is what there is.
+    match File::open(dir) {
+        Ok(handle) => handle.sync_all().or(Ok(())),
+        Err(_) => Ok(()),
+    }
+}
+
+fn check_magic(file: &mut File, path: &Path) -> Result<(), JournalError> {
+    let mut magic = [0u8; 8];
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut magic))
+        .map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if &magic != MAGIC {
+        return Err(JournalError::NotAJournal {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The record header at `offset`, or `None` when fewer than 8 bytes are left.
+fn read_header(file: &mut File, offset: u64, file_len: u64) -> std::io::Result<Option<(u32, u32)>> {
+    if file_len - offset < 8 {
+        return Ok(None);
+    }
+    let mut header = [0u8; 8];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut header)?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    Ok(Some((len, crc)))
+}
+
+fn read_at(file: &mut File, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+    let mut payload = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut payload)?;
+    Ok(payload)
+}
+
+fn count_records(file: &mut File, end: u64) -> std::io::Result<u64> {
+    let mut offset = HEADER;
+    let mut count = 0;
+    while offset < end {
+        let Some((len, _)) = read_header(file, offset, end)? else {
+            break;
+        };
+        offset += 8 + u64::from(len);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Every record of a data directory's journal, each checksum and number checked. A torn last
+/// record is left out (it was never acknowledged); damage anywhere else is an error.
+pub fn read_all(data_dir: &Path) -> Result<Vec<Record>, JournalError> {
+    let path = Journal::path_in(data_dir);
+    let bytes = std::fs::read(&path).map_err(|source| JournalError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&bytes).map_err(|(offset, problem)| match offset {
+        None => JournalError::NotAJournal { path: path.clone() },
+        Some(offset) => JournalError::Damaged {
+            path: path.clone(),
+            offset,
+            problem,
+        },
+    })
+}
+
+/// Parses a whole journal file. The error names the offset of the damage (`None`: the mark).
+pub fn parse(bytes: &[u8]) -> Result<Vec<Record>, (Option<u64>, String)> {
+    if bytes.len() < MAGIC.len() {
+        return Ok(Vec::new());
+    }
+    if &bytes[..8] != MAGIC {
+        return Err((None, "no journal mark".to_string()));
+    }
+    let mut records: Vec<Record> = Vec::new();
+    let mut at = 8usize;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < 8 {
+            break; // a torn header
+        }
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if rest.len() - 8 < len {
+            break; // a torn payload
+        }
+        let payload = &rest[8..8 + len];
+        let is_last = 8 + len == rest.len();
+        if crc32(payload) != crc {
+            if is_last {
+                break; // a torn append that happened to reach the full length
+            }
+            return Err((Some(at as u64), "checksum mismatch".to_string()));
+        }
+        let record = Record::decode(payload).map_err(|problem| (Some(at as u64), problem))?;
+        let expected = records.last().map_or(1, |r| r.number + 1);
+        if record.number != expected {
+            return Err((
+                Some(at as u64),
+                format!("record number {} where {expected} was due", record.number),
+            ));
+        }
+        records.push(record);
+        at += 8 + len;
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(n: u8) -> Vec<Write> {
+        vec![
+            (vec![b'h', n], Some(vec![n; 40])),
+            (vec![b'm', b'x'], None),
+        ]
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn records_append_and_read_back_across_reopens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut journal, opened) = Journal::open(dir.path()).expect("open");
+        assert_eq!(opened.records, 0);
+        assert_eq!(journal.append(7, writes(1)).expect("append"), 1);
+        assert_eq!(journal.append(8, writes(2)).expect("append"), 2);
+        drop(journal);
+        let (mut journal, opened) = Journal::open(dir.path()).expect("reopen");
+        assert_eq!((opened.records, opened.torn_bytes), (2, 0));
+        assert_eq!(journal.append(9, writes(3)).expect("append"), 3);
+        let records = read_all(dir.path()).expect("read");
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[1].writes, writes(2));
+        assert_eq!(records[2].at_ms, 9);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_at_every_length() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut journal, _) = Journal::open(dir.path()).expect("open");
+        journal.append(1, writes(1)).expect("append");
+        journal.append(2, writes(2)).expect("append");
+        drop(journal);
+        let path = Journal::path_in(dir.path());
+        let whole = std::fs::read(&path).expect("read");
+        let first_end = 8 + 8 + u32::from_be_bytes(whole[8..12].try_into().expect("4")) as usize;
+        for cut in first_end..whole.len() {
+            std::fs::write(&path, &whole[..cut]).expect("write");
+            let (journal, opened) = Journal::open(dir.path()).expect("a torn tail opens");
+            assert_eq!(journal.last(), 1, "cut at {cut}");
+            assert_eq!(opened.torn_bytes, (cut - first_end) as u64);
+            assert_eq!(read_all(dir.path()).expect("read").len(), 1);
+        }
+        // A whole-length last record with a bad checksum is torn too.
+        let mut flipped = whole.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        std::fs::write(&path, &flipped).expect("write");
+        let (journal, _) = Journal::open(dir.path()).expect("opens");
+        assert_eq!(journal.last(), 1);
+    }
+
+    #[test]
+    fn damage_before_the_last_record_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut journal, _) = Journal::open(dir.path()).expect("open");
+        journal.append(1, writes(1)).expect("append");
+        journal.append(2, writes(2)).expect("append");
+        drop(journal);
+        let path = Journal::path_in(dir.path());
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[20] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(matches!(
+            read_all(dir.path()),
+            Err(JournalError::Damaged { offset: 8, .. })
+        ));
+        std::fs::write(&path, b"not a journal at all").expect("write");
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(JournalError::NotAJournal { .. })
+        ));
+    }
+
+    #[test]
+    fn records_after_a_number_and_lying_lengths() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut journal, _) = Journal::open(dir.path()).expect("open");
+        for n in 1..=4 {
+            journal.append(i64::from(n), writes(n)).expect("append");
+        }
+        let after = journal.records_after(2).expect("read");
+        assert_eq!(
+            after.iter().map(|r| r.number).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(after[1].writes, writes(4));
+        assert!(journal.records_after(4).expect("read").is_empty());
+        // A payload claiming four billion writes in a few bytes allocates nothing for them.
+        let mut lying = vec![FORMAT];
+        lying.extend_from_slice(&[0; 16]);
+        lying.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Record::decode(&lying).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The registry's side of the journal (see [`crate::journal`]): every batch written to the
+//! registry tree is appended to the journal and synced before sled applies it, and a registry
+//! can be rebuilt from the journal alone.
+//!
+//! Each journaled batch also writes its record number under `mjournal` (a counter beside the
+//! others under the `m` prefix), so that on open the journal and the registry can be matched.
+//! Records past the registry's number were journaled but not flushed before a crash (with
+//! group commit several can be): never acknowledged, they are replayed into sled, which is
+//! what the server would have written had it lived. A journal behind the registry has lost
+//! records and is refused with the way out.
+//!
+//! Only the registry tree is journaled. The accounts tree (users, devices, tokens) is not: a
+//! rebuilt registry needs its accounts copied from the old store or enrolled again.
+
+use std::path::Path;
+use std::sync::PoisonError;
+
+use crate::journal::{self, Journal, Write};
+
+use super::{Registry, StoreError};
+
+/// The registry key holding the number of the last journaled batch.
+pub(super) const JOURNAL_COUNTER: &[u8] = b"mjournal";
+
+/// A sled batch that remembers its writes, so they can be journaled.
+#[derive(Default)]
+pub(super) struct JournaledBatch {
+    batch: sled::Batch,
+    writes: Vec<Write>,
+}
+
+impl JournaledBatch {
+    pub(super) fn insert<K: Into<sled::IVec>, V: Into<sled::IVec>>(&mut self, key: K, value: V) {
+        let (key, value) = (key.into(), value.into());
+        self.writes.push((key.to_vec(), Some(value.to_vec())));
+        self.batch.insert(key, value);
+    }
+
+    #[allow(dead_code)]
+    pub(super) fn remove<K: Into<sled::IVec>>(&mut self, key: K) {
+        let key = key.into();
+        self.writes.push((key.to_vec(), None));
+        self.batch.remove(key);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+fn counter(tree: &sled::Tree) -> Result<u64, StoreError> {
+    match tree.get(JOURNAL_COUNTER)? {
+        None => Ok(0),
+        Some(bytes) => {
+            let array: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
+                StoreError::Inconsistent("the journal counter is not 8 bytes".to_string())
+            })?;
+            Ok(u64::from_be_bytes(array))
+        }
+    }
+}
+
+/// Opens the journal of a data directory and brings the registry tree up to it.
+pub(super) fn open_journal(
+    dir: &Path,
+    db: &sled::Db,
+    tree: &sled::Tree,
+) -> Result<Journal, StoreError> {
+    let (mut journal, opened) = Journal::open(dir)?;
+    if opened.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = opened.torn_bytes,
+            "the journal ended in a torn record (a crash while appending); it was never acknowledged and is cut off"
+        );
+    }
+    let committed = counter(tree)?;
+    let last = journal.last();
+    if last > committed {
+        let missing = journal.records_after(committed)?;
+        tracing::warn!(
+            records = missing.len(),
+            "the registry lacks the journal's last records (a crash before their flush); they were never acknowledged and are replayed"
+        );
+        for record in &missing {
+            apply_record(tree, record)?;
+        }
+        db.flush().map_err(StoreError::Flush)?;
+    } else if last < committed {
+        return Err(StoreError::Inconsistent(format!(
+            "the journal ends at record {last} but the registry at {committed}: the journal lost records; restore it, or rebuild from it with `server rebuild --data-dir {} --out NEW_DIR` and accept the loss",
+            dir.display()
+        )));
+    }
+    if last == 0 && tree.iter().next().is_some() {
+        tracing::warn!("the registry holds data from before its journal was kept; a rebuild from the journal would miss it");
+    }
+    Ok(journal)
+}
+
+/// Applies one journaled batch to the tree, atomically.
+fn apply_record(tree: &sled::Tree, record: &journal::Record) -> Result<u64, StoreError> {
+    let mut batch = sled::Batch::default();
+    for (key, value) in &record.writes {
+        match value {
+            Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+            None => batch.remove(key.as_slice()),
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(record.writes.len() as u64)
+}
+
+impl Registry {
+    /// Appends the batch to the journal and syncs it, then applies it to the tree. The caller
+    /// flushes. A failure of either marks the registry failed.
+    pub(super) fn apply_journaled(&self, mut batch: JournaledBatch) -> Result<(), StoreError> {
+        let mut journal = self
+            .journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let number = journal.last() + 1;
+        batch.insert(JOURNAL_COUNTER, &number.to_be_bytes()[..]);
+        if let Err(error) = journal.append(now_ms(), batch.writes) {
+            if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                tracing::error!(%error, "appending to the journal failed; sync is refused until the server restarts");
+            }
+            return Err(StoreError::Journal(error));
+        }
+        if let Err(error) = self.tree.apply_batch(batch.batch) {
+            self.fail("applying a batch", &error);
+            return Err(StoreError::Sled(error));
+        }
+        Ok(())
+    }
+}
+
+/// A summary of everything in the registry tree, to compare two registries byte for byte: a
+/// rebuilt one with its original, say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest {
+    /// Keys in the tree.
+    pub entries: u64,
+    /// CRC-32 of every key and value in key order, each with its length in front.
+    pub crc32: u32,
+}
+
+impl Registry {
+    /// The [`Digest`] of the registry tree.
+    pub fn digest(&self) -> Result<Digest, StoreError> {
+        let mut bytes = Vec::new();
+        let mut entries = 0u64;
+        for entry in self.tree.iter() {
+            let (key, value) = entry?;
+            for part in [key.as_ref(), value.as_ref()] {
+                bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(part);
+            }
+            entries += 1;
+        }
+        Ok(Digest {
+            entries,
+            crc32: journal::crc32(&bytes),
+        })
+    }
+}
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Journal records replayed.
+    pub records: u64,
+    /// Writes applied.
+    pub writes: u64,
+    /// The rebuilt registry's digest.
+    pub digest: Digest,
+}
+
+/// Rebuilds the registry of `data_dir` from its journal alone into `out`, a new or empty
+/// directory that becomes a complete data directory (registry and journal). The old registry
+/// is not read, so a damaged or deleted sled store does not matter.
+pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
+    let not_empty = out
+        .read_dir()
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if not_empty {
+        return Err(StoreError::Inconsistent(format!(
+            "{} is not empty: rebuild into a new directory",
+            out.display()
+        )));
+    }
+    let records = journal::read_all(data_dir)?;
+    let target = Journal::path_in(out);
+    let io = |source| {
+        StoreError::Journal(journal::JournalError::Io {
+            path: target.clone(),
+            source,
+        })
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::copy(Journal::path_in(data_dir), &target).map_err(io)?;
+    let open_error = |source| StoreError::Open {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut writes = 0u64;
+    {
+        let db = sled::Config::new().path(out).open().map_err(open_error)?;
+        let tree = db.open_tree("registry").map_err(open_error)?;
+        for record in &records {
+            writes += apply_record(&tree, record)?;
+        }
+        db.flush().map_err(StoreError::Flush)?;
+    }
+    // Opening it checks that the journal and the rebuilt registry match. sled's background
+    // threads may hold the database's lock for a moment after the last handle is dropped.
+    let mut tries = 0;
+    let digest = loop {
+        match Registry::open(out) {
+            Ok(registry) => break registry.digest()?,
+            Err(StoreError::Open { source, .. })
+                if tries < 400 && source.to_string().contains("could not acquire lock") =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    Ok(Rebuilt {
+        records: records.len() as u64,
+        writes,
+        digest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens a registry, waiting while sled's threads release the previous handle's lock.
+    fn open(dir: &Path) -> Result<Registry, StoreError> {
+        for _ in 0..400 {
+            match Registry::open(dir) {
+                Err(StoreError::Open { source, .. })
+                    if source.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+        Registry::open(dir)
+    }
+
+    fn record(n: u64) -> Vec<Write> {
+        vec![
+            (format!("zkey{n}").into_bytes(), Some(vec![n as u8; 10])),
+            (JOURNAL_COUNTER.to_vec(), Some(n.to_be_bytes().to_vec())),
+        ]
+    }
+
+    #[test]
+    fn records_the_registry_lacks_are_replayed_on_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(open(dir.path()).expect("a new registry"));
+        // Three commits journaled, none flushed into sled before the crash.
+        let (mut journal, _) = Journal::open(dir.path()).expect("journal");
+        for n in 1..=3 {
+            journal.append(0, record(n)).expect("append");
+        }
+        drop(journal);
+        let registry = open(dir.path()).expect("reopen replays");
+        assert_eq!(counter(&registry.tree).expect("counter"), 3);
+        assert!(registry.tree.get(b"zkey2").expect("read").is_some());
+        drop(registry);
+        let registry = open(dir.path()).expect("reopen again");
+        assert_eq!(counter(&registry.tree).expect("counter"), 3);
+    }
+
+    #[test]
+    fn a_journal_behind_the_registry_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(open(dir.path()).expect("a new registry"));
+        let (mut journal, _) = Journal::open(dir.path()).expect("journal");
+        journal.append(0, record(1)).expect("append");
+        drop(journal);
+        drop(open(dir.path()).expect("replayed"));
+        // The journal loses its record: the registry is ahead of it.
+        std::fs::write(Journal::path_in(dir.path()), b"HOJRNL01").expect("truncate");
+        assert!(matches!(open(dir.path()), Err(StoreError::Inconsistent(_))));
+    }
+}
