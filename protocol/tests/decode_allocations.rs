@@ -4,7 +4,9 @@
 
 use protocol::codec::decode;
 use protocol::fields::FieldMap;
-use protocol::sync::{PullResponse, PushRequest, PROTOCOL_VERSION, MAX_PUSH_BYTES, MAX_RESPONSE_BYTES};
+use protocol::sync::{
+    PullResponse, PushRequest, MAX_PUSH_BYTES, MAX_RESPONSE_BYTES, PROTOCOL_VERSION,
+};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
 
@@ -12,14 +14,20 @@ use std::alloc::System;
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// Bytes allocated while decoding `bytes` as `T` (the decode must fail).
-fn allocated_by<T: serde::de::DeserializeOwned + std::fmt::Debug>(bytes: &[u8], limit: usize) -> usize {
+fn allocated_by<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    bytes: &[u8],
+    limit: usize,
+) -> usize {
     let region = Region::new(GLOBAL);
     let started = std::time::Instant::now();
     let result = decode::<T>(bytes, limit);
     let elapsed = started.elapsed();
     let stats = region.change();
     assert!(result.is_err(), "a lying message decoded: {result:?}");
-    assert!(elapsed < std::time::Duration::from_secs(1), "took {elapsed:?}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
     stats.bytes_allocated
 }
 
@@ -38,7 +46,11 @@ fn a_push_claiming_four_billion_mutations_in_twenty_bytes_allocates_nothing_big(
     let bytes = lying(&prefix, &[0xfc, 0xff, 0xff, 0xff, 0xff]);
     assert!(bytes.len() <= 24);
     let allocated = allocated_by::<PushRequest>(&bytes, MAX_PUSH_BYTES);
-    assert!(allocated < 64 * 1024, "allocated {allocated} bytes for a {}-byte push", bytes.len());
+    assert!(
+        allocated < 64 * 1024,
+        "allocated {allocated} bytes for a {}-byte push",
+        bytes.len()
+    );
 }
 
 #[test]
@@ -46,14 +58,20 @@ fn other_lying_counts_allocate_nothing_big() {
     // 2^64 - 1 field-map entries; a string of 2^32 bytes; a pull page of 2^32 changes.
     let huge = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
     let cases: Vec<(&str, usize)> = vec![
-        ("field map", allocated_by::<FieldMap>(&lying(&[], &huge), MAX_PUSH_BYTES)),
+        (
+            "field map",
+            allocated_by::<FieldMap>(&lying(&[], &huge), MAX_PUSH_BYTES),
+        ),
         (
             "text",
             allocated_by::<String>(&lying(&[], &[0xfc, 0, 0, 0, 1]), MAX_PUSH_BYTES),
         ),
         (
             "pull page",
-            allocated_by::<PullResponse>(&lying(&[], &[0xfc, 0xff, 0xff, 0xff, 0xff]), MAX_RESPONSE_BYTES),
+            allocated_by::<PullResponse>(
+                &lying(&[], &[0xfc, 0xff, 0xff, 0xff, 0xff]),
+                MAX_RESPONSE_BYTES,
+            ),
         ),
     ];
     for (what, allocated) in cases {

@@ -8,7 +8,13 @@ use protocol::fields::{apply, FieldChange, FieldMap, FieldValue};
 use protocol::merge::three_way;
 
 /// A few plain paths and the void mark's, so that the same path is often chosen on both sides.
-const PATHS: &[&str] = &["address", "income", "members.a.name", "members.b.name", "void.reason"];
+const PATHS: &[&str] = &[
+    "address",
+    "income",
+    "members.a.name",
+    "members.b.name",
+    "void.reason",
+];
 
 fn is_void(path: &str) -> bool {
     path == "void" || path.starts_with("void.")

@@ -312,7 +312,9 @@ impl Journal {
             return Err(JournalError::Damaged {
                 path,
                 offset: last_at,
-                problem: format!("the last record is number {last}, but the journal holds {records} records"),
+                problem: format!(
+                    "the last record is number {last}, but the journal holds {records} records"
+                ),
             });
         }
         let journal = Journal {
@@ -525,10 +527,7 @@ mod tests {
     use super::*;
 
     fn writes(n: u8) -> Vec<Write> {
-        vec![
-            (vec![b'h', n], Some(vec![n; 40])),
-            (vec![b'm', b'x'], None),
-        ]
+        vec![(vec![b'h', n], Some(vec![n; 40])), (vec![b'm', b'x'], None)]
     }
 
     #[test]

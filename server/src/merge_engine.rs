@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
 use protocol::household::{Date, Household};
-use protocol::merge::{self, MergePlan};
+use protocol::merge::{self, ConflictField, MergePlan};
 use protocol::reference::ReferenceData;
 use protocol::sync::{
     Base, HouseholdChange, Mutation, MutationOutcome, Outcome, PullRequest, PullResponse,
@@ -377,6 +377,20 @@ impl<'r> Batch<'r> {
             return Ok(self.reject(mutation, not_allowed(id)));
         }
 
+        // A device's later mutations repeat its earlier changes (they are cumulative), so a
+        // field already waiting in one of its open conflicts with the same values is not a new
+        // conflict: it points at the one on record instead of filing a duplicate.
+        let mut plan = plan;
+        let mut known = Vec::new();
+        let mut fresh = Vec::new();
+        for field in std::mem::take(&mut plan.conflicts) {
+            match self.open_conflict_with(&row, &field)? {
+                Some(conflict_id) => known.push((conflict_id, field)),
+                None => fresh.push(field),
+            }
+        }
+        plan.conflicts = fresh;
+
         let theirs_rev = row.rev;
         let was_in_conflict = row.in_conflict();
         let changes_fields = !plan.apply.is_empty();
@@ -392,7 +406,13 @@ impl<'r> Batch<'r> {
             // An edit sends the household back to review.
             row.review = ReviewState::Submitted;
         }
-        let outcome = if plan.conflicts.is_empty() {
+        let outcome = if plan.conflicts.is_empty() && !known.is_empty() {
+            Outcome::Conflict {
+                rev: row.rev,
+                conflict_id: known[0].0,
+                fields: known.into_iter().map(|(_, field)| field).collect(),
+            }
+        } else if plan.conflicts.is_empty() {
             if plan.others_changed {
                 Outcome::Merged { rev: row.rev }
             } else {
@@ -432,6 +452,39 @@ impl<'r> Batch<'r> {
             self.put(row);
         }
         Ok(outcome)
+    }
+
+    /// The id of an open conflict of this household, filed by this device, that already holds
+    /// `field` with the same base, server and device values.
+    fn open_conflict_with(
+        &self,
+        row: &StoredHousehold,
+        field: &ConflictField,
+    ) -> Result<Option<u64>, StoreError> {
+        for conflict_id in &row.open_conflicts {
+            let pending = self
+                .commit
+                .conflicts
+                .iter()
+                .find(|c| c.id == *conflict_id)
+                .cloned();
+            let record = match pending {
+                Some(record) => Some(record),
+                None => self.registry.conflict(*conflict_id)?,
+            };
+            if record.is_some_and(|record| {
+                record.open
+                    && record.device_id == self.device
+                    && record.fields.iter().any(|known| {
+                        known.path == field.path
+                            && known.theirs == field.theirs
+                            && known.mine == field.mine
+                    })
+            }) {
+                return Ok(Some(*conflict_id));
+            }
+        }
+        Ok(None)
     }
 
     /// The merge base as the device saw it: revision `base_rev` with this device's own later

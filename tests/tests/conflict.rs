@@ -158,3 +158,41 @@ async fn a_household_voided_on_one_device_while_edited_on_another_is_a_visible_c
     assert!(!stored.is_voided(), "the void waits for a supervisor");
     assert_eq!(stored.village, "Thôn Bắc");
 }
+
+/// Found by following the README walk-through: two saves of the losing device repeated the
+/// same conflicting value (mutations are cumulative) and filed it as two conflicts.
+#[tokio::test]
+async fn regression_two_saves_of_one_conflicting_value_file_one_conflict() {
+    let server = TestServer::start().await;
+    let (lan, minh) = (Device::new(&server), Device::new(&server));
+    let original = household("Nguyễn Văn Ánh", "Tổ dân phố 3");
+    lan.save(&original);
+    lan.sync().await;
+    minh.sync().await;
+
+    let mut by_lan = original.clone();
+    by_lan.address = "Số 7, ngõ Núi Trúc".to_string();
+    lan.save(&by_lan);
+    let mut by_minh = original.clone();
+    by_minh.address = "Số 11, ngõ Núi Trúc".to_string();
+    minh.save(&by_minh);
+    by_minh.dwelling.floor_area_m2 = Some(18);
+    minh.save(&by_minh);
+
+    lan.sync().await;
+    let report = minh.sync().await;
+    let ids: std::collections::BTreeSet<u64> =
+        report.conflicts.iter().map(|c| c.conflict_id).collect();
+    assert_eq!(ids.len(), 1, "{report:?}");
+    assert_eq!(
+        server
+            .registry()
+            .conflicts(Some(original.id))
+            .expect("conflicts")
+            .len(),
+        1
+    );
+    let merged = registry_household(&server, original.id);
+    assert_eq!(merged.address, by_lan.address);
+    assert_eq!(merged.dwelling.floor_area_m2, Some(18));
+}

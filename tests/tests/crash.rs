@@ -179,7 +179,10 @@ fn child_serves_until_killed() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        println!("listening on http://{}", listener.local_addr().expect("addr"));
+        println!(
+            "listening on http://{}",
+            listener.local_addr().expect("addr")
+        );
         server::run(listener, state, std::future::pending())
             .await
             .expect("serve");
@@ -282,9 +285,16 @@ fn check_registry(
             "{context}: device {device} seq {seq} was acknowledged, the registry is at {last}"
         );
         let stored = registry.outcome(*device, *seq).expect("read");
-        assert!(stored.is_some(), "{context}: the outcome of {device} seq {seq} is lost");
+        assert!(
+            stored.is_some(),
+            "{context}: the outcome of {device} seq {seq} is lost"
+        );
         if let Some(outcome) = outcome {
-            assert_eq!(stored.as_ref(), Some(outcome), "{context}: {device} seq {seq}");
+            assert_eq!(
+                stored.as_ref(),
+                Some(outcome),
+                "{context}: {device} seq {seq}"
+            );
         }
     }
     let mut made: BTreeMap<(Uuid, u64), usize> = BTreeMap::new();
@@ -474,14 +484,26 @@ fn the_server_killed_during_concurrent_pushes_loses_nothing_acknowledged() {
     let mut mutations = 0;
     for (store, id) in stores.iter().zip(&device_ids) {
         let made = store.pending().expect("outbox").len() as u64
-            + acknowledged.keys().filter(|(device, _)| device == id).count() as u64;
+            + acknowledged
+                .keys()
+                .filter(|(device, _)| device == id)
+                .count() as u64;
         let last = registry.device_last_seq(*id).expect("read");
-        assert_eq!(last, made, "device {id}: every mutation it made is in the registry");
+        assert_eq!(
+            last, made,
+            "device {id}: every mutation it made is in the registry"
+        );
         mutations += made;
         for local in store.households().expect("households") {
             if local.rejection.is_none() {
-                let row = registry.household(local.id).expect("read").expect("in the registry");
-                assert_eq!(row.fields, local.fields, "device {id} agrees with the registry");
+                let row = registry
+                    .household(local.id)
+                    .expect("read")
+                    .expect("in the registry");
+                assert_eq!(
+                    row.fields, local.fields,
+                    "device {id} agrees with the registry"
+                );
             }
         }
     }
@@ -512,17 +534,17 @@ const CHILD_SYNC_URL: &str = "E2E_CRASH_CHILD_SYNC_URL";
 /// returned. Does nothing in a normal test run.
 #[test]
 fn child_saves_and_syncs_until_killed() {
-    let (Ok(path), Ok(url)) = (std::env::var(CHILD_SYNC_STORE), std::env::var(CHILD_SYNC_URL))
-    else {
+    let (Ok(path), Ok(url)) = (
+        std::env::var(CHILD_SYNC_STORE),
+        std::env::var(CHILD_SYNC_URL),
+    ) else {
         return;
     };
     let store = open_retrying(|| Store::open(Path::new(&path)));
-    let token = store
-        .enrolment()
-        .expect("meta")
-        .expect("enrolled")
-        .token;
-    let transport = HttpTransport::new(&url).expect("transport").with_token(&token);
+    let token = store.enrolment().expect("meta").expect("enrolled").token;
+    let transport = HttpTransport::new(&url)
+        .expect("transport")
+        .with_token(&token);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -628,35 +650,44 @@ async fn a_device_killed_while_syncing_loses_nothing_and_applies_nothing_twice()
         }
         let made = acknowledged.keys().next_back().copied().unwrap_or(0);
         let registry_last = server.registry().device_last_seq(device_id).expect("read");
-        let pending: Vec<u64> = store.pending().expect("outbox").iter().map(|m| m.seq).collect();
+        let pending: Vec<u64> = store
+            .pending()
+            .expect("outbox")
+            .iter()
+            .map(|m| m.seq)
+            .collect();
         assert!(
             pending.windows(2).all(|pair| pair[1] == pair[0] + 1),
             "cycle {cycle}: the outbox has a hole: {pending:?}"
         );
         // Every mutation is in the registry or still in the outbox: none fell between.
         assert!(
-            pending.first().is_none_or(|first| *first <= registry_last + 1),
+            pending
+                .first()
+                .is_none_or(|first| *first <= registry_last + 1),
             "cycle {cycle}: mutations {} to {:?} are neither in the registry nor pending",
             registry_last + 1,
             pending.first()
         );
         // The child syncs only after it printed a save: the registry holds nothing unprinted.
-        assert!(registry_last <= made, "cycle {cycle}: the registry is ahead of the device");
+        assert!(
+            registry_last <= made,
+            "cycle {cycle}: the registry is ahead of the device"
+        );
         drop(store);
     }
     // The device comes back once more and syncs to the end, in this process.
     let store = open_retrying(|| Store::open(dir.path()));
     let token = store.enrolment().expect("meta").expect("enrolled").token;
-    let transport = HttpTransport::new(&server.url).expect("transport").with_token(&token);
+    let transport = HttpTransport::new(&server.url)
+        .expect("transport")
+        .with_token(&token);
     client_core::sync(&store, &transport, |_| {})
         .await
         .expect("the last sync");
     assert!(store.pending().expect("outbox").is_empty());
     let registry = server.registry();
-    let made = store
-        .households()
-        .expect("households")
-        .len();
+    let made = store.households().expect("households").len();
     let last = registry.device_last_seq(device_id).expect("read");
     let max_saved = acknowledged.keys().next_back().copied().unwrap_or(0);
     assert!(
@@ -670,7 +701,10 @@ async fn a_device_killed_while_syncing_loses_nothing_and_applies_nothing_twice()
         let row = registry.household(*id).expect("read");
         let row = row.unwrap_or_else(|| panic!("household {id} is not in the registry"));
         let local = store.household(*id).expect("read").expect("on the device");
-        assert_eq!(row.fields, local.fields, "household {id}: device and registry agree");
+        assert_eq!(
+            row.fields, local.fields,
+            "household {id}: device and registry agree"
+        );
         for revision in registry.history(*id).expect("history") {
             *revisions.entry(revision.mutation_seq).or_default() += 1;
         }

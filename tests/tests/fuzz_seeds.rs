@@ -60,11 +60,15 @@ fn seeds() -> Seeds {
     };
     let (lan, minh) = (open_device("lan"), open_device("minh"));
     let mut seeds = Seeds::new();
-    let mut add = |target: &'static str, bytes: Vec<u8>| seeds.entry(target).or_default().push(bytes);
+    let mut add =
+        |target: &'static str, bytes: Vec<u8>| seeds.entry(target).or_default().push(bytes);
 
     let mut first = household("Lò Văn Sơn", "Bản Mường");
     let second = household("Hà Thị Lan", "Bản Mường");
-    add("household_json", serde_json::to_vec_pretty(&first).expect("json"));
+    add(
+        "household_json",
+        serde_json::to_vec_pretty(&first).expect("json"),
+    );
     add(
         "household_json",
         r#"{"round": {"year": 2025, "kind": "periodic"}, "commune_code": "00004",
@@ -128,7 +132,10 @@ fn seeds() -> Seeds {
     let theirs_map = fields::flatten(&edited);
     let changes: Vec<FieldChange> = fields::diff(&base, &theirs_map);
     add("field_map", encode(&(base.clone(), theirs_map, changes)));
-    add("field_map", encode(&(FieldMap::new(), base, Vec::<FieldChange>::new())));
+    add(
+        "field_map",
+        encode(&(FieldMap::new(), base, Vec::<FieldChange>::new())),
+    );
 
     drop(state);
     let journal = std::fs::read(server::journal::Journal::path_in(&server_dir)).expect("journal");
@@ -166,7 +173,10 @@ fn exercise(target: &str, data: &[u8]) {
         "push_request" => {
             if let Ok(request) = decode::<PushRequest>(data, MAX_PUSH_BYTES) {
                 let _ = server::merge_engine::validate_push(&request);
-                assert_eq!(decode::<PushRequest>(&encode(&request), MAX_PUSH_BYTES), Ok(request));
+                assert_eq!(
+                    decode::<PushRequest>(&encode(&request), MAX_PUSH_BYTES),
+                    Ok(request)
+                );
             }
         }
         "pull_request" => {
@@ -183,13 +193,19 @@ fn exercise(target: &str, data: &[u8]) {
             };
             if which & 1 == 0 {
                 if let Ok(reply) = decode::<PushReply>(body, MAX_RESPONSE_BYTES) {
-                    assert_eq!(decode::<PushReply>(&encode(&reply), MAX_RESPONSE_BYTES), Ok(reply));
+                    assert_eq!(
+                        decode::<PushReply>(&encode(&reply), MAX_RESPONSE_BYTES),
+                        Ok(reply)
+                    );
                 }
             } else if let Ok(page) = decode::<PullResponse>(body, MAX_RESPONSE_BYTES) {
                 for change in &page.changes {
                     let _ = fields::unflatten(&change.fields);
                 }
-                assert_eq!(decode::<PullResponse>(&encode(&page), MAX_RESPONSE_BYTES), Ok(page));
+                assert_eq!(
+                    decode::<PullResponse>(&encode(&page), MAX_RESPONSE_BYTES),
+                    Ok(page)
+                );
             }
         }
         "field_map" => {

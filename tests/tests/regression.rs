@@ -83,7 +83,9 @@ impl World {
     }
 
     async fn sync(&self, store: &Store) -> Result<(), client_core::SyncError> {
-        client_core::sync(store, &self.net, |_| {}).await.map(|_| ())
+        client_core::sync(store, &self.net, |_| {})
+            .await
+            .map(|_| ())
     }
 
     fn registry_record(&self, id: Uuid) -> Household {

@@ -42,8 +42,8 @@ use std::time::Instant;
 use client_core::{Request, Response, Store, Transport, TransportError};
 use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
 use protocol::household::{
-    Date, Dwelling, Household, HouseholdFlags, IncomeEvidence, Member, PovertyCauses,
-    Relationship, ReviewRound, RoundKind, Sex, VoidMark, VoidReason,
+    Date, Dwelling, Household, HouseholdFlags, IncomeEvidence, Member, PovertyCauses, Relationship,
+    ReviewRound, RoundKind, Sex, VoidMark, VoidReason,
 };
 use protocol::sync::{
     Base, Mutation, MutationOutcome, Outcome, PullRequest, PushReply, PushRequest,
@@ -501,8 +501,12 @@ impl Sim {
             } else {
                 Sex::Male
             },
-            date_of_birth: Date::new(1960 + self.rng.below(50) as i32, 1 + self.rng.below(12) as u8, 1 + self.rng.below(28) as u8)
-                .expect("valid date"),
+            date_of_birth: Date::new(
+                1960 + self.rng.below(50) as i32,
+                1 + self.rng.below(12) as u8,
+                1 + self.rng.below(28) as u8,
+            )
+            .expect("valid date"),
             personal_id: None,
             relationship,
             ethnicity: Some("Thái".to_string()),
@@ -601,9 +605,11 @@ impl Sim {
             .map_err(|e| e.to_string())?
             .map(|l| l.fields)
             .unwrap_or_default();
-        let reason = *self
-            .rng
-            .pick(&[VoidReason::Duplicate, VoidReason::MovedAway, VoidReason::Other]);
+        let reason = *self.rng.pick(&[
+            VoidReason::Duplicate,
+            VoidReason::MovedAway,
+            VoidReason::Other,
+        ]);
         let receipt = store
             .void_household(
                 household.id,
@@ -635,7 +641,10 @@ impl Sim {
     // ---- network, restarts, bad input --------------------------------------------------
 
     fn sync(&mut self, device: usize, faults: bool) -> Check {
-        self.trace(format!("  d{device} sync{}", if faults { "" } else { " (no faults)" }));
+        self.trace(format!(
+            "  d{device} sync{}",
+            if faults { "" } else { " (no faults)" }
+        ));
         self.net.borrow_mut().faults = faults;
         let store = self.devices[device].store().clone();
         let link = Link {
@@ -669,7 +678,10 @@ impl Sim {
         let Some((device, request)) = late else {
             return Ok(());
         };
-        self.trace(format!("  late delivery of d{device} {}", describe(&request)));
+        self.trace(format!(
+            "  late delivery of d{device} {}",
+            describe(&request)
+        ));
         let server = self.server();
         self.rt
             .block_on(deliver(&server, device, &request, &self.net))
@@ -681,7 +693,8 @@ impl Sim {
         self.trace(format!("  d{device} restarts"));
         let dev = &mut self.devices[device];
         dev.store = None;
-        let store = reopen(|| Store::open(&dev.dir)).map_err(|e| format!("d{device} reopen: {e}"))?;
+        let store =
+            reopen(|| Store::open(&dev.dir)).map_err(|e| format!("d{device} reopen: {e}"))?;
         if store.device_id().map_err(|e| e.to_string())? != Some(dev.id) {
             return fail(format!("d{device} lost its device id on restart"));
         }
@@ -725,7 +738,10 @@ impl Sim {
             removed.map_err(|e| format!("deleting {}: {e}", path.display()))?;
         }
         self.rebuilds += 1;
-        let out = self._root.path().join(format!("server-rebuilt-{}", self.rebuilds));
+        let out = self
+            ._root
+            .path()
+            .join(format!("server-rebuilt-{}", self.rebuilds));
         server::store::rebuild(&self.server_dir, &out).map_err(|e| format!("rebuild: {e}"))?;
         let rebuilt = reopen(|| AppState::open(&out)).map_err(|e| format!("open rebuilt: {e}"))?;
         let rebuilt_digest = rebuilt.registry().digest().map_err(|e| e.to_string())?;
@@ -766,7 +782,10 @@ impl Sim {
                 registry.outcomes(dev.id, 0, usize::MAX).map_err(err)?
             );
         }
-        out += &format!("{:?}\n", registry.changes_after(0, usize::MAX).map_err(err)?);
+        out += &format!(
+            "{:?}\n",
+            registry.changes_after(0, usize::MAX).map_err(err)?
+        );
         Ok(out)
     }
 
@@ -775,7 +794,10 @@ impl Sim {
         let server = self.server();
         let device_id = self.devices[device].id;
         let before = fingerprint(&server)?;
-        let good = self.devices[device].store().pending().map_err(|e| e.to_string())?;
+        let good = self.devices[device]
+            .store()
+            .pending()
+            .map_err(|e| e.to_string())?;
         let template = good.first().cloned().unwrap_or(Mutation {
             seq: 1,
             household_id: self.rng.uuid(),
@@ -860,7 +882,11 @@ impl Sim {
             self.deliver_late()?;
         }
         for round in 0..20 {
-            let head_before = self.server().registry().head_seq().map_err(|e| e.to_string())?;
+            let head_before = self
+                .server()
+                .registry()
+                .head_seq()
+                .map_err(|e| e.to_string())?;
             let mut pushed = false;
             for device in 0..self.devices.len() {
                 pushed |= !self.devices[device]
@@ -871,7 +897,11 @@ impl Sim {
                 self.sync(device, false)?;
             }
             self.absorb_events()?;
-            let head = self.server().registry().head_seq().map_err(|e| e.to_string())?;
+            let head = self
+                .server()
+                .registry()
+                .head_seq()
+                .map_err(|e| e.to_string())?;
             if !pushed && head == head_before && round > 0 {
                 return Ok(());
             }
@@ -959,7 +989,12 @@ impl Sim {
                     && save.mutation.made_at_ms == mutation.made_at_ms
             })
             .map(|save| save.seq)
-            .ok_or_else(|| format!("d{device} seq {}: the content matches no save", mutation.seq))?;
+            .ok_or_else(|| {
+                format!(
+                    "d{device} seq {}: the content matches no save",
+                    mutation.seq
+                )
+            })?;
         let key = (dev.id, household);
         let from = self.model.delivered.get(&key).copied().unwrap_or(0);
         // The enumerator's net change over the saves not yet delivered: a field changed and
@@ -1051,7 +1086,9 @@ impl Sim {
         let devices: Vec<usize> = if settled {
             (0..self.devices.len()).collect()
         } else {
-            std::mem::take(&mut self.dirty_devices).into_iter().collect()
+            std::mem::take(&mut self.dirty_devices)
+                .into_iter()
+                .collect()
         };
         self.check_devices(&devices)?;
         if settled || std::mem::take(&mut self.dirty_registry) {
@@ -1112,7 +1149,11 @@ impl Sim {
                 }
             }
             if let Some(last) = dev.saves.last() {
-                if pending.iter().next_back().is_some_and(|max| *max > last.seq) {
+                if pending
+                    .iter()
+                    .next_back()
+                    .is_some_and(|max| *max > last.seq)
+                {
                     return fail(format!("d{n}: the outbox holds a seq no save made"));
                 }
             }
@@ -1290,14 +1331,23 @@ impl Sim {
             let store = dev.store();
             let pending = store.pending().map_err(|e| e.to_string())?;
             if !pending.is_empty() {
-                return fail(format!("d{n} still has {} pending after quiesce", pending.len()));
+                return fail(format!(
+                    "d{n} still has {} pending after quiesce",
+                    pending.len()
+                ));
             }
             let last = dev.saves.last().map_or(0, |s| s.seq);
-            let server_last = registry.device_last_seq(dev.id).map_err(|e| e.to_string())?;
+            let server_last = registry
+                .device_last_seq(dev.id)
+                .map_err(|e| e.to_string())?;
             if server_last != last {
-                return fail(format!("d{n} made {last} mutations, the server has {server_last}"));
+                return fail(format!(
+                    "d{n} made {last} mutations, the server has {server_last}"
+                ));
             }
-            if store.cursor().map_err(|e| e.to_string())? != registry.head_seq().map_err(|e| e.to_string())? {
+            if store.cursor().map_err(|e| e.to_string())?
+                != registry.head_seq().map_err(|e| e.to_string())?
+            {
                 return fail(format!("d{n}'s cursor is not the registry's head"));
             }
             for id in &self.model.households {
@@ -1312,9 +1362,7 @@ impl Sim {
                             ));
                         }
                     }
-                    (Some(_), None) => {
-                        return fail(format!("d{n} does not have household {id}"))
-                    }
+                    (Some(_), None) => return fail(format!("d{n} does not have household {id}")),
                     (Some(row), Some(local)) => {
                         if local.pending {
                             return fail(format!("d{n}: {id} is still pending"));
@@ -1397,7 +1445,12 @@ fn run_seed(seed: u64, verbose: bool) -> Result<(), String> {
     run_seed_with(seed, verbose, seed % 10 == 0, 20)
 }
 
-fn run_seed_with(seed: u64, verbose: bool, rebuild_at_end: bool, min_steps: usize) -> Result<(), String> {
+fn run_seed_with(
+    seed: u64,
+    verbose: bool,
+    rebuild_at_end: bool,
+    min_steps: usize,
+) -> Result<(), String> {
     let mut sim = Sim::new(seed);
     let steps = min_steps + sim.rng.below(21);
     let result = sim.run(steps, rebuild_at_end);

@@ -120,8 +120,7 @@ impl TestServer {
             .expect("the server answers");
         let status = response.status().as_u16();
         let text = response.text().await.expect("a body");
-        let body =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         (status, body)
     }
 }

@@ -54,8 +54,8 @@ use protocol::validate;
 use uuid::Uuid;
 
 pub use access::Enrolment;
-pub use export::ExportError;
 pub(crate) use effects::Recorded;
+pub use export::ExportError;
 use rows::{ConflictRow, HouseholdRow, RejectionRow, Unconfirmed};
 
 /// The layout of the store this build writes; a store with another layout is refused.

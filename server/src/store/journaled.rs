@@ -118,10 +118,7 @@ impl Registry {
     /// Appends the batch to the journal and syncs it, then applies it to the tree. The caller
     /// flushes. A failure of either marks the registry failed.
     pub(super) fn apply_journaled(&self, mut batch: JournaledBatch) -> Result<(), StoreError> {
-        let mut journal = self
-            .journal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
         let number = journal.last() + 1;
         batch.insert(JOURNAL_COUNTER, &number.to_be_bytes()[..]);
         if let Err(error) = journal.append(now_ms(), batch.writes) {

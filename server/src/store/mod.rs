@@ -18,8 +18,8 @@
 //! database, [`Accounts`] (the `accounts` module documents its layout), written on their own.
 
 mod accounts;
-mod keys;
 mod journaled;
+mod keys;
 mod rows;
 
 use std::path::{Path, PathBuf};
