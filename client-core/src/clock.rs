@@ -8,9 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::household::Date;
 
-/// Vietnam's offset from UTC, in seconds.
-const VIETNAM_OFFSET_SECS: i64 = 7 * 3600;
-
 /// Now, in Unix milliseconds. A clock set before 1970 reads as 0 rather than failing a save.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -27,8 +24,7 @@ pub fn today() -> Date {
 
 /// The calendar date in Vietnam at the given Unix milliseconds.
 pub fn date_at_ms(ms: i64) -> Date {
-    let secs = ms.div_euclid(1000).saturating_add(VIETNAM_OFFSET_SECS);
-    Date::from_unix_days(secs.div_euclid(86_400))
+    Date::in_vietnam_at_ms(ms)
 }
 
 #[cfg(test)]

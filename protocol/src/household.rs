@@ -334,6 +334,15 @@ impl Date {
         Date { year, month, day }
     }
 
+    /// The calendar date in Vietnam at the given Unix milliseconds. Vietnam keeps one time
+    /// zone, UTC+7, without daylight saving, so both ends agree on "today" whatever zone their
+    /// clocks are set to.
+    pub fn in_vietnam_at_ms(unix_ms: i64) -> Date {
+        const VIETNAM_OFFSET_SECS: i64 = 7 * 3600;
+        let secs = unix_ms.div_euclid(1000).saturating_add(VIETNAM_OFFSET_SECS);
+        Date::from_unix_days(secs.div_euclid(86_400))
+    }
+
     /// Whole years of age on `on`, for someone born on `self`.
     pub fn age_on(self, on: Date) -> i32 {
         let mut age = on.year - self.year;

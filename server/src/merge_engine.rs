@@ -189,7 +189,8 @@ impl<'r> Batch<'r> {
             caller,
             device,
             now_ms,
-            today: Date::from_unix_days(now_ms.div_euclid(86_400_000)),
+            // Dates of birth are checked against today in Vietnam (UTC+7), as on the device.
+            today: Date::in_vietnam_at_ms(now_ms),
             rows: HashMap::new(),
             touched: Vec::new(),
             made: HashMap::new(),
