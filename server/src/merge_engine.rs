@@ -408,10 +408,17 @@ impl<'r> Batch<'r> {
             row.review = ReviewState::Submitted;
         }
         let outcome = if plan.conflicts.is_empty() && !known.is_empty() {
+            // The fields of the conflict named; those held by other open conflicts of this
+            // device were reported with those conflicts' own outcomes.
+            let named = known[0].0;
             Outcome::Conflict {
                 rev: row.rev,
-                conflict_id: known[0].0,
-                fields: known.into_iter().map(|(_, field)| field).collect(),
+                conflict_id: named,
+                fields: known
+                    .into_iter()
+                    .filter(|(conflict_id, _)| *conflict_id == named)
+                    .map(|(_, field)| field)
+                    .collect(),
             }
         } else if plan.conflicts.is_empty() {
             if plan.others_changed {

@@ -254,3 +254,60 @@ async fn a_registry_that_crashed_with_several_unflushed_commits_opens_and_replay
     assert_eq!(recovered.registry().digest().expect("digest"), digest);
     assert_eq!(recovered.registry().household_count().expect("count"), 3);
 }
+
+/// SIM_SEED=40: a device's mutation whose conflicting fields were all waiting already, in two
+/// of its open conflicts (a void in one, an address in another), got an outcome naming one of
+/// them but listing the fields of both; the device filed the void under the wrong conflict.
+/// The outcome now lists only the fields of the conflict it names.
+#[tokio::test]
+async fn a_repeated_conflict_lists_only_the_fields_of_the_conflict_it_names() {
+    let mut world = World::new();
+    let lan = world.device();
+    let minh = world.device();
+    let mut record = household("Lò Văn Sơn", "Bản Mường");
+    record.address = "Số 1".into();
+    lan.save_household(&record).expect("save");
+    world.sync(&lan).await.expect("sync");
+    world.sync(&minh).await.expect("sync");
+    let mut lans = record.clone();
+    lans.address = "Số 7".into();
+    lan.save_household(&lans).expect("save");
+    world.sync(&lan).await.expect("sync");
+
+    // Minh, who never gets to pull: a void (a conflict with Lan's edit), then the address
+    // (a second conflict), then the same record saved again (nothing new).
+    world.net.drop_pulls.set(true);
+    minh.void_household(
+        record.id,
+        protocol::household::VoidMark {
+            reason: protocol::household::VoidReason::Duplicate,
+            note: String::new(),
+        },
+    )
+    .expect("void");
+    assert!(world.sync(&minh).await.is_err());
+    let mut minhs = view(&minh, record.id);
+    minhs.address = "Số 11".into();
+    minh.save_household(&minhs).expect("save");
+    assert!(world.sync(&minh).await.is_err());
+    minh.save_household(&minhs).expect("save again");
+    assert!(world.sync(&minh).await.is_err());
+
+    let registry = world.net.state.registry();
+    let local = minh.conflicts().expect("conflicts");
+    assert!(local.len() >= 2, "two conflicts: {local:?}");
+    for conflict in local {
+        let kept = registry
+            .conflict(conflict.conflict_id)
+            .expect("read")
+            .expect("on record");
+        for field in &conflict.fields {
+            assert!(
+                kept.fields.iter().any(|known| known.path == field.path),
+                "conflict {} does not hold {}",
+                conflict.conflict_id,
+                field.path
+            );
+        }
+    }
+}
