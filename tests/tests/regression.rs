@@ -311,3 +311,43 @@ async fn a_repeated_conflict_lists_only_the_fields_of_the_conflict_it_names() {
         }
     }
 }
+
+/// SIM_SEED=11296: a household recorded on a device and changed there before its first sync
+/// (so the change is a `Base::New` mutation: the whole record, from nothing) was rejected; then
+/// another device voided it. Laying the rejected record over the voided revision kept the
+/// revision's `void.note` beside the record's `void: null`, and the enumerator's view no longer
+/// fit the form. A `Base::New` overlay is now the enumerator's record itself.
+#[tokio::test]
+async fn a_rejected_new_household_voided_elsewhere_still_fits_the_form() {
+    let mut world = World::new();
+    let lan = world.device();
+    let minh = world.device();
+    let mut record = household("Lò Văn Sơn", "Bản Mường");
+    lan.save_household(&record).expect("save");
+    record.village = " ".into();
+    lan.save_household(&record).expect("save an invalid change");
+    world.sync(&lan).await.expect("sync");
+    assert!(
+        view(&lan, record.id).village.trim().is_empty(),
+        "the enumerator's value stays"
+    );
+
+    world.sync(&minh).await.expect("sync");
+    minh.void_household(
+        record.id,
+        protocol::household::VoidMark {
+            reason: protocol::household::VoidReason::Duplicate,
+            note: "ghi trùng".into(),
+        },
+    )
+    .expect("void");
+    world.sync(&minh).await.expect("sync");
+
+    world.sync(&lan).await.expect("sync");
+    let local = lan
+        .household(record.id)
+        .expect("read")
+        .expect("on the device");
+    assert!(local.rejection.is_some());
+    local.household().expect("the view fits the form");
+}

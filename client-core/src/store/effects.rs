@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use protocol::fields::{self, FieldMap};
-use protocol::sync::{Mutation, MutationOutcome, Outcome, PullResponse};
+use protocol::sync::{Base, Mutation, MutationOutcome, Outcome, PullResponse};
 use uuid::Uuid;
 
 use super::rows::{self, ConflictRow, HouseholdRow, RejectionRow, ServerCopy};
@@ -424,8 +424,16 @@ fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<(), StoreError>
     };
     // Without the mutation to lay over (it should always be there), the view stays as it is:
     // losing the enumerator's values is worse than missing a server change until the next pull.
+    // A `Base::New` mutation's changes are the whole record, cumulative from nothing (no
+    // removals): laid over a revision they would keep that revision's other paths beside the
+    // enumerator's (someone's `void.note` next to this record's `void: null`), a record that
+    // does not fit the form. Its view is the enumerator's record itself until the server has
+    // merged it.
     if let Some(mutation) = overlay {
-        let mut view: FieldMap = copy.fields.clone();
+        let mut view: FieldMap = match mutation.base {
+            Base::New => FieldMap::new(),
+            Base::Rev(_) => copy.fields.clone(),
+        };
         fields::apply(&mut view, &mutation.changes);
         row.view = view;
     }
