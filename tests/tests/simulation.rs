@@ -266,8 +266,6 @@ struct Model {
     acknowledged: BTreeMap<(Uuid, u64), MutationOutcome>,
     /// The registry's fields as the enumerators' applied edits make them, per household.
     expected: BTreeMap<Uuid, FieldMap>,
-    /// Per (device, household), the last save whose edits reached the server.
-    delivered: HashMap<(Uuid, Uuid), u64>,
     /// Every household id ever saved.
     households: BTreeSet<Uuid>,
 }
@@ -967,18 +965,27 @@ impl Sim {
         Ok(())
     }
 
-    /// The enumerator's edits a newly applied mutation carries, laid over the expected fields.
+    /// The enumerator's intent a newly applied mutation carries, laid over the expected fields.
+    ///
+    /// The mutation's content is an outbox entry written at some save (earlier entries are
+    /// rewritten to carry a later save's content): it must lead exactly to the view the
+    /// enumerator had after that save. The intent is where that view differs from what the
+    /// device saw: the revision the mutation names with the device's own later revisions laid
+    /// over it. Values of its own already applied are no intent (they must not come back over
+    /// someone else's later change); values of its own that conflicted or were rejected, still
+    /// in its view, are, and may land later when nothing stands against them.
     fn apply_to_model(
         &mut self,
         device: usize,
         mutation: &Mutation,
         outcome: &MutationOutcome,
     ) -> Check {
+        if matches!(outcome.outcome, Outcome::Rejected { .. }) {
+            return Ok(());
+        }
         let dev = &self.devices[device];
         let household = mutation.household_id;
-        // The save whose outbox entry this content is (earlier entries are rewritten to carry a
-        // later save's changes).
-        let carried = dev
+        let save = dev
             .saves
             .iter()
             .rev()
@@ -988,72 +995,94 @@ impl Sim {
                     && save.mutation.changes == mutation.changes
                     && save.mutation.made_at_ms == mutation.made_at_ms
             })
-            .map(|save| save.seq)
             .ok_or_else(|| {
                 format!(
                     "d{device} seq {}: the content matches no save",
                     mutation.seq
                 )
             })?;
-        let key = (dev.id, household);
-        let from = self.model.delivered.get(&key).copied().unwrap_or(0);
-        // The enumerator's net change over the saves not yet delivered: a field changed and
-        // changed back in between is no change.
-        let mut intent: BTreeMap<String, Option<FieldValue>> = BTreeMap::new();
-        let mut first_view: Option<&FieldMap> = None;
-        for save in dev
-            .saves
-            .iter()
-            .filter(|s| s.household == household && s.seq > from && s.seq <= carried)
-        {
-            first_view.get_or_insert(&save.before);
-            for edit in &save.edits {
-                intent.insert(edit.path.clone(), edit.value.clone());
-            }
-        }
-        if let Some(first_view) = first_view {
-            intent.retain(|path, value| first_view.get(path) != value.as_ref());
-        }
-        // A value equal to what the device saw is no change: the merge base is the revision
-        // the mutation names with this device's own later revisions laid over it (see
-        // `seen_by_device` in the merge engine). A change of its own that coincided with
-        // someone else's identical change leaves no trace in its revision, so undoing it
-        // counts as no change and the other device's value stands.
-        let seen = self.seen_by_device(dev.id, mutation)?;
-        intent.retain(|path, value| seen.get(path) != value.as_ref());
-        let conflicted: BTreeMap<&str, &Option<FieldValue>> = match &outcome.outcome {
-            Outcome::Rejected { .. } => return Ok(()),
-            Outcome::Conflict { fields, .. } => {
-                fields.iter().map(|f| (f.path.as_str(), &f.mine)).collect()
-            }
-            _ => BTreeMap::new(),
+        let mut view = save.before.clone();
+        fields::apply(&mut view, &save.edits);
+        let (base, seen) = self.seen_by_device(dev.id, mutation)?;
+        let mut intended = match mutation.base {
+            Base::New => FieldMap::new(),
+            Base::Rev(_) => base,
         };
-        self.model.delivered.insert(key, carried);
+        fields::apply(&mut intended, &mutation.changes);
+        if intended != view {
+            return fail(format!(
+                "d{device} seq {}: the mutation does not lead to the enumerator's view: {}",
+                mutation.seq,
+                show_diff(&view, &intended)
+            ));
+        }
+        let intent = fields::diff(&seen, &view);
+        // A conflict outcome lists the fields of the record it names. A field this device has
+        // waiting already, with the same value against the same registry value, in another
+        // of its open conflicts of the household is conflicted too (a repeat points at the
+        // record on file).
+        let mut listed: BTreeMap<String, Option<FieldValue>> = BTreeMap::new();
+        let mut waiting: Vec<(String, Option<FieldValue>)> = Vec::new();
+        if let Outcome::Conflict { fields, rev, .. } = &outcome.outcome {
+            for field in fields {
+                listed.insert(field.path.clone(), field.mine.clone());
+            }
+            let server = self.server();
+            let registry = server.registry();
+            let now = registry
+                .revision(household, *rev)
+                .map_err(|e| e.to_string())?
+                .map(|revision| revision.fields)
+                .unwrap_or_default();
+            for record in registry
+                .conflicts(Some(household))
+                .map_err(|e| e.to_string())?
+            {
+                if record.open && record.device_id == dev.id && record.mutation_seq <= mutation.seq
+                {
+                    for field in record.fields {
+                        if field.theirs.as_ref() == now.get(&field.path) {
+                            waiting.push((field.path, field.mine));
+                        }
+                    }
+                }
+            }
+        }
         let expected = self.model.expected.entry(household).or_default();
-        for (path, value) in intent {
-            match conflicted.get(path.as_str()) {
-                Some(mine) if **mine == value => {}
-                Some(mine) => {
+        for FieldChange { path, value } in intent {
+            if let Some(mine) = listed.get(&path) {
+                if *mine != value {
                     return fail(format!(
                         "d{device} seq {}: the conflict keeps {mine:?} for {path}, the enumerator wrote {value:?}",
                         mutation.seq
-                    ))
+                    ));
                 }
-                None => match value {
-                    Some(value) => {
-                        expected.insert(path, value);
-                    }
-                    None => {
-                        expected.remove(&path);
-                    }
-                },
+                continue;
+            }
+            if waiting.iter().any(|(p, mine)| *p == path && *mine == value) {
+                continue;
+            }
+            match value {
+                Some(value) => {
+                    expected.insert(path, value);
+                }
+                None => {
+                    expected.remove(&path);
+                }
             }
         }
         Ok(())
     }
 
-    /// What the device saw when it made `mutation`, as the registry's history tells it.
-    fn seen_by_device(&self, device: Uuid, mutation: &Mutation) -> Result<FieldMap, String> {
+    /// The revision a mutation names, and what the device saw when it made it: that revision
+    /// with the device's own later revisions laid over it, as the registry's history tells.
+    /// A change of its own that coincided with someone else's identical change leaves no trace
+    /// in its revision, so it is not seen as its own (see `seen_by_device` in the merge engine).
+    fn seen_by_device(
+        &self,
+        device: Uuid,
+        mutation: &Mutation,
+    ) -> Result<(FieldMap, FieldMap), String> {
         let history = self
             .server()
             .registry()
@@ -1063,12 +1092,12 @@ impl Sim {
             .first()
             .is_some_and(|r| r.device_id == device && r.mutation_seq == mutation.seq);
         let base_rev = match mutation.base {
-            _ if is_create => return Ok(FieldMap::new()),
+            _ if is_create => return Ok((FieldMap::new(), FieldMap::new())),
             Base::New => 1,
             Base::Rev(rev) => rev,
         };
         let Some(base) = history.get(base_rev as usize - 1) else {
-            return Ok(FieldMap::new());
+            return Ok((FieldMap::new(), FieldMap::new()));
         };
         let mut seen = base.fields.clone();
         for pair in history[base_rev as usize - 1..].windows(2) {
@@ -1077,7 +1106,7 @@ impl Sim {
                 fields::apply(&mut seen, &fields::diff(&before.fields, &revision.fields));
             }
         }
-        Ok(seen)
+        Ok((base.fields.clone(), seen))
     }
 
     // ---- the checker -------------------------------------------------------------------
@@ -1221,10 +1250,27 @@ impl Sim {
                         return fail(format!("seq {seq}: revision {rev} is missing"));
                     }
                 }
-                Outcome::Conflict { conflict_id, .. } => {
-                    let record = conflicts.get(conflict_id);
-                    if record.is_none_or(|r| r.device_id != *device || r.mutation_seq != *seq) {
-                        return fail(format!("seq {seq}: conflict {conflict_id} is missing"));
+                Outcome::Conflict {
+                    conflict_id,
+                    fields,
+                    ..
+                } => {
+                    // The record was filed by this mutation, or by an earlier one of the same
+                    // device that already holds these values (a repeat points at it).
+                    let kept = conflicts.get(conflict_id).is_some_and(|r| {
+                        r.device_id == *device
+                            && r.household_id == outcome.household_id
+                            && r.mutation_seq <= *seq
+                            && fields.iter().all(|field| {
+                                r.fields.iter().any(|known| {
+                                    known.path == field.path && known.mine == field.mine
+                                })
+                            })
+                    });
+                    if !kept {
+                        return fail(format!(
+                            "device {device} seq {seq}: conflict {conflict_id} is missing or does not hold its fields"
+                        ));
                     }
                 }
                 Outcome::Rejected { .. } => {
