@@ -211,10 +211,19 @@ impl Transport for HttpTransport {
             Request::Pull(pull) => ("pull", codec::encode(pull)),
         };
         let url = format!("{}/v1/sync/{endpoint}", self.base);
+        // Sync messages travel compressed both ways: a slow link is the usual limit in the field.
         let mut post = self
             .client
             .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::ACCEPT_ENCODING, codec::CONTENT_CODING);
+        let body = match codec::compress(&body) {
+            Some(compressed) => {
+                post = post.header(reqwest::header::CONTENT_ENCODING, codec::CONTENT_CODING);
+                compressed
+            }
+            None => body,
+        };
         if let Some(token) = &self.token {
             post = post.bearer_auth(token);
         }
@@ -236,10 +245,23 @@ impl Transport for HttpTransport {
                 _ => TransportError::Refused { status, message },
             });
         }
+        let compressed = response
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .is_some_and(|coding| {
+                coding
+                    .as_bytes()
+                    .eq_ignore_ascii_case(codec::CONTENT_CODING.as_bytes())
+            });
         let bytes = read_body(&url, &mut response, MAX_RESPONSE_BYTES, false).await?;
         let bad = |source| TransportError::BadResponse {
             url: url.clone(),
             source,
+        };
+        let bytes = if compressed {
+            codec::decompress(&bytes, MAX_RESPONSE_BYTES).map_err(bad)?
+        } else {
+            bytes
         };
         match request {
             Request::Push(_) => codec::decode(&bytes, MAX_RESPONSE_BYTES)
@@ -338,11 +360,23 @@ mod tests {
 
     /// Answers one request per canned response, then stops; returns what it was sent.
     fn canned(responses: Vec<(u16, Vec<u8>)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        canned_with(
+            responses
+                .into_iter()
+                .map(|(status, body)| (status, "", body))
+                .collect(),
+        )
+    }
+
+    /// As [`canned`], each response with extra header lines (ending in `\r\n`).
+    fn canned_with(
+        responses: Vec<(u16, &'static str, Vec<u8>)>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let handle = std::thread::spawn(move || {
             let mut seen = Vec::new();
-            for (status, body) in responses {
+            for (status, extra, body) in responses {
                 let Ok((stream, _)) = listener.accept() else {
                     break;
                 };
@@ -365,7 +399,7 @@ mod tests {
                 let mut stream = reader.into_inner();
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 {status} X\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = stream.write_all(&body);
@@ -389,6 +423,53 @@ mod tests {
             limit: 10,
             outcomes_from: u64::MAX,
         })
+    }
+
+    #[tokio::test]
+    async fn compressed_replies_are_read_within_the_response_limit() {
+        let page = PullResponse {
+            changes: vec![],
+            next_cursor: 3,
+            more: false,
+            outcomes: vec![],
+            left_scope: vec![],
+            scope: protocol::access::Scope::Everything,
+        };
+        let mut padded = codec::encode(&page);
+        padded.extend(std::iter::repeat_n(0u8, 4096));
+        let zstd = "content-encoding: zstd\r\n";
+        let bomb = codec::compress(&vec![0u8; MAX_RESPONSE_BYTES + 1]).expect("compresses");
+        let (url, server) = canned_with(vec![
+            (
+                200,
+                zstd,
+                zstd::bulk::compress(&codec::encode(&page), 3).expect("compress"),
+            ),
+            (200, zstd, codec::compress(&padded).expect("compresses")),
+            (200, zstd, bomb),
+            (200, zstd, b"plain bytes, said to be zstd".to_vec()),
+        ]);
+        let transport = HttpTransport::new(&url).expect("transport");
+        assert_eq!(
+            transport
+                .send(&pull())
+                .await
+                .expect("decompressed and decoded"),
+            Response::Pull(page)
+        );
+        for what in ["trailing bytes", "over the limit", "corrupt"] {
+            let error = transport.send(&pull()).await.expect_err(what);
+            assert!(
+                matches!(error, TransportError::BadResponse { .. }),
+                "{what}: {error}"
+            );
+        }
+        let seen = server.join().expect("server thread");
+        assert!(
+            seen[0].to_lowercase().contains("accept-encoding: zstd"),
+            "{}",
+            seen[0]
+        );
     }
 
     #[tokio::test]

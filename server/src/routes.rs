@@ -29,7 +29,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -169,21 +169,113 @@ async fn drain(mut body: Body, mut read: usize) {
     }
 }
 
-fn octets(status: StatusCode, bytes: Vec<u8>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
-    )
-        .into_response()
+/// Bodies at least this long are compressed or decompressed on a blocking thread: zstd takes
+/// about a millisecond per 500 KB, too long to hold an async worker.
+const BLOCKING_CODING_BYTES: usize = 256 * 1024;
+
+/// Runs zstd work on a blocking thread when the body is long.
+async fn zstd_work<T: Send + 'static>(
+    length: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
+    if length < BLOCKING_CODING_BYTES {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| AppError::Worker(error.to_string()))
+}
+
+/// A sync request's body as the codec reads it: decompressed, to `limit`, when it came with
+/// `Content-Encoding: zstd`; as it is when it came without one.
+async fn sync_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, AppError> {
+    let raw = read_body(body, limit).await?;
+    let Some(content_coding) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(raw);
+    };
+    let named: String = String::from_utf8_lossy(content_coding.as_bytes())
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .take(40)
+        .collect();
+    match named.as_str() {
+        "identity" => Ok(raw),
+        codec::CONTENT_CODING => {
+            Ok(zstd_work(raw.len(), move || codec::decompress(&raw, limit)).await??)
+        }
+        _ => Err(AppError::InvalidRequest(format!(
+            "mã hoá nội dung '{named}' không được hỗ trợ / Content-Encoding '{named}' is not supported: send the body as it is or as {}",
+            codec::CONTENT_CODING
+        ))),
+    }
+}
+
+/// Whether the request's `Accept-Encoding` lists zstd (and does not refuse it with `q=0`).
+fn accepts_compressed(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|param| {
+                param
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case(codec::CONTENT_CODING) && !refused
+        })
+}
+
+/// A sync reply: the encoded message, compressed when the device accepts zstd and the
+/// message is long enough to gain from it.
+async fn sync_reply(
+    request: &HeaderMap,
+    status: StatusCode,
+    message: Vec<u8>,
+) -> Result<Response, AppError> {
+    let octet_stream = (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if accepts_compressed(request) && message.len() >= codec::COMPRESS_FROM_BYTES {
+        let (message, compressed) = zstd_work(message.len(), move || {
+            let compressed = codec::compress(&message);
+            (message, compressed)
+        })
+        .await?;
+        let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
+        return Ok(match compressed {
+            Some(compressed) => (
+                status,
+                [
+                    octet_stream,
+                    vary,
+                    (
+                        header::CONTENT_ENCODING,
+                        HeaderValue::from_static(codec::CONTENT_CODING),
+                    ),
+                ],
+                compressed,
+            )
+                .into_response(),
+            None => (status, [octet_stream, vary], message).into_response(),
+        });
+    }
+    Ok((status, [octet_stream], message).into_response())
 }
 
 async fn push(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let bytes = read_body(body, MAX_PUSH_BYTES).await?;
+    let bytes = sync_body(&headers, body, MAX_PUSH_BYTES).await?;
     let request: PushRequest = codec::decode(&bytes, MAX_PUSH_BYTES)?;
     let device = request.device_id;
     auth::sync_device(state.auth(), &caller, device, "/v1/sync/push")?;
@@ -212,15 +304,16 @@ async fn push(
         PushReply::Accepted { .. } => StatusCode::OK,
         PushReply::SeqGap { .. } => StatusCode::CONFLICT,
     };
-    Ok(octets(status, codec::encode(&reply)))
+    sync_reply(&headers, status, codec::encode(&reply)).await
 }
 
 async fn pull(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let bytes = read_body(body, MAX_PULL_REQUEST_BYTES).await?;
+    let bytes = sync_body(&headers, body, MAX_PULL_REQUEST_BYTES).await?;
     let request: PullRequest = codec::decode(&bytes, MAX_PULL_REQUEST_BYTES)?;
     let device = request.device_id;
     auth::sync_device(state.auth(), &caller, device, "/v1/sync/pull")?;
@@ -231,7 +324,7 @@ async fn pull(
     if !page.more && caller.principal().is_some() {
         state.auth().caught_up(device, started_ms);
     }
-    Ok(octets(StatusCode::OK, codec::encode(&page)))
+    sync_reply(&headers, StatusCode::OK, codec::encode(&page)).await
 }
 
 /// Runs a registry read on a blocking thread.

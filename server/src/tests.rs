@@ -700,13 +700,35 @@ mod http {
         path: &str,
         body: &[u8],
     ) -> (u16, String, Vec<u8>) {
+        let (status, head, body) = send_with(addr, token, method, path, "", body).await;
+        let content_type = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        (status, content_type, body)
+    }
+
+    /// Sends one request with `extra` header lines (each ending in `\r\n`) and returns the
+    /// status, the whole response head and the body.
+    async fn send_with(
+        addr: std::net::SocketAddr,
+        token: &str,
+        method: &str,
+        path: &str,
+        extra: &str,
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
         let authorization = if token.is_empty() {
             String::new()
         } else {
             format!("authorization: Bearer {token}\r\n")
         };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{authorization}content-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{authorization}{extra}content-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
         let body = body.to_vec();
@@ -726,15 +748,128 @@ mod http {
             .expect("a response head");
         let head = String::from_utf8_lossy(&response[..split]).to_string();
         let status = head[9..12].parse().expect("status code");
-        let content_type = head
-            .lines()
-            .find_map(|line| {
-                line.to_ascii_lowercase()
-                    .strip_prefix("content-type: ")
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        (status, content_type, response[split + 4..].to_vec())
+        (
+            status,
+            head.to_ascii_lowercase(),
+            response[split + 4..].to_vec(),
+        )
+    }
+
+    #[tokio::test]
+    async fn sync_bodies_travel_compressed_when_the_device_says_so() {
+        let mut server = start().await;
+        let (addr, device) = (server.addr, server.device);
+        let token = server.token.clone();
+        let token = token.as_str();
+        let compressed = "content-encoding: zstd\r\n";
+        let records: Vec<Household> = ["Đinh Văn Hùng", "Mùa A Sùng", "Hà Thị Nguyệt"]
+            .iter()
+            .map(|head| household(head))
+            .collect();
+        let request = protocol::codec::encode(&PushRequest {
+            device_id: device,
+            mutations: (1u64..)
+                .zip(&records)
+                .map(|(seq, record)| create(seq, record))
+                .collect(),
+        });
+        let body = protocol::codec::compress(&request).expect("a push of households compresses");
+        assert!(
+            body.len() * 2 < request.len(),
+            "{} of {}",
+            body.len(),
+            request.len()
+        );
+
+        // A coding the server does not speak, a corrupt frame and a bomb change nothing.
+        let bomb = protocol::codec::compress(&vec![0u8; 64 * 1024 * 1024]).expect("compresses");
+        let mut corrupt = body.clone();
+        corrupt.truncate(body.len() / 2);
+        let cases: Vec<(&str, &str, &[u8], u16, &str)> = vec![
+            (
+                "gzip",
+                "content-encoding: gzip\r\n",
+                &body,
+                400,
+                "Content-Encoding 'gzip' is not supported",
+            ),
+            ("corrupt", compressed, &corrupt, 400, "zstd body is corrupt"),
+            ("bomb", compressed, &bomb, 413, "over the limit"),
+        ];
+        for (what, header, body, want, says) in cases {
+            let (status, _, message) =
+                send_with(addr, token, "POST", "/v1/sync/push", header, body).await;
+            let message = String::from_utf8_lossy(&message).to_string();
+            assert_eq!(status, want, "{what}: {message}");
+            assert!(message.contains(says), "{what}: {message}");
+        }
+        assert_eq!(server.state.registry().head_seq().expect("head"), 0);
+
+        let (status, head, reply) =
+            send_with(addr, token, "POST", "/v1/sync/push", compressed, &body).await;
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            !head.contains("content-encoding"),
+            "a short reply travels as it is: {head}"
+        );
+        let reply: PushReply = protocol::codec::decode(&reply, 1024).expect("decodes");
+        assert!(matches!(reply, PushReply::Accepted { last_seq: 3, .. }));
+        assert_eq!(server.state.registry().head_seq().expect("head"), 3);
+
+        let pull = protocol::codec::encode(&PullRequest {
+            device_id: device,
+            cursor: 0,
+            limit: 10,
+            outcomes_from: 4,
+        });
+        let (status, head, plain) =
+            send_with(addr, token, "POST", "/v1/sync/pull", "", &pull).await;
+        assert_eq!(status, 200);
+        assert!(!head.contains("content-encoding"), "{head}");
+        let (status, head, body) = send_with(
+            addr,
+            token,
+            "POST",
+            "/v1/sync/pull",
+            "accept-encoding: gzip, zstd;q=0.9\r\n",
+            &pull,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-encoding: zstd"), "{head}");
+        assert!(
+            body.len() * 2 < plain.len(),
+            "{} of {}",
+            body.len(),
+            plain.len()
+        );
+        let page = protocol::codec::decompress(&body, protocol::sync::MAX_RESPONSE_BYTES)
+            .expect("decompresses");
+        assert_eq!(page, plain);
+        let page: PullResponse =
+            protocol::codec::decode(&page, protocol::sync::MAX_RESPONSE_BYTES).expect("decodes");
+        assert_eq!(page.changes.len(), 3);
+        let (_, head, _) = send_with(
+            addr,
+            token,
+            "POST",
+            "/v1/sync/pull",
+            "accept-encoding: zstd;q=0\r\n",
+            &pull,
+        )
+        .await;
+        assert!(
+            !head.contains("content-encoding"),
+            "refused with q=0: {head}"
+        );
+
+        if let Some(stop) = server.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut server.served)
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
     }
 
     #[tokio::test]
