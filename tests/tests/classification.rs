@@ -214,6 +214,21 @@ async fn a_household_surveyed_offline_shows_poor_with_three_reasons_and_the_serv
     for deprivation in &on_device.deprivations {
         assert!(shown.contains(&deprivation.reason), "{shown}");
     }
+    // A reader that goes away (`ho show … | head -0`) ends the command quietly.
+    let mut closed = Command::new(&ho.bin)
+        .arg("--store")
+        .arg(ho.store.path())
+        .args(["show", &id])
+        .env_remove("HO_STORE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ho runs");
+    drop(closed.stdout.take());
+    let output = closed.wait_with_output().expect("ho ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(
         classification_of(&ho.json(&["show", &id])),
         on_device,

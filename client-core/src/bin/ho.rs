@@ -5,6 +5,17 @@
 //! command instead of text. Exit codes: 0 done, 1 a failure (server unreachable or refusing,
 //! store damaged), 2 bad input (a typo in a flag, an unknown household, a malformed file).
 
+/// `println!` for what a command prints: a reader that went away (`ho list | head`) ends the
+/// command quietly, where `println!` would panic on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            crate::stdout_failed(error);
+        }
+    }};
+}
+
 // The modules live in `ho/`, beside this crate root.
 #[path = "ho/commands.rs"]
 mod commands;
@@ -365,6 +376,16 @@ impl From<SyncError> for Fail {
     }
 }
 
+/// Output that cannot be written: nobody is reading any more (a closed pipe) ends the command
+/// as if it had finished; anything else is reported on stderr.
+fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("Lỗi / Error: không ghi được kết quả / could not write the output: {error}");
+    std::process::exit(1);
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut json = cli.json;
@@ -382,7 +403,7 @@ fn main() -> ExitCode {
                     "exit_code": fail.exit_code(),
                     "error": fail.message(),
                 });
-                println!("{document}");
+                out!("{document}");
             } else {
                 eprintln!("Lỗi / Error: {}", fail.message());
             }

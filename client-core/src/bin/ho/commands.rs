@@ -333,7 +333,7 @@ fn export_pending(config: &Config, store: &Store, file: &std::path::Path) -> Res
     if config.json {
         render::print_json(&json!({"ok": true, "exported": count, "file": shown.to_string()}));
     } else {
-        println!(
+        out!(
             "Đã xuất {count} thay đổi chờ gửi vào {shown} / Exported {count} pending changes to {shown}"
         );
     }
@@ -424,7 +424,7 @@ fn init(
             "areas": enrolled.areas,
         }));
     } else {
-        println!(
+        out!(
             "Đã thiết lập và đăng ký thiết bị / Device set up and enrolled\n  Máy chủ / Server: {server}\n  Người dùng / User: {} ({})\n  Khu vực / Areas: {}\n  Mã thiết bị / Device id: {device_id}\n  Dữ liệu / Store: {}",
             enrolled.user,
             enrolled.role,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{Config, Fail};
 
 pub fn print_json(document: &Value) {
-    println!("{document}");
+    out!("{document}");
 }
 
 /// Shortest prefixes (at least 8 hex digits) that tell these ids apart, like git's short
@@ -265,27 +265,27 @@ pub fn saved(
         return Ok(());
     }
     let ids = ShortIds::of(store)?;
-    println!(
+    out!(
         "{title}: {} ({})",
         ids.get(receipt.household_id),
         receipt.household_id
     );
     if let Some(member) = member {
-        println!("  Mã thành viên / Member id: {member}");
+        out!("  Mã thành viên / Member id: {member}");
     }
-    println!(
+    out!(
         "  Thay đổi số {} đã lưu trên máy, chờ đồng bộ / change #{} is saved on the device and waits for sync",
         receipt.mutation_seq, receipt.mutation_seq
     );
     match &class {
-        Some(Ok(class)) => println!("{}", indent(&classification_text(class, false))),
-        Some(Err(error)) => println!("  Chưa phân loại được / Not classified: {error}"),
+        Some(Ok(class)) => out!("{}", indent(&classification_text(class, false))),
+        Some(Err(error)) => out!("  Chưa phân loại được / Not classified: {error}"),
         None => {}
     }
     if !receipt.warnings.is_empty() {
-        println!("Cảnh báo (hộ vẫn được lưu) / Warnings (the household is saved anyway):");
+        out!("Cảnh báo (hộ vẫn được lưu) / Warnings (the household is saved anyway):");
         for warning in &receipt.warnings {
-            println!("  - {warning}");
+            out!("  - {warning}");
         }
     }
     Ok(())
@@ -323,7 +323,7 @@ pub fn list(config: &Config, store: &Store) -> Result<(), Fail> {
     }
     let ids = ShortIds(unique_prefixes(households.iter().map(|local| local.id)));
     if households.is_empty() {
-        println!("Chưa có hộ nào / No households yet: add one with `ho add`");
+        out!("Chưa có hộ nào / No households yet: add one with `ho add`");
         return Ok(());
     }
     let width = households
@@ -331,7 +331,7 @@ pub fn list(config: &Config, store: &Store) -> Result<(), Fail> {
         .map(|local| ids.get(local.id).len())
         .max()
         .unwrap_or(8);
-    println!(
+    out!(
         "{}  {}  {}  {}  Trạng thái/Status",
         pad("Mã/ID", width),
         pad("Chủ hộ/Head", 26),
@@ -342,7 +342,7 @@ pub fn list(config: &Config, store: &Store) -> Result<(), Fail> {
         let rev = local
             .server_rev
             .map_or_else(|| "-".to_string(), |rev| rev.to_string());
-        println!(
+        out!(
             "{}  {}  {}  {}  {}",
             pad(&ids.get(local.id), width),
             pad(&head_name(&local.fields), 26),
@@ -354,7 +354,7 @@ pub fn list(config: &Config, store: &Store) -> Result<(), Fail> {
             statuses(local).join(", ")
         );
     }
-    println!("{} hộ / households", households.len());
+    out!("{} hộ / households", households.len());
     Ok(())
 }
 
@@ -467,23 +467,23 @@ pub fn show(config: &Config, store: &Store, local: &LocalHousehold) -> Result<()
         }));
         return Ok(());
     }
-    println!("Hộ / Household {}", local.id);
-    println!("  Trạng thái / Status: {}", statuses(local).join(", "));
-    println!(
+    out!("Hộ / Household {}", local.id);
+    out!("  Trạng thái / Status: {}", statuses(local).join(", "));
+    out!(
         "  Phiên bản máy chủ / Server revision: {}",
         local
             .server_rev
             .map_or_else(|| "chưa có / none yet".to_string(), |rev| rev.to_string())
     );
-    println!("  Xét duyệt / Review: {}", review_text(&local.review));
+    out!("  Xét duyệt / Review: {}", review_text(&local.review));
     if let Some(reason) = &local.rejection {
-        println!("  Bị từ chối vì / Rejected because: {reason}");
-        println!("    Dữ liệu bạn nhập vẫn được giữ; sửa rồi lưu lại / what you typed is kept: fix it and save again");
+        out!("  Bị từ chối vì / Rejected because: {reason}");
+        out!("    Dữ liệu bạn nhập vẫn được giữ; sửa rồi lưu lại / what you typed is kept: fix it and save again");
     }
     if let Err(error) = &record {
-        println!("  Bản ghi chưa khớp mẫu phiếu / The record does not fit the form: {error}");
+        out!("  Bản ghi chưa khớp mẫu phiếu / The record does not fit the form: {error}");
     }
-    println!("Thông tin hộ / Household fields:");
+    out!("Thông tin hộ / Household fields:");
     let mut members: Vec<&str> = Vec::new();
     for (path, value) in &local.fields {
         match protocol::fields::member_of_path(path) {
@@ -492,12 +492,12 @@ pub fn show(config: &Config, store: &Store, local: &LocalHousehold) -> Result<()
                     members.push(member);
                 }
             }
-            None => println!("  {}", field_line(path, value)),
+            None => out!("  {}", field_line(path, value)),
         }
     }
     let head = text_field(&local.fields, "head_member_id");
     let member_ids = unique_prefixes(members.iter().filter_map(|m| m.parse::<Uuid>().ok()));
-    println!("Thành viên / Members ({}):", members.len());
+    out!("Thành viên / Members ({}):", members.len());
     for member in members {
         let shown = member
             .parse::<Uuid>()
@@ -507,7 +507,7 @@ pub fn show(config: &Config, store: &Store, local: &LocalHousehold) -> Result<()
         let prefix = format!("members.{member}.");
         let name = text_field(&local.fields, &format!("{prefix}full_name")).unwrap_or_default();
         let is_head = head.as_deref() == Some(member);
-        println!(
+        out!(
             "  {shown} {}{}",
             name,
             if is_head { " [chủ hộ / head]" } else { "" }
@@ -517,20 +517,20 @@ pub fn show(config: &Config, store: &Store, local: &LocalHousehold) -> Result<()
                 break;
             };
             if leaf != "full_name" {
-                println!("      {}", field_line(leaf, value));
+                out!("      {}", field_line(leaf, value));
             }
         }
     }
     match &class {
-        Some(Ok(class)) => println!("{}", classification_text(class, true)),
-        Some(Err(error)) => println!("Chưa phân loại được / Not classified: {error}"),
+        Some(Ok(class)) => out!("{}", classification_text(class, true)),
+        Some(Err(error)) => out!("Chưa phân loại được / Not classified: {error}"),
         None => {}
     }
     if !conflicts.is_empty() {
-        println!("Xung đột chờ giám sát viên / Conflicts waiting for a supervisor:");
+        out!("Xung đột chờ giám sát viên / Conflicts waiting for a supervisor:");
         for conflict in &conflicts {
             for line in conflict_lines(conflict) {
-                println!("  {line}");
+                out!("  {line}");
             }
         }
     }
@@ -556,7 +556,7 @@ pub fn pending(config: &Config, store: &Store) -> Result<(), Fail> {
         return Ok(());
     }
     if pending.is_empty() {
-        println!("Không có thay đổi nào chờ gửi / Nothing waits to be sent");
+        out!("Không có thay đổi nào chờ gửi / Nothing waits to be sent");
         return Ok(());
     }
     let ids = ShortIds::of(store)?;
@@ -566,7 +566,7 @@ pub fn pending(config: &Config, store: &Store) -> Result<(), Fail> {
         .max()
         .unwrap_or(8)
         .max(12);
-    println!(
+    out!(
         "Số/Seq  {}  Gốc/Base      Trường/Fields  Lúc/Saved at",
         pad("Hộ/Household", width)
     );
@@ -575,7 +575,7 @@ pub fn pending(config: &Config, store: &Store) -> Result<(), Fail> {
             Base::New => "mới/new".to_string(),
             Base::Rev(rev) => format!("rev {rev}"),
         };
-        println!(
+        out!(
             "{}  {}  {}  {}  {}",
             pad(&mutation.seq.to_string(), 6),
             pad(&ids.get(mutation.household_id), width),
@@ -584,7 +584,7 @@ pub fn pending(config: &Config, store: &Store) -> Result<(), Fail> {
             time_text(mutation.made_at_ms)
         );
     }
-    println!(
+    out!(
         "{} thay đổi chờ gửi; chạy `ho sync` khi có mạng / {} changes waiting; run `ho sync` when online",
         pending.len(),
         pending.len()
@@ -602,7 +602,7 @@ pub fn conflicts(config: &Config, store: &Store) -> Result<(), Fail> {
         return Ok(());
     }
     if conflicts.is_empty() {
-        println!("Không có xung đột nào / No conflicts");
+        out!("Không có xung đột nào / No conflicts");
         return Ok(());
     }
     let ids = ShortIds::of(store)?;
@@ -611,12 +611,12 @@ pub fn conflicts(config: &Config, store: &Store) -> Result<(), Fail> {
             .household(conflict.household_id)?
             .map(|local| head_name(&local.fields))
             .unwrap_or_default();
-        println!("Hộ / Household {} {name}", ids.get(conflict.household_id));
+        out!("Hộ / Household {} {name}", ids.get(conflict.household_id));
         for line in conflict_lines(conflict) {
-            println!("  {line}");
+            out!("  {line}");
         }
     }
-    println!("Máy chủ giữ giá trị của mình; giá trị của bạn được lưu trong xung đột để giám sát viên chọn / the server kept its values; yours are kept in the conflict for a supervisor to choose");
+    out!("Máy chủ giữ giá trị của mình; giá trị của bạn được lưu trong xung đột để giám sát viên chọn / the server kept its values; yours are kept in the conflict for a supervisor to choose");
     Ok(())
 }
 
@@ -637,7 +637,7 @@ pub fn rejected(config: &Config, store: &Store) -> Result<(), Fail> {
         return Ok(());
     }
     if rejections.is_empty() {
-        println!("Không có thay đổi nào bị từ chối / No rejected changes");
+        out!("Không có thay đổi nào bị từ chối / No rejected changes");
         return Ok(());
     }
     let ids = ShortIds::of(store)?;
@@ -646,7 +646,7 @@ pub fn rejected(config: &Config, store: &Store) -> Result<(), Fail> {
             .household(rejection.household_id)?
             .map(|local| head_name(&local.fields))
             .unwrap_or_default();
-        println!(
+        out!(
             "Thay đổi số {} / change #{} — hộ / household {} {name}\n  Lý do / Reason: {}",
             rejection.mutation_seq,
             rejection.mutation_seq,
@@ -654,7 +654,7 @@ pub fn rejected(config: &Config, store: &Store) -> Result<(), Fail> {
             rejection.reason
         );
     }
-    println!("Dữ liệu bạn nhập vẫn ở trên máy; sửa rồi lưu lại để gửi lại / what you typed is still on the device: fix it and save to send it again");
+    out!("Dữ liệu bạn nhập vẫn ở trên máy; sửa rồi lưu lại để gửi lại / what you typed is still on the device: fix it and save to send it again");
     Ok(())
 }
 
@@ -702,27 +702,27 @@ pub fn sync_report(
             .unwrap_or_default()
     };
     let ids = ShortIds::of(store)?;
-    println!("Đồng bộ xong với {url} / Sync with {url} finished");
-    println!("  Đã gửi / Pushed: {}", report.pushed);
-    println!("  Được áp dụng / Applied: {}", report.applied);
-    println!(
+    out!("Đồng bộ xong với {url} / Sync with {url} finished");
+    out!("  Đã gửi / Pushed: {}", report.pushed);
+    out!("  Được áp dụng / Applied: {}", report.applied);
+    out!(
         "  Đã gộp với thay đổi khác / Merged with others' changes: {}",
         report.merged
     );
-    println!("  Xung đột / Conflicts: {}", report.conflicts.len());
+    out!("  Xung đột / Conflicts: {}", report.conflicts.len());
     for conflict in &report.conflicts {
-        println!(
+        out!(
             "    Hộ / Household {} {}",
             ids.get(conflict.household_id),
             name_of(conflict.household_id)
         );
         for line in conflict_lines(conflict) {
-            println!("      {line}");
+            out!("      {line}");
         }
     }
-    println!("  Bị từ chối / Rejected: {}", report.rejected.len());
+    out!("  Bị từ chối / Rejected: {}", report.rejected.len());
     for rejection in &report.rejected {
-        println!(
+        out!(
             "    Hộ / Household {} {} (thay đổi số / change #{}): {}",
             ids.get(rejection.household_id),
             name_of(rejection.household_id),
@@ -730,20 +730,20 @@ pub fn sync_report(
             rejection.reason
         );
     }
-    println!("  Bị trả lại / Returned: {}", report.returned.len());
+    out!("  Bị trả lại / Returned: {}", report.returned.len());
     for (id, comment) in &report.returned {
-        println!(
+        out!(
             "    Hộ / Household {} {}: \"{comment}\"",
             ids.get(*id),
             name_of(*id)
         );
     }
-    println!("  Đã nhận / Pulled: {}", report.pulled);
+    out!("  Đã nhận / Pulled: {}", report.pulled);
     if report.areas_grew {
-        println!("  Khu vực được giao đã mở rộng, đã tải thêm hộ / Your areas grew: their households were pulled");
+        out!("  Khu vực được giao đã mở rộng, đã tải thêm hộ / Your areas grew: their households were pulled");
     }
     if report.left_scope > 0 {
-        println!(
+        out!(
             "  Đã gỡ {} hộ không còn thuộc khu vực được giao / Removed {} households no longer in your areas",
             report.left_scope, report.left_scope
         );
@@ -752,17 +752,17 @@ pub fn sync_report(
         Ok(Update {
             changed: true,
             fingerprint,
-        }) => println!(
+        }) => out!(
             "  Đã cập nhật dữ liệu tham chiếu (chuẩn nghèo, khu vực) / Updated the reference data (poverty standards, areas): {fingerprint}"
         ),
         Ok(Update { changed: false, .. }) => {}
-        Err(error) => println!(
+        Err(error) => out!(
             "  Chưa cập nhật được dữ liệu tham chiếu, vẫn dùng dữ liệu cũ / The reference data was not updated; the device keeps using what it has: {error}"
         ),
     }
     let waiting = store.pending()?.len();
     if waiting > 0 {
-        println!(
+        out!(
             "  Còn {waiting} thay đổi mới lưu trong lúc đồng bộ / {waiting} changes saved during the sync wait for the next one"
         );
     }
