@@ -45,6 +45,11 @@ use gen::Generator;
 use proxy::Proxy;
 use server_proc::{disk_use, ServerProcess};
 
+/// The server's allocator (see `server/src/main.rs`), so that `serve-child` measures the server
+/// as it ships; the devices here use it too.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The sync benchmark: a real registry server and real device stores on 127.0.0.1, and with
 /// --peer the PouchDB peer on the same households.
 #[derive(Debug, Parser)]

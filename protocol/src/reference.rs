@@ -141,6 +141,8 @@ pub struct ReferenceData {
     pub areas: AreaRegistry,
     pub b1_tables: Option<B1Tables>,
     texts: ReferenceTexts,
+    /// `texts.fingerprint()`, computed once: every revision the server makes records it.
+    fingerprint: String,
 }
 
 impl ReferenceData {
@@ -167,6 +169,7 @@ impl ReferenceData {
             standards,
             areas,
             b1_tables,
+            fingerprint: texts.fingerprint(),
             texts,
         })
     }
@@ -174,6 +177,11 @@ impl ReferenceData {
     /// The texts this data was parsed from, to ship or store.
     pub fn texts(&self) -> &ReferenceTexts {
         &self.texts
+    }
+
+    /// The fingerprint of the texts this data was parsed from ([`ReferenceTexts::fingerprint`]).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The classification input for a reference date.

@@ -16,6 +16,11 @@ use server::AppState;
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc: a push is thousands of small allocations (field maps of short strings), where it
+/// spends about a third less CPU than glibc malloc (see `tikv-jemallocator` in Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

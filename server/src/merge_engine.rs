@@ -185,7 +185,7 @@ impl<'r> Batch<'r> {
         Ok(Batch {
             registry,
             reference,
-            reference_id: reference.texts().fingerprint(),
+            reference_id: reference.fingerprint().to_string(),
             caller,
             device,
             now_ms,
