@@ -135,8 +135,8 @@ pub fn compress(message: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Decompresses a message that came with `Content-Encoding: zstd`, refusing one that would
-/// grow past `limit` bytes: it stops reading at the limit, so a small body that would expand
-/// to gigabytes costs no more than `limit`.
+/// grow past `limit` bytes: it stops reading at the limit and never reserves more than the
+/// limit, so a small body that would expand to gigabytes costs no more than `limit`.
 pub fn decompress(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     use std::io::Read;
     let malformed = |error: std::io::Error| {
@@ -146,19 +146,26 @@ pub fn decompress(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError
     };
     let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(malformed)?;
     decoder.window_log_max(MAX_WINDOW_LOG).map_err(malformed)?;
-    let mut message = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    decoder
-        .take(cap)
-        .read_to_end(&mut message)
-        .map_err(malformed)?;
-    if message.len() > limit {
-        return Err(CodecError::TooLarge {
-            got: message.len(),
-            limit,
-        });
+    // Grown by hand rather than by `read_to_end`, whose doubling could reserve twice the limit.
+    let mut message: Vec<u8> = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = match decoder.read(&mut chunk) {
+            Ok(0) => return Ok(message),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(malformed(error)),
+        };
+        let len = message.len() + read;
+        if len > limit {
+            return Err(CodecError::TooLarge { got: len, limit });
+        }
+        if len > message.capacity() {
+            let grown = message.capacity().saturating_mul(2).clamp(len, limit);
+            message.reserve_exact(grown - message.len());
+        }
+        message.extend_from_slice(&chunk[..read]);
     }
-    Ok(message)
 }
 
 fn classify(error: bincode::ErrorKind) -> CodecError {

@@ -87,6 +87,9 @@ fn seeds() -> Seeds {
         let push = push_of(store);
         if !push.mutations.is_empty() {
             add("push_request", encode(&push));
+            if let Some(compressed) = protocol::codec::compress(&encode(&push)) {
+                add("compressed_body", with_tag(0, compressed));
+            }
             let reply = rt.block_on(state.push(push)).expect("push");
             add("device_reply", with_tag(0, encode(&reply)));
         }
@@ -94,6 +97,9 @@ fn seeds() -> Seeds {
         add("pull_request", encode(&pull));
         let page = rt.block_on(state.pull(pull)).expect("pull");
         add("device_reply", with_tag(1, encode(&page)));
+        if let Some(compressed) = protocol::codec::compress(&encode(&page)) {
+            add("compressed_body", with_tag(1, compressed));
+        }
         rt.block_on(client_core::sync(store, &Direct(&state), |_| {}))
             .expect("sync");
     };
@@ -233,6 +239,25 @@ fn exercise(target: &str, data: &[u8]) {
                 let _ = fields::unflatten(&map);
             }
         }
+        "compressed_body" => {
+            // A zstd body, as the server reads a push (tag 0) or a device a pull page (tag 1).
+            let Some((which, body)) = data.split_first() else {
+                return;
+            };
+            let limit = if which & 1 == 0 {
+                MAX_PUSH_BYTES
+            } else {
+                MAX_RESPONSE_BYTES
+            };
+            if let Ok(message) = protocol::codec::decompress(body, limit) {
+                assert!(message.len() <= limit);
+                if which & 1 == 0 {
+                    let _ = decode::<PushRequest>(&message, limit);
+                } else {
+                    let _ = decode::<PullResponse>(&message, limit);
+                }
+            }
+        }
         "journal" => {
             if let Ok(records) = server::journal::parse(data) {
                 for (index, record) in records.iter().enumerate() {
@@ -284,6 +309,7 @@ fn fuzz_seeds_decode_and_mutations_never_panic() {
         "field_map",
         "household_json",
         "journal",
+        "compressed_body",
     ];
     for target in targets {
         assert!(
