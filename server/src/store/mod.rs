@@ -310,16 +310,26 @@ impl Registry {
             .transpose()
     }
 
-    fn with_fields(&self, id: Uuid, meta: HouseholdMeta) -> Result<StoredHousehold, StoreError> {
+    /// The household with the fields of its current revision, and its classification when
+    /// `classified` (a range scan, which a pull does not need).
+    fn with_fields(
+        &self,
+        id: Uuid,
+        meta: HouseholdMeta,
+        classified: bool,
+    ) -> Result<StoredHousehold, StoreError> {
         let revision = self.revision_row(id, meta.rev)?.ok_or_else(|| {
             StoreError::Inconsistent(format!(
                 "household {id} is at revision {} but that revision is missing",
                 meta.rev
             ))
         })?;
-        let classification = self
-            .classification(id, meta.rev)?
-            .map(|record| record.classification);
+        let classification = if classified {
+            self.classification(id, meta.rev)?
+                .map(|record| record.classification)
+        } else {
+            None
+        };
         Ok(StoredHousehold {
             id,
             rev: meta.rev,
@@ -336,12 +346,14 @@ impl Registry {
     pub fn household(&self, id: Uuid) -> Result<Option<StoredHousehold>, StoreError> {
         match self.meta(id)? {
             None => Ok(None),
-            Some(meta) => self.with_fields(id, meta).map(Some),
+            Some(meta) => self.with_fields(id, meta, true).map(Some),
         }
     }
 
     /// The household's current state if its latest change is the change-log entry `seq`;
-    /// `None` when a later entry supersedes it. Reads the fields only when they are wanted.
+    /// `None` when a later entry supersedes it. Reads the fields only when they are wanted, and
+    /// not the classification (`None` here): a pull does not carry it, devices classify the
+    /// records they hold themselves.
     pub fn household_if_latest(
         &self,
         id: Uuid,
@@ -355,7 +367,7 @@ impl Registry {
         if meta.last_seq != seq {
             return Ok(None);
         }
-        self.with_fields(id, meta).map(Some)
+        self.with_fields(id, meta, false).map(Some)
     }
 
     /// One revision of a household.
