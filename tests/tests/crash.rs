@@ -239,11 +239,14 @@ impl ServerChild {
     }
 }
 
+/// Every (device, seq) the server acknowledged, with its outcome when a reply carried it.
+type Acknowledged = Arc<Mutex<BTreeMap<(Uuid, u64), Option<MutationOutcome>>>>;
+
 /// Records what the server acknowledged to a device: every seq up to a push reply's
 /// `last_seq`, with its outcome when the reply carries it.
 struct Recording {
     inner: HttpTransport,
-    acknowledged: Arc<Mutex<BTreeMap<(Uuid, u64), Option<MutationOutcome>>>>,
+    acknowledged: Acknowledged,
 }
 
 impl Transport for Recording {
@@ -331,7 +334,7 @@ async fn keep_saving_and_syncing(
     store: Store,
     url: String,
     token: String,
-    acknowledged: Arc<Mutex<BTreeMap<(Uuid, u64), Option<MutationOutcome>>>>,
+    acknowledged: Acknowledged,
     saved: Arc<Mutex<BTreeSet<Uuid>>>,
     mut seed: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,

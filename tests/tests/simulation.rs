@@ -826,7 +826,7 @@ impl Sim {
         }];
         let mut gap = template.clone();
         gap.seq += 2;
-        let cases = vec![
+        let cases = [
             ("no mutations", vec![]),
             ("seq 0", vec![zero]),
             ("a field twice", vec![twice]),
