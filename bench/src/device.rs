@@ -18,6 +18,10 @@ use uuid::Uuid;
 use crate::proxy::{Bytes, Proxy};
 use crate::server_proc;
 
+/// The answer to a pull sent ahead, on the runtime.
+type AheadAnswer =
+    tokio::task::JoinHandle<Result<client_core::sync::Response, client_core::TransportError>>;
+
 pub struct Device {
     pub store: Store,
     pub id: Uuid,
@@ -124,6 +128,8 @@ impl Device {
         let started = Instant::now();
         let bytes_at_start = self.bytes();
         let mut pull_started: Option<(Instant, Bytes)> = None;
+        // As `client_core::sync` does: the next pull is sent while a page is written.
+        let mut ahead: Option<(Request, AheadAnswer)> = None;
         while let Some(request) = engine.next_request(&self.store)? {
             match request {
                 Request::Push(_) => timed.push_requests += 1,
@@ -139,13 +145,25 @@ impl Device {
             }
             let sent = Instant::now();
             let is_push = matches!(request, Request::Push(_));
-            let response = rt
-                .block_on(self.transport.send(&request))
-                .context("sending a sync request")?;
+            let response = match ahead.take() {
+                Some((sent_ahead, answer)) if sent_ahead == request => rt
+                    .block_on(answer)
+                    .context("the pull sent ahead")?
+                    .context("sending a sync request")?,
+                _ => rt
+                    .block_on(self.transport.send(&request))
+                    .context("sending a sync request")?,
+            };
             if is_push {
                 timed.waiting_push += sent.elapsed();
             } else {
                 timed.waiting_pull += sent.elapsed();
+            }
+            if let Some(next) = engine.pull_ahead(&self.store, &request, &response)? {
+                let transport = self.transport.clone();
+                let sent_ahead = next.clone();
+                let answer = rt.spawn(async move { transport.send(&sent_ahead).await });
+                ahead = Some((next, answer));
             }
             engine.handle(&self.store, response)?;
         }

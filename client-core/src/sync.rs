@@ -19,7 +19,10 @@
 //!    for outcomes from the lowest seq still waiting for one. Each page is one atomic write:
 //!    outcomes, then each household's new revision with the pending local changes laid over it
 //!    (rebase: the enumerator never sees an unsynced edit disappear), then the cursor. Pulling
-//!    goes on while the server says `more`.
+//!    goes on while the server says `more`. [`sync`] asks for the next page while it writes
+//!    one ([`SyncEngine::pull_ahead`]: only when the page carries no outcomes and the areas
+//!    the device holds), and uses that answer only if it is for the request the engine makes
+//!    next, so the server's reading and the device's writing overlap.
 //! 4. **Areas.** Each page carries the user's areas and the households that left them. The
 //!    page's write drops what the device may no longer hold (keeping any household with
 //!    unsynced work, marked out of scope), and when the areas grew it sets the cursor back to
@@ -128,6 +131,8 @@ pub enum SyncError {
     ContradictoryReply(&'static str),
     #[error("con trỏ đồng bộ không tiến (từ {cursor} sang {next}) / the pull cursor does not advance (from {cursor} to {next}) although more changes are announced")]
     CursorStuck { cursor: u64, next: u64 },
+    #[error("đồng bộ bị ngắt vì chương trình đang dừng / the sync was interrupted because the program is stopping: what was done is kept; sync again")]
+    Interrupted,
 }
 
 /// Tuning of one sync.
@@ -336,6 +341,32 @@ impl SyncEngine {
         }
     }
 
+    /// The pull that will follow `page` when handling it only moves the cursor on: more is
+    /// announced, it carries no outcomes, and the user's areas are as the device holds them (so
+    /// no restart from 0). A driver may send it while it writes `page`, so that the server reads
+    /// the next page meanwhile, and must use its answer only if it equals
+    /// [`SyncEngine::next_request`] after `handle` (as [`sync`] does); otherwise it drops it.
+    pub fn pull_ahead(
+        &self,
+        store: &Store,
+        sent: &Request,
+        response: &Response,
+    ) -> Result<Option<Request>, SyncError> {
+        let (Request::Pull(sent), Response::Pull(page)) = (sent, response) else {
+            return Ok(None);
+        };
+        if !page.more || !page.outcomes.is_empty() || page.next_cursor <= sent.cursor {
+            return Ok(None);
+        }
+        if store.scope()?.as_ref() != Some(&page.scope) {
+            return Ok(None);
+        }
+        Ok(Some(Request::Pull(PullRequest {
+            cursor: page.next_cursor,
+            ..sent.clone()
+        })))
+    }
+
     pub fn progress(&self) -> Progress {
         Progress {
             phase: match self.state {
@@ -412,9 +443,34 @@ pub async fn sync<T: Transport>(
 ) -> Result<SyncReport, SyncError> {
     let mut engine = SyncEngine::new(store)?;
     on_progress(&engine.progress());
+    // A pull sent ahead while the page before it was written, with its answer.
+    let mut ahead: Option<(Request, Result<Response, TransportError>)> = None;
     while let Some(request) = engine.next_request(store)? {
-        let response = transport.send(&request).await?;
-        engine.handle(store, response)?;
+        let response = match ahead.take() {
+            Some((sent, answer)) if sent == request => answer?,
+            _ => transport.send(&request).await?,
+        };
+        let Some(next) = engine.pull_ahead(store, &request, &response)? else {
+            engine.handle(store, response)?;
+            on_progress(&engine.progress());
+            continue;
+        };
+        // The server reads the next page while this one is written (a blocking sled write),
+        // so that a first pull costs about the slower of the two, not their sum.
+        let writer_store = store.clone();
+        let writing = tokio::task::spawn_blocking(move || {
+            let written = engine.handle(&writer_store, response);
+            (engine, written)
+        });
+        let (written, answer) = tokio::join!(writing, transport.send(&next));
+        let (returned, written) = match written {
+            Ok(done) => done,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => return Err(SyncError::Interrupted),
+        };
+        engine = returned;
+        written?;
+        ahead = Some((next, answer));
         on_progress(&engine.progress());
     }
     Ok(engine.report())

@@ -742,3 +742,131 @@ fn the_create_is_kept_as_recorded_and_later_edits_follow_it() {
         Some(&fields::flatten(&household))
     );
 }
+
+/// A transport over the fake server with pages of at most `cap` households, recording the
+/// cursor of every pull; after the `grow_after`-th request the user's areas become `grown`.
+struct Paged {
+    server: std::cell::RefCell<FakeServer>,
+    cap: u32,
+    cursors: std::cell::RefCell<Vec<u64>>,
+    grow_after: Option<(usize, protocol::access::Scope)>,
+}
+
+impl Transport for Paged {
+    async fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        let response = match request {
+            Request::Pull(pull) => {
+                self.cursors.borrow_mut().push(pull.cursor);
+                let capped = PullRequest {
+                    limit: pull.limit.min(self.cap),
+                    ..pull.clone()
+                };
+                Response::Pull(self.server.borrow().pull(&capped))
+            }
+            Request::Push(_) => self.server.borrow_mut().respond(request),
+        };
+        if let Some((after, grown)) = &self.grow_after {
+            if self.cursors.borrow().len() == *after {
+                self.server.borrow_mut().scope = Some(grown.clone());
+            }
+        }
+        Ok(response)
+    }
+}
+
+fn villages(names: &[&str]) -> protocol::access::Scope {
+    protocol::access::Scope::Villages(
+        names
+            .iter()
+            .map(|name| protocol::areas::Village {
+                commune_code: "00004".into(),
+                name: (*name).into(),
+            })
+            .collect(),
+    )
+}
+
+/// 40 households on a fake server, odd ones in Thôn Tây and even ones in Thôn Đông.
+fn forty_on_a_server() -> FakeServer {
+    let (_dir, author) = store_b();
+    let mut server = FakeServer::default();
+    for n in 1..=40 {
+        let mut household = sample(n);
+        if n % 2 == 1 {
+            household.village = "Thôn Tây".into();
+        }
+        author.save_household(&household).expect("save");
+    }
+    run(&author, &mut server).expect("the author syncs");
+    server
+}
+
+#[tokio::test]
+async fn the_driver_reads_the_next_page_while_it_writes_one_and_asks_for_each_once() {
+    let (_dir, store) = store();
+    let paged = Paged {
+        server: std::cell::RefCell::new(forty_on_a_server()),
+        cap: 9,
+        cursors: std::cell::RefCell::new(Vec::new()),
+        grow_after: None,
+    };
+    let report = sync(&store, &paged, |_| {}).await.expect("sync");
+    assert_eq!(report.pulled, 40);
+    assert_eq!(store.households().expect("list").len(), 40);
+    assert_eq!(store.cursor().expect("cursor"), 40);
+    // Pages from the second on were asked for while the one before was written; each once.
+    assert_eq!(*paged.cursors.borrow(), vec![0, 9, 18, 27, 36]);
+}
+
+#[tokio::test]
+async fn a_page_read_ahead_is_not_used_when_the_areas_grew_and_the_pull_starts_again() {
+    let (_dir, store) = store();
+    let mut server = forty_on_a_server();
+    server.scope = Some(villages(&["Thôn Đông"]));
+    let paged = Paged {
+        server: std::cell::RefCell::new(server),
+        cap: 9,
+        cursors: std::cell::RefCell::new(Vec::new()),
+        grow_after: Some((3, villages(&["Thôn Đông", "Thôn Tây"]))),
+    };
+    let report = sync(&store, &paged, |_| {}).await.expect("sync");
+    assert!(report.areas_grew);
+    assert_eq!(store.households().expect("list").len(), 40);
+    assert_eq!(store.cursor().expect("cursor"), 40);
+    // The page at 27 came with the larger areas: the pull went back to 0, and nothing was
+    // read ahead of a page whose areas differed from the device's.
+    assert_eq!(
+        *paged.cursors.borrow(),
+        vec![0, 9, 18, 27, 0, 9, 18, 27, 36]
+    );
+}
+
+#[test]
+fn the_pull_ahead_is_the_request_the_engine_makes_next_or_none() {
+    let (_dir, store) = store();
+    let mut server = forty_on_a_server();
+    let options = SyncOptions {
+        push_batch: 200,
+        pull_limit: 9,
+    };
+    let mut engine = SyncEngine::with_options(&store, options).expect("engine");
+    let mut aheads = Vec::new();
+    let mut request = engine.next_request(&store).expect("request");
+    while let Some(sent) = request {
+        let response = server.respond(&sent);
+        let ahead = engine.pull_ahead(&store, &sent, &response).expect("ahead");
+        engine.handle(&store, response).expect("handle");
+        request = engine.next_request(&store).expect("next");
+        if let Some(ahead) = &ahead {
+            assert_eq!(
+                Some(ahead),
+                request.as_ref(),
+                "the page read ahead is the next one"
+            );
+        }
+        aheads.push(ahead.map(|ahead| pull_of(Some(ahead)).cursor));
+    }
+    // No page ahead of the first (the device holds no areas yet) nor after the last.
+    assert_eq!(aheads, vec![None, Some(18), Some(27), Some(36), None]);
+    assert_eq!(store.households().expect("list").len(), 40);
+}
