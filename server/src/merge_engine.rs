@@ -202,7 +202,7 @@ impl<'r> Batch<'r> {
         if let Some(row) = self.rows.get(&id) {
             return Ok(row.clone());
         }
-        let row = self.registry.household(id)?;
+        let row = self.registry.household_unclassified(id)?;
         self.rows.insert(id, row.clone());
         Ok(row)
     }
@@ -215,10 +215,7 @@ impl<'r> Batch<'r> {
                 .get(*index)
                 .map(|(_, r)| r.fields.clone()));
         }
-        Ok(self
-            .registry
-            .revision(id, rev)?
-            .map(|revision| revision.fields))
+        self.registry.revision_fields(id, rev)
     }
 
     fn put(&mut self, row: StoredHousehold) {
@@ -235,17 +232,22 @@ impl<'r> Batch<'r> {
         self.commit.changes.push((row.last_seq, row.id));
     }
 
-    /// Records a new revision of the household with `fields`, classified.
+    /// Records a new revision of the household with `fields`, classified. `checked` is the
+    /// record `check_record` already built from these fields, when the caller has it: building
+    /// it (through serde_json) is a large share of a revision's cost.
     fn new_revision(
         &mut self,
         row: &mut StoredHousehold,
         fields: FieldMap,
+        checked: Option<Household>,
         mutation: &Mutation,
         why: RevisionCause,
     ) {
         row.rev += 1;
         // Every revision the engine makes passed `check_record`, so it rebuilds.
-        row.classification = fields::unflatten(&fields)
+        row.classification = checked
+            .map(Ok)
+            .unwrap_or_else(|| fields::unflatten(&fields))
             .ok()
             .map(|household| self.reference.classify(&household));
         let classification =
@@ -315,9 +317,10 @@ impl<'r> Batch<'r> {
         let id = mutation.household_id;
         let mut record = FieldMap::new();
         fields::apply(&mut record, &mutation.changes);
-        if let Err(problems) = check_record(&record, id, self.today, self.reference) {
-            return self.reject(mutation, validate::reason(&problems));
-        }
+        let checked = match check_record(&record, id, self.today, self.reference) {
+            Ok(household) => household,
+            Err(problems) => return self.reject(mutation, validate::reason(&problems)),
+        };
         if !may_write(self.caller, &Place::of(&record)) {
             return self.reject(mutation, not_allowed(id));
         }
@@ -331,7 +334,13 @@ impl<'r> Batch<'r> {
             last_seq: 0,
             classification: None,
         };
-        self.new_revision(&mut row, record, mutation, RevisionCause::Create);
+        self.new_revision(
+            &mut row,
+            record,
+            Some(checked),
+            mutation,
+            RevisionCause::Create,
+        );
         self.log_change(&mut row);
         self.commit.household_count += 1;
         let rev = row.rev;
@@ -370,7 +379,7 @@ impl<'r> Batch<'r> {
         fields::apply(&mut intended, &mutation.changes);
         let base = self.seen_by_device(id, base_rev, row.rev, base)?;
         let changes = fields::diff(&base, &intended);
-        let (plan, result) = match self.plan(id, &base, &row.fields, &changes, &intended) {
+        let (plan, result, checked) = match self.plan(id, &base, &row.fields, &changes, &intended) {
             Ok(planned) => planned,
             Err(reason) => return Ok(self.reject(mutation, reason)),
         };
@@ -403,7 +412,7 @@ impl<'r> Batch<'r> {
             RevisionCause::Mutation
         };
         if changes_fields {
-            self.new_revision(&mut row, result, mutation, why);
+            self.new_revision(&mut row, result, checked, mutation, why);
             // An edit sends the household back to review.
             row.review = ReviewState::Submitted;
         }
@@ -538,8 +547,8 @@ impl<'r> Batch<'r> {
     }
 
     /// Plans the merge of the device's `changes` (made on `base`, leading to `intended`) over
-    /// the current record `theirs`, and returns the plan with the record it leads to, or the
-    /// reason to reject the mutation.
+    /// the current record `theirs`, and returns the plan with the record it leads to (and that
+    /// record built, when it was checked), or the reason to reject the mutation.
     fn plan(
         &self,
         id: Uuid,
@@ -547,12 +556,12 @@ impl<'r> Batch<'r> {
         theirs: &FieldMap,
         changes: &[FieldChange],
         intended: &FieldMap,
-    ) -> Result<(MergePlan, FieldMap), String> {
+    ) -> Result<(MergePlan, FieldMap, Option<Household>), String> {
         let plan = merge::three_way(base, theirs, changes);
         let mut result = theirs.clone();
         fields::apply(&mut result, &plan.apply);
-        if check_record(&result, id, self.today, self.reference).is_ok() {
-            return Ok((plan, result));
+        if let Ok(checked) = check_record(&result, id, self.today, self.reference) {
+            return Ok((plan, result, Some(checked)));
         }
         // The merge does not fit the form. If the device's own record does not either, the
         // mutation is invalid; otherwise the record stays as it is and every change the device
@@ -563,7 +572,7 @@ impl<'r> Batch<'r> {
         let plan = merge::everything_conflicts(base, theirs, changes);
         let mut result = theirs.clone();
         fields::apply(&mut result, &plan.apply);
-        Ok((plan, result))
+        Ok((plan, result, None))
     }
 
     fn finish(mut self) -> Commit {

@@ -350,6 +350,27 @@ impl Registry {
         }
     }
 
+    /// The household's current state without its classification (`None`): the merge engine
+    /// classifies every revision it makes, and a range scan per household would be waste.
+    pub(crate) fn household_unclassified(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<StoredHousehold>, StoreError> {
+        match self.meta(id)? {
+            None => Ok(None),
+            Some(meta) => self.with_fields(id, meta, false).map(Some),
+        }
+    }
+
+    /// The fields of one revision of a household, without the rest of it.
+    pub(crate) fn revision_fields(
+        &self,
+        id: Uuid,
+        rev: u32,
+    ) -> Result<Option<FieldMap>, StoreError> {
+        Ok(self.revision_row(id, rev)?.map(|row| row.fields))
+    }
+
     /// The household's current state if its latest change is the change-log entry `seq`;
     /// `None` when a later entry supersedes it. Reads the fields only when they are wanted, and
     /// not the classification (`None` here): a pull does not carry it, devices classify the
