@@ -425,16 +425,21 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn compressed_replies_are_read_within_the_response_limit() {
-        let page = PullResponse {
+    /// An empty last page.
+    fn last_page() -> PullResponse {
+        PullResponse {
             changes: vec![],
             next_cursor: 3,
             more: false,
             outcomes: vec![],
             left_scope: vec![],
             scope: protocol::access::Scope::Everything,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn compressed_replies_are_read_within_the_response_limit() {
+        let page = last_page();
         let mut padded = codec::encode(&page);
         padded.extend(std::iter::repeat_n(0u8, 4096));
         let zstd = "content-encoding: zstd\r\n";
@@ -474,14 +479,7 @@ mod tests {
 
     #[tokio::test]
     async fn statuses_map_to_replies_and_errors() {
-        let page = PullResponse {
-            changes: vec![],
-            next_cursor: 3,
-            more: false,
-            outcomes: vec![],
-            left_scope: vec![],
-            scope: protocol::access::Scope::Everything,
-        };
+        let page = last_page();
         let (url, server) = canned(vec![
             (409, codec::encode(&PushReply::SeqGap { expected: 4 })),
             (200, codec::encode(&page)),

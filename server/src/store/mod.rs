@@ -344,10 +344,7 @@ impl Registry {
 
     /// The household's current state.
     pub fn household(&self, id: Uuid) -> Result<Option<StoredHousehold>, StoreError> {
-        match self.meta(id)? {
-            None => Ok(None),
-            Some(meta) => self.with_fields(id, meta, true).map(Some),
-        }
+        self.household_read(id, true)
     }
 
     /// The household's current state without its classification (`None`): the merge engine
@@ -356,9 +353,17 @@ impl Registry {
         &self,
         id: Uuid,
     ) -> Result<Option<StoredHousehold>, StoreError> {
+        self.household_read(id, false)
+    }
+
+    fn household_read(
+        &self,
+        id: Uuid,
+        classified: bool,
+    ) -> Result<Option<StoredHousehold>, StoreError> {
         match self.meta(id)? {
             None => Ok(None),
-            Some(meta) => self.with_fields(id, meta, false).map(Some),
+            Some(meta) => self.with_fields(id, meta, classified).map(Some),
         }
     }
 
