@@ -238,35 +238,33 @@ async fn sync_reply(
     status: StatusCode,
     message: Vec<u8>,
 ) -> Result<Response, AppError> {
-    let octet_stream = (
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if accepts_compressed(request) && message.len() >= codec::COMPRESS_FROM_BYTES {
-        let (message, compressed) = zstd_work(message.len(), move || {
-            let compressed = codec::compress(&message);
-            (message, compressed)
+    let compressible = accepts_compressed(request) && message.len() >= codec::COMPRESS_FROM_BYTES;
+    let (body, compressed) = if compressible {
+        zstd_work(message.len(), move || match codec::compress(&message) {
+            Some(compressed) => (compressed, true),
+            None => (message, false),
         })
-        .await?;
-        let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
-        return Ok(match compressed {
-            Some(compressed) => (
-                status,
-                [
-                    octet_stream,
-                    vary,
-                    (
-                        header::CONTENT_ENCODING,
-                        HeaderValue::from_static(codec::CONTENT_CODING),
-                    ),
-                ],
-                compressed,
-            )
-                .into_response(),
-            None => (status, [octet_stream, vary], message).into_response(),
-        });
+        .await?
+    } else {
+        (message, false)
+    };
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if compressible {
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    Ok((status, [octet_stream], message).into_response())
+    if compressed {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(codec::CONTENT_CODING),
+        );
+    }
+    Ok(response)
 }
 
 async fn push(

@@ -654,6 +654,19 @@ mod http {
         _dir: tempfile::TempDir,
     }
 
+    impl Running {
+        /// Stops the server and checks that it shut down cleanly.
+        async fn stop(mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            (&mut self.served)
+                .await
+                .expect("server task")
+                .expect("clean shutdown");
+        }
+    }
+
     async fn start() -> Running {
         let Fixture { state, _dir } = fixture();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -757,7 +770,7 @@ mod http {
 
     #[tokio::test]
     async fn sync_bodies_travel_compressed_when_the_device_says_so() {
-        let mut server = start().await;
+        let server = start().await;
         let (addr, device) = (server.addr, server.device);
         let token = server.token.clone();
         let token = token.as_str();
@@ -863,18 +876,12 @@ mod http {
             "refused with q=0: {head}"
         );
 
-        if let Some(stop) = server.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut server.served)
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
+        server.stop().await;
     }
 
     #[tokio::test]
     async fn sync_endpoints_speak_the_codec_and_refuse_bad_input_plainly() {
-        let mut server = start().await;
+        let server = start().await;
         let addr = server.addr;
         let (status, _, body) = send(addr, "", "GET", "/healthz", b"").await;
         assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
@@ -984,12 +991,6 @@ mod http {
         assert_eq!(status, 401, "no token, no data");
 
         assert_eq!(server.state.registry().head_seq().expect("head"), 1);
-        if let Some(stop) = server.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut server.served)
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
+        server.stop().await;
     }
 }

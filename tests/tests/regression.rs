@@ -88,6 +88,18 @@ impl World {
             .map(|_| ())
     }
 
+    /// Lan and Minh, both holding (synced) Lò Văn Sơn's household at Số 1, Bản Mường.
+    async fn two_devices_holding_one_household(&mut self) -> (Store, Store, Household) {
+        let lan = self.device();
+        let minh = self.device();
+        let mut record = household("Lò Văn Sơn", "Bản Mường");
+        record.address = "Số 1".into();
+        lan.save_household(&record).expect("save");
+        self.sync(&lan).await.expect("sync");
+        self.sync(&minh).await.expect("sync");
+        (lan, minh, record)
+    }
+
     fn registry_record(&self, id: Uuid) -> Household {
         self.net
             .state
@@ -146,13 +158,7 @@ async fn an_edit_set_back_before_the_first_one_was_pulled_reaches_the_registry()
 #[tokio::test]
 async fn a_value_someone_else_replaced_does_not_come_back_with_a_later_mutation() {
     let mut world = World::new();
-    let lan = world.device();
-    let minh = world.device();
-    let mut record = household("Lò Văn Sơn", "Bản Mường");
-    record.address = "Số 1".into();
-    lan.save_household(&record).expect("save");
-    world.sync(&lan).await.expect("sync");
-    world.sync(&minh).await.expect("sync");
+    let (lan, minh, mut record) = world.two_devices_holding_one_household().await;
 
     record.address = "Số 7".into();
     lan.save_household(&record).expect("save");
@@ -262,13 +268,7 @@ async fn a_registry_that_crashed_with_several_unflushed_commits_opens_and_replay
 #[tokio::test]
 async fn a_repeated_conflict_lists_only_the_fields_of_the_conflict_it_names() {
     let mut world = World::new();
-    let lan = world.device();
-    let minh = world.device();
-    let mut record = household("Lò Văn Sơn", "Bản Mường");
-    record.address = "Số 1".into();
-    lan.save_household(&record).expect("save");
-    world.sync(&lan).await.expect("sync");
-    world.sync(&minh).await.expect("sync");
+    let (lan, minh, record) = world.two_devices_holding_one_household().await;
     let mut lans = record.clone();
     lans.address = "Số 7".into();
     lan.save_household(&lans).expect("save");
