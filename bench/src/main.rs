@@ -69,6 +69,13 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Writes the raw-content zstd dictionary the stores pack rows with. Dictionary 1 is
+    /// frozen (`protocol::codec::packed`); this is how it was made, for a dictionary 2.
+    #[command(hide = true)]
+    RowDictionary {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Debug, Args)]
@@ -236,6 +243,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::ServeChild { data_dir }) => server_proc::serve_child(&data_dir),
+        Some(Command::RowDictionary { out }) => gen::write_row_dictionary(&out),
         None => Config::from_args(cli.run).and_then(run),
     };
     match outcome {
@@ -270,6 +278,13 @@ impl Ctx {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
+    }
+
+    /// Removes a phase's directory once it is measured, unless `--keep` asks to look inside.
+    fn done_with(&self, dir: &Path) {
+        if !self.config.keep {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -550,7 +565,7 @@ fn phase_push(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result<()
         .server_peak_mib
         .push((format!("push-{run}"), mib(memory.peak_kib)));
     server.stop()?;
-    let _ = std::fs::remove_dir_all(ctx.tmp.join(format!("push-{run}")));
+    ctx.done_with(&ctx.tmp.join(format!("push-{run}")));
     Ok(())
 }
 
@@ -649,7 +664,7 @@ fn phase_fleet(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result<(
         .push((format!("fleet-{run}"), mib(memory.peak_kib)));
     server.stop()?;
     drop(devices);
-    let _ = std::fs::remove_dir_all(ctx.tmp.join(format!("fleet-{run}")));
+    ctx.done_with(&ctx.tmp.join(format!("fleet-{run}")));
     Ok(())
 }
 
@@ -705,7 +720,7 @@ fn phase_commune(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result
         results.commune_pull_trips.push(timed.round_trips() as f64);
     }
     server.stop()?;
-    let _ = std::fs::remove_dir_all(ctx.tmp.join(format!("commune-{run}")));
+    ctx.done_with(&ctx.tmp.join(format!("commune-{run}")));
     Ok(())
 }
 
@@ -829,7 +844,7 @@ fn phase_sizes(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
         }
     }
     server.stop()?;
-    let _ = std::fs::remove_dir_all(&dir);
+    ctx.done_with(&dir);
     Ok(())
 }
 

@@ -9,6 +9,8 @@
 //! `Content-Encoding` [`CONTENT_CODING`] ([`compress`], [`decompress`]); the limit of a decode
 //! applies to the message as it is after decompression.
 
+pub mod packed;
+
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 

@@ -412,7 +412,7 @@ impl Store {
                     seq: earlier.seq,
                     ..mutation.clone()
                 };
-                txn.put(key, protocol::codec::encode(&superseded));
+                txn.put(key, rows::encode_mutation(&superseded));
             }
         }
         row.touched
@@ -424,7 +424,7 @@ impl Store {
         row.latest_pending = Some(seq);
         row.view = view;
         txn.put_meta_u64(keys::META_NEXT_SEQ, seq.saturating_add(1));
-        txn.put(keys::outbox(seq), protocol::codec::encode(&mutation));
+        txn.put(keys::outbox(seq), rows::encode_mutation(&mutation));
         txn.put_household(id, &row);
         txn.commit()?;
         Ok(seq)

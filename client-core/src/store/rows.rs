@@ -3,8 +3,10 @@
 //! Store rows are not serde types (only `protocol` types are): each row starts with a layout
 //! byte and writes its fields in a fixed order, integers big-endian, byte strings with a u32
 //! length in front. Embedded protocol values (field maps, mutations, conflict fields, review
-//! states) go through `protocol::codec`, which carries its own version. A row that does not
-//! read back whole is reported as corrupt, never a panic.
+//! states) go through `protocol::codec`, which carries its own version, and are packed
+//! (`protocol::codec::packed`: compressed against a fixed dictionary, a household's field map
+//! to about a seventh). Rows of layout 1, from before packing, are read as well. A row that
+//! does not read back whole is reported as corrupt, never a panic.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +19,9 @@ use uuid::Uuid;
 
 use super::StoreError;
 
-/// Layout byte of every row written by this version.
+/// Layout byte of every row written by this version: embedded values packed.
+const ROW_V2: u8 = 2;
+/// Layout byte of rows written before embedded values were packed; still read.
 const ROW_V1: u8 = 1;
 /// Most bytes an embedded protocol value may take.
 const EMBEDDED_LIMIT: usize = protocol::sync::MAX_RESPONSE_BYTES;
@@ -230,8 +234,22 @@ impl RejectionRow {
     }
 }
 
-/// Decodes an outbox or awaiting entry.
+/// Encodes an outbox or awaiting entry: the layout byte and the packed mutation.
+pub(crate) fn encode_mutation(mutation: &Mutation) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.embedded(mutation);
+    writer.finish()
+}
+
+/// Decodes an outbox or awaiting entry. An entry written before packing is the bare encoded
+/// mutation, which starts with protocol version 1 (`01 00`), never with [`ROW_V2`].
 pub(crate) fn decode_mutation(bytes: &[u8]) -> Result<Mutation, StoreError> {
+    if bytes.first() == Some(&ROW_V2) {
+        let mut reader = Reader::new(bytes, "mutation")?;
+        let mutation = reader.embedded()?;
+        reader.end()?;
+        return Ok(mutation);
+    }
     codec::decode(bytes, EMBEDDED_LIMIT).map_err(|error| StoreError::Corrupt {
         what: "mutation",
         problem: error.to_string(),
@@ -254,7 +272,7 @@ struct Writer(Vec<u8>);
 
 impl Writer {
     fn new() -> Writer {
-        Writer(vec![ROW_V1])
+        Writer(vec![ROW_V2])
     }
 
     fn u8(&mut self, value: u8) {
@@ -302,7 +320,7 @@ impl Writer {
     }
 
     fn embedded<T: serde::Serialize>(&mut self, value: &T) {
-        self.bytes(&codec::encode(value));
+        self.bytes(&codec::packed::pack(&codec::encode(value)));
     }
 
     fn finish(self) -> Vec<u8> {
@@ -313,13 +331,23 @@ impl Writer {
 struct Reader<'a> {
     rest: &'a [u8],
     what: &'static str,
+    /// Whether embedded values are packed (layout 2 on).
+    packed: bool,
 }
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], what: &'static str) -> Result<Reader<'a>, StoreError> {
-        let mut reader = Reader { rest: bytes, what };
+        let mut reader = Reader {
+            rest: bytes,
+            what,
+            packed: true,
+        };
         match reader.u8()? {
-            ROW_V1 => Ok(reader),
+            ROW_V2 => Ok(reader),
+            ROW_V1 => {
+                reader.packed = false;
+                Ok(reader)
+            }
             other => Err(reader.corrupt(format!("unknown row layout {other}"))),
         }
     }
@@ -403,7 +431,13 @@ impl<'a> Reader<'a> {
 
     fn embedded<T: DeserializeOwned>(&mut self) -> Result<T, StoreError> {
         let bytes = self.bytes()?;
-        codec::decode(bytes, EMBEDDED_LIMIT).map_err(|error| self.corrupt(error.to_string()))
+        let decoded = if self.packed {
+            codec::packed::unpack(bytes, EMBEDDED_LIMIT)
+                .and_then(|value| codec::decode(&value, EMBEDDED_LIMIT))
+        } else {
+            codec::decode(bytes, EMBEDDED_LIMIT)
+        };
+        decoded.map_err(|error| self.corrupt(error.to_string()))
     }
 
     fn end(&self) -> Result<(), StoreError> {
@@ -418,7 +452,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::fields::FieldValue;
+    use protocol::fields::{FieldChange, FieldValue};
 
     fn row() -> HouseholdRow {
         let mut fields = FieldMap::new();
@@ -474,6 +508,32 @@ mod tests {
             RejectionRow::decode(&rejection.encode()).ok(),
             Some(rejection)
         );
+    }
+
+    #[test]
+    fn mutations_pack_and_entries_from_before_packing_still_read() {
+        let changes: Vec<FieldChange> = (0..30)
+            .map(|i| FieldChange {
+                path: format!("members.0193a1b2-0000-7000-8000-00000000000{}.full_name", i % 5),
+                value: Some(FieldValue::Text(format!("Nguyễn Thị Hoa {i}"))),
+            })
+            .collect();
+        let mutation = Mutation {
+            seq: 4,
+            household_id: Uuid::from_u128(3),
+            base: protocol::sync::Base::New,
+            changes,
+            made_at_ms: 1_764_000_000_000,
+        };
+        let packed = encode_mutation(&mutation);
+        let bare = codec::encode(&mutation);
+        assert_eq!(packed[0], ROW_V2);
+        assert!(packed.len() * 3 < bare.len(), "{} of {}", packed.len(), bare.len());
+        assert_eq!(decode_mutation(&packed).ok(), Some(mutation.clone()));
+        assert_eq!(decode_mutation(&bare).ok(), Some(mutation));
+        for cut in 0..packed.len() {
+            assert!(decode_mutation(&packed[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! Every row starts with a format byte ([`FORMAT`]). Numbers are big-endian. A blob is a u32
 //! length and that many bytes. Protocol values inside a row (field maps, review states,
-//! conflict fields, mutations, outcomes) are blobs in the protocol codec, which carries its own
-//! version prefix.
+//! conflict fields, mutations, outcomes, classifications) are blobs in the protocol codec,
+//! which carries its own version prefix, packed (`protocol::codec::packed`: compressed against
+//! a fixed dictionary, a field map to about a seventh). Rows of format [`FORMAT_UNPACKED`],
+//! written before values were packed, are read as well.
 
 use protocol::classify::Classification;
 use protocol::codec::{self, CodecError};
@@ -16,8 +18,12 @@ use uuid::Uuid;
 
 use super::{ClassificationRecord, ConflictRecord, RevisionCause};
 
-/// The row format this build writes and reads.
-pub(super) const FORMAT: u8 = 1;
+/// The row format this build writes: protocol values packed.
+pub(super) const FORMAT: u8 = 2;
+/// The earlier format, still read: protocol values as they are.
+pub(super) const FORMAT_UNPACKED: u8 = 1;
+/// Most bytes a protocol value in a row may unpack to: the largest message there is.
+const VALUE_LIMIT: usize = protocol::sync::MAX_RESPONSE_BYTES;
 
 /// Why a stored row could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +85,7 @@ impl RowWriter {
     }
 
     pub(super) fn protocol<T: Serialize>(self, value: &T) -> RowWriter {
-        self.blob(&codec::encode(value))
+        self.blob(&codec::packed::pack(&codec::encode(value)))
     }
 
     pub(super) fn finish(self) -> Vec<u8> {
@@ -90,13 +96,22 @@ impl RowWriter {
 /// Reads a row, checking every length against the bytes actually there.
 pub(super) struct RowReader<'a> {
     rest: &'a [u8],
+    /// Whether protocol values are packed (format 2 on).
+    packed: bool,
 }
 
 impl<'a> RowReader<'a> {
     pub(super) fn new(row: &'a [u8]) -> Result<RowReader<'a>, RowError> {
-        let mut reader = RowReader { rest: row };
+        let mut reader = RowReader {
+            rest: row,
+            packed: true,
+        };
         match reader.u8()? {
             FORMAT => Ok(reader),
+            FORMAT_UNPACKED => {
+                reader.packed = false;
+                Ok(reader)
+            }
             other => Err(RowError::Format(other)),
         }
     }
@@ -146,7 +161,12 @@ impl<'a> RowReader<'a> {
 
     pub(super) fn protocol<T: DeserializeOwned>(&mut self) -> Result<T, RowError> {
         let bytes = self.blob()?;
-        Ok(codec::decode(bytes, bytes.len())?)
+        if self.packed {
+            let value = codec::packed::unpack(bytes, VALUE_LIMIT)?;
+            Ok(codec::decode(&value, value.len())?)
+        } else {
+            Ok(codec::decode(bytes, bytes.len())?)
+        }
     }
 
     pub(super) fn finish(self) -> Result<(), RowError> {
@@ -492,6 +512,52 @@ mod tests {
             decode_outcome(&encode_outcome(&outcome)).ok(),
             Some(outcome)
         );
+    }
+
+    #[test]
+    fn a_whole_record_packs_small_and_unpacked_rows_still_read() {
+        let household: protocol::household::Household = serde_json::from_str(
+            r#"{"id": "01900000-0000-7000-8000-000000000001",
+                "round": {"year": 2025, "kind": "periodic"},
+                "commune_code": "00640", "village": "Thôn Đông", "address": "Số 3, ngõ 12",
+                "members": [{"id": "01900000-0000-7000-8000-000000000002",
+                             "full_name": "Nguyễn Văn An", "sex": "male",
+                             "date_of_birth": "1991-01-15", "relationship": "head",
+                             "health_insurance": false},
+                            {"id": "01900000-0000-7000-8000-000000000003",
+                             "full_name": "Lò Thị Bình", "sex": "female",
+                             "date_of_birth": "1993-06-02", "relationship": "spouse",
+                             "health_insurance": true}],
+                "income": {"estimated_per_person_vnd": 1200000},
+                "dwelling": {"durability": "makeshift", "floor_area_m2": 16}}"#,
+        )
+        .expect("valid household");
+        let revision = RevisionRow {
+            fields: protocol::fields::flatten(&household),
+            device_id: Uuid::from_u128(5),
+            mutation_seq: 12,
+            at_ms: 1_764_000_000_000,
+            why: RevisionCause::Create,
+        };
+        let packed = encode_revision(&revision);
+        let unpacked_value = codec::encode(&revision.fields);
+        assert!(
+            packed.len() * 3 < unpacked_value.len(),
+            "{} bytes packed, {} as it is",
+            packed.len(),
+            unpacked_value.len()
+        );
+        assert_eq!(decode_revision(&packed).ok(), Some(revision.clone()));
+
+        // The same row as a build before packing wrote it.
+        let mut old = vec![FORMAT_UNPACKED];
+        old.extend_from_slice(revision.device_id.as_bytes());
+        old.extend_from_slice(&12u64.to_be_bytes());
+        old.extend_from_slice(&1_764_000_000_000i64.to_be_bytes());
+        old.push(cause_tag(RevisionCause::Create));
+        old.extend_from_slice(&(unpacked_value.len() as u32).to_be_bytes());
+        old.extend_from_slice(&unpacked_value);
+        assert_eq!(decode_revision(&old).ok(), Some(revision));
     }
 
     #[test]
