@@ -26,6 +26,13 @@ const ROW_V1: u8 = 1;
 /// Most bytes an embedded protocol value may take.
 const EMBEDDED_LIMIT: usize = protocol::sync::MAX_RESPONSE_BYTES;
 
+/// A household row's first byte after the layout: no server copy (the view follows) …
+const NO_SERVER_COPY: u8 = 0;
+/// … a server copy, then the view …
+const SERVER_COPY: u8 = 1;
+/// … or a server copy that is also the view (layout 2 on).
+const SERVER_COPY_IS_VIEW: u8 = 2;
+
 /// The registry's copy of a household, as last received.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ServerCopy {
@@ -81,14 +88,24 @@ impl HouseholdRow {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match &self.server {
-            None => w.u8(0),
-            Some(copy) => {
-                w.u8(1);
+            None => w.u8(NO_SERVER_COPY),
+            // Most households have no pending change: the view is written once, not twice
+            // (half the packing a pulled household costs).
+            Some(copy) if copy.fields == self.view => {
+                w.u8(SERVER_COPY_IS_VIEW);
                 w.u32(copy.rev);
                 w.embedded(&copy.fields);
             }
+            Some(copy) => {
+                w.u8(SERVER_COPY);
+                w.u32(copy.rev);
+                w.embedded(&copy.fields);
+                w.embedded(&self.view);
+            }
         }
-        w.embedded(&self.view);
+        if self.server.is_none() {
+            w.embedded(&self.view);
+        }
         w.embedded(&self.review);
         w.bool(self.in_conflict);
         match &self.rejection {
@@ -120,14 +137,25 @@ impl HouseholdRow {
 
     pub fn decode(bytes: &[u8]) -> Result<HouseholdRow, StoreError> {
         let mut r = Reader::new(bytes, "household")?;
-        let server = match r.flag()? {
-            false => None,
-            true => Some(ServerCopy {
-                rev: r.u32()?,
-                fields: r.embedded()?,
-            }),
+        let (server, view) = match r.u8()? {
+            NO_SERVER_COPY => (None, r.embedded()?),
+            SERVER_COPY => {
+                let copy = ServerCopy {
+                    rev: r.u32()?,
+                    fields: r.embedded()?,
+                };
+                (Some(copy), r.embedded()?)
+            }
+            SERVER_COPY_IS_VIEW if r.packed => {
+                let copy = ServerCopy {
+                    rev: r.u32()?,
+                    fields: r.embedded()?,
+                };
+                let view = copy.fields.clone();
+                (Some(copy), view)
+            }
+            other => return Err(r.corrupt(format!("unknown server copy tag {other}"))),
         };
-        let view = r.embedded()?;
         let review = r.embedded()?;
         let in_conflict = r.flag()?;
         let rejection = match r.flag()? {
@@ -486,7 +514,18 @@ mod tests {
     #[test]
     fn rows_round_trip() {
         let row = row();
-        assert_eq!(HouseholdRow::decode(&row.encode()).ok(), Some(row));
+        assert_eq!(HouseholdRow::decode(&row.encode()).ok(), Some(row.clone()));
+        let mut edited = row.clone();
+        edited
+            .view
+            .insert("village".into(), FieldValue::Text("Thôn Đông".into()));
+        assert!(edited.encode().len() > row.encode().len());
+        assert_eq!(HouseholdRow::decode(&edited.encode()).ok(), Some(edited));
+        let local = HouseholdRow {
+            server: None,
+            ..row
+        };
+        assert_eq!(HouseholdRow::decode(&local.encode()).ok(), Some(local));
         let conflict = ConflictRow {
             household_id: Uuid::from_u128(3),
             mutation_seq: 2,
