@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use client_core::Store;
-use protocol::codec::{decode, encode};
+use protocol::codec::{decode, encode, packed};
 use protocol::fields::{self, FieldChange, FieldMap};
 use protocol::household::{Date, Household, VoidMark, VoidReason};
 use protocol::sync::{
@@ -140,8 +140,11 @@ fn seeds() -> Seeds {
     add("field_map", encode(&(base.clone(), theirs_map, changes)));
     add(
         "field_map",
-        encode(&(FieldMap::new(), base, Vec::<FieldChange>::new())),
+        encode(&(FieldMap::new(), base.clone(), Vec::<FieldChange>::new())),
     );
+    // Values as the stores pack them in rows: a field map, and a short one left plain.
+    add("packed_value", packed::pack(&encode(&base)));
+    add("packed_value", packed::pack(&encode(&FieldMap::new())));
 
     drop(state);
     let journal = std::fs::read(server::journal::Journal::path_in(&server_dir)).expect("journal");
@@ -258,6 +261,19 @@ fn exercise(target: &str, data: &[u8]) {
                 }
             }
         }
+        "packed_value" => {
+            // A value from a store's row: unpacked under its limit, then decoded.
+            const LIMIT: usize = 1 << 20;
+            if let Ok(value) = packed::unpack(data, LIMIT) {
+                assert!(value.len() <= LIMIT);
+                if let Ok(map) = decode::<FieldMap>(&value, LIMIT) {
+                    assert_eq!(
+                        packed::unpack(&packed::pack(&encode(&map)), LIMIT),
+                        Ok(encode(&map))
+                    );
+                }
+            }
+        }
         "journal" => {
             if let Ok(records) = server::journal::parse(data) {
                 for (index, record) in records.iter().enumerate() {
@@ -310,6 +326,7 @@ fn fuzz_seeds_decode_and_mutations_never_panic() {
         "household_json",
         "journal",
         "compressed_body",
+        "packed_value",
     ];
     for target in targets {
         assert!(

@@ -553,7 +553,10 @@ mod tests {
     fn mutations_pack_and_entries_from_before_packing_still_read() {
         let changes: Vec<FieldChange> = (0..30)
             .map(|i| FieldChange {
-                path: format!("members.0193a1b2-0000-7000-8000-00000000000{}.full_name", i % 5),
+                path: format!(
+                    "members.0193a1b2-0000-7000-8000-00000000000{}.full_name",
+                    i % 5
+                ),
                 value: Some(FieldValue::Text(format!("Nguyễn Thị Hoa {i}"))),
             })
             .collect();
@@ -567,7 +570,12 @@ mod tests {
         let packed = encode_mutation(&mutation);
         let bare = codec::encode(&mutation);
         assert_eq!(packed[0], ROW_V2);
-        assert!(packed.len() * 3 < bare.len(), "{} of {}", packed.len(), bare.len());
+        assert!(
+            packed.len() * 3 < bare.len(),
+            "{} of {}",
+            packed.len(),
+            bare.len()
+        );
         assert_eq!(decode_mutation(&packed).ok(), Some(mutation.clone()));
         assert_eq!(decode_mutation(&bare).ok(), Some(mutation));
         for cut in 0..packed.len() {

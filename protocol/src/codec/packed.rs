@@ -115,9 +115,7 @@ pub fn unpack(packed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
                     let mut decompressor = Decompressor::with_prepared_dictionary(dictionary)
                         .map_err(|error| malformed(error.to_string()))?;
                     decompressor
-                        .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
-                            MAX_WINDOW_LOG,
-                        ))
+                        .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
                         .map_err(|error| malformed(error.to_string()))?;
                     *cell = Some(decompressor);
                 }
@@ -191,7 +189,10 @@ mod tests {
             Err(CodecError::TooLarge { .. })
         ));
         assert_eq!(unpack(&[], 10), Err(CodecError::Empty));
-        assert!(matches!(unpack(&[9, 1, 2], 10), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            unpack(&[9, 1, 2], 10),
+            Err(CodecError::Malformed(_))
+        ));
         for cut in [2, 5, packed.len() / 2, packed.len() - 1] {
             assert!(unpack(&packed[..cut], long.len()).is_err(), "cut at {cut}");
         }
