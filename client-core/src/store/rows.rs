@@ -88,7 +88,10 @@ impl HouseholdRow {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match &self.server {
-            None => w.u8(NO_SERVER_COPY),
+            None => {
+                w.u8(NO_SERVER_COPY);
+                w.embedded(&self.view);
+            }
             // Most households have no pending change: the view is written once, not twice
             // (half the packing a pulled household costs).
             Some(copy) if copy.fields == self.view => {
@@ -102,9 +105,6 @@ impl HouseholdRow {
                 w.embedded(&copy.fields);
                 w.embedded(&self.view);
             }
-        }
-        if self.server.is_none() {
-            w.embedded(&self.view);
         }
         w.embedded(&self.review);
         w.bool(self.in_conflict);
