@@ -514,9 +514,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_whole_record_packs_small_and_unpacked_rows_still_read() {
-        let household: protocol::household::Household = serde_json::from_str(
+    /// A household of two members, as a device would send it.
+    fn two_member_household() -> protocol::household::Household {
+        serde_json::from_str(
             r#"{"id": "01900000-0000-7000-8000-000000000001",
                 "round": {"year": 2025, "kind": "periodic"},
                 "commune_code": "00640", "village": "Thôn Đông", "address": "Số 3, ngõ 12",
@@ -531,7 +531,12 @@ mod tests {
                 "income": {"estimated_per_person_vnd": 1200000},
                 "dwelling": {"durability": "makeshift", "floor_area_m2": 16}}"#,
         )
-        .expect("valid household");
+        .expect("valid household")
+    }
+
+    #[test]
+    fn a_whole_record_packs_small_and_unpacked_rows_still_read() {
+        let household = two_member_household();
         let revision = RevisionRow {
             fields: protocol::fields::flatten(&household),
             device_id: Uuid::from_u128(5),
@@ -564,18 +569,7 @@ mod tests {
     fn classification_rows_round_trip_and_refuse_damage() {
         let areas = protocol::areas::AreaRegistry::embedded().expect("areas");
         let standards = protocol::standards::StandardSet::embedded().expect("standards");
-        let household: protocol::household::Household = serde_json::from_str(
-            r#"{"id": "01900000-0000-7000-8000-000000000001",
-                "round": {"year": 2025, "kind": "periodic"},
-                "commune_code": "00640", "village": "Thôn Đông", "address": "Số 3",
-                "members": [{"id": "01900000-0000-7000-8000-000000000002",
-                             "full_name": "Nguyễn Văn A", "sex": "male",
-                             "date_of_birth": "1991-01-15", "relationship": "head",
-                             "health_insurance": false}],
-                "income": {"estimated_per_person_vnd": 1200000},
-                "dwelling": {"durability": "makeshift", "floor_area_m2": 6}}"#,
-        )
-        .expect("valid household");
+        let household = two_member_household();
         let input = protocol::classify::ClassifyInput {
             reference_date: protocol::household::Date::new(2026, 1, 1).expect("valid"),
             standards: &standards,
