@@ -139,18 +139,9 @@ impl HouseholdRow {
         let mut r = Reader::new(bytes, "household")?;
         let (server, view) = match r.u8()? {
             NO_SERVER_COPY => (None, r.embedded()?),
-            SERVER_COPY => {
-                let copy = ServerCopy {
-                    rev: r.u32()?,
-                    fields: r.embedded()?,
-                };
-                (Some(copy), r.embedded()?)
-            }
+            SERVER_COPY => (Some(r.server_copy()?), r.embedded()?),
             SERVER_COPY_IS_VIEW if r.packed => {
-                let copy = ServerCopy {
-                    rev: r.u32()?,
-                    fields: r.embedded()?,
-                };
+                let copy = r.server_copy()?;
                 let view = copy.fields.clone();
                 (Some(copy), view)
             }
@@ -466,6 +457,13 @@ impl<'a> Reader<'a> {
             codec::decode(bytes, EMBEDDED_LIMIT)
         };
         decoded.map_err(|error| self.corrupt(error.to_string()))
+    }
+
+    fn server_copy(&mut self) -> Result<ServerCopy, StoreError> {
+        Ok(ServerCopy {
+            rev: self.u32()?,
+            fields: self.embedded()?,
+        })
     }
 
     fn end(&self) -> Result<(), StoreError> {

@@ -4,8 +4,8 @@
 //! household's field map repeats its field paths and a classification its reason texts, and
 //! one value is too short for zstd to find much on its own, so values are compressed against a
 //! dictionary of typical encoded values: field maps, a mutation and classifications
-//! ([`ROW_DICTIONARY_1`]). A 4.2 KB field map packs to about 650 bytes, a 850-byte
-//! classification to about 210.
+//! ([`ROW_DICTIONARY_1`]). A 4.2 KB field map packs to about 610 bytes, a 850-byte
+//! classification to about 190.
 //!
 //! A packed value is one tag byte and its body: [`PLAIN`] (the value as it is, for short
 //! values and for any that would not shrink) or [`DICTIONARY_1`] (a zstd frame made with
@@ -82,6 +82,25 @@ fn compress(value: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+fn decompress(frame: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let decompressor = match &mut *cell {
+            Some(decompressor) => decompressor,
+            empty => empty.insert(new_decompressor()?),
+        };
+        decompressor.decompress(frame, size)
+    })
+}
+
+fn new_decompressor() -> std::io::Result<Decompressor<'static>> {
+    let dictionary =
+        decoder_dictionary().ok_or_else(|| std::io::Error::other("dictionary 1 does not load"))?;
+    let mut decompressor = Decompressor::with_prepared_dictionary(dictionary)?;
+    decompressor.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))?;
+    Ok(decompressor)
+}
+
 /// Unpacks a value [`pack`] made, refusing one that would be longer than `limit` bytes before
 /// allocating for it.
 pub fn unpack(packed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
@@ -107,33 +126,15 @@ pub fn unpack(packed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
             if size > limit {
                 return Err(CodecError::TooLarge { got: size, limit });
             }
-            DECOMPRESSOR.with(|cell| {
-                let mut cell = cell.borrow_mut();
-                if cell.is_none() {
-                    let dictionary = decoder_dictionary()
-                        .ok_or_else(|| malformed("dictionary 1 does not load".into()))?;
-                    let mut decompressor = Decompressor::with_prepared_dictionary(dictionary)
-                        .map_err(|error| malformed(error.to_string()))?;
-                    decompressor
-                        .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
-                        .map_err(|error| malformed(error.to_string()))?;
-                    *cell = Some(decompressor);
-                }
-                let decompressor = cell
-                    .as_mut()
-                    .ok_or_else(|| malformed("no decompressor".into()))?;
-                let value = decompressor
-                    .decompress(frame, size)
-                    .map_err(|error| malformed(error.to_string()))?;
-                if value.len() == size {
-                    Ok(value)
-                } else {
-                    Err(malformed(format!(
-                        "{} bytes where the header says {size}",
-                        value.len()
-                    )))
-                }
-            })
+            let value = decompress(frame, size).map_err(|error| malformed(error.to_string()))?;
+            if value.len() == size {
+                Ok(value)
+            } else {
+                Err(malformed(format!(
+                    "{} bytes where the header says {size}",
+                    value.len()
+                )))
+            }
         }
         Some((&tag, _)) => Err(malformed(format!(
             "tag {tag} names no dictionary this build knows"
