@@ -539,11 +539,15 @@ fn phase_push(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result<()
     let revisions = merge.report.pushed + merge.report.pulled;
     let rate = revisions as f64 / secs(merge.total());
     say!(
-        "merge: {} pushed + {} pulled in {:.3} s = {} revisions/s; {} merged, {} conflicts (expected {different} and {same})",
+        "merge: {} pushed + {} pulled in {:.3} s = {} revisions/s (push {:.3} s, {:.3} s of it waiting; pull {:.3} s, {:.3} s waiting); {} merged, {} conflicts (expected {different} and {same})",
         merge.report.pushed,
         merge.report.pulled,
         secs(merge.total()),
         figures::show(rate),
+        secs(merge.push),
+        secs(merge.waiting_push),
+        secs(merge.pull),
+        secs(merge.waiting_pull),
         merge.report.merged,
         merge.report.conflicts.len()
     );
@@ -558,6 +562,8 @@ fn phase_push(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result<()
         "seconds": secs(merge.total()),
         "push_s": secs(merge.push),
         "pull_s": secs(merge.pull),
+        "push_waiting_s": secs(merge.waiting_push),
+        "pull_waiting_s": secs(merge.waiting_pull),
         "round_trips": merge.round_trips(),
     }));
     let memory = server.memory()?;
