@@ -312,15 +312,16 @@ impl SyncEngine {
                         next: page.next_cursor,
                     });
                 }
-                let effects = store.record_pull_page(&page)?;
-                self.report.pulled += page.changes.len();
+                let (pulled, more) = (page.changes.len(), page.more);
+                let effects = store.record_pull_page(page)?;
+                self.report.pulled += pulled;
                 self.report.returned.extend(effects.returned);
                 self.report.left_scope += effects.scope.dropped;
                 self.tally(effects.recorded);
                 if effects.scope.restart {
                     // The store set its cursor back to 0: pull on, whatever `more` says.
                     self.report.areas_grew = true;
-                } else if !page.more {
+                } else if !more {
                     self.state = State::Done;
                 }
                 Ok(())

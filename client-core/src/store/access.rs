@@ -141,8 +141,8 @@ fn decode_scope(bytes: &[u8]) -> Result<Scope, StoreError> {
 /// registry's, can go.
 fn holds_own_work(row: &HouseholdRow) -> bool {
     row.server.is_none()
-        || row.latest_pending.is_some()
-        || row.unconfirmed.iter().any(|e| e.result_rev.is_none())
+        || row.meta.latest_pending.is_some()
+        || row.meta.unconfirmed.iter().any(|e| e.result_rev.is_none())
 }
 
 /// Drops a household the user may no longer hold, or marks it out of scope while it holds

@@ -56,7 +56,7 @@ use uuid::Uuid;
 pub use access::Enrolment;
 pub(crate) use effects::Recorded;
 pub use export::ExportError;
-use rows::{ConflictRow, HouseholdRow, RejectionRow, Unconfirmed};
+use rows::{ConflictRow, HouseholdMetaRow, HouseholdRow, RejectionRow, Unconfirmed};
 
 /// The layout of the store this build writes; a store with another layout is refused.
 const LAYOUT_VERSION: u64 = 1;
@@ -376,7 +376,7 @@ impl Store {
         let mut row = txn.household(id)?.unwrap_or_else(HouseholdRow::new_local);
         let empty = FieldMap::new();
         let base_fields = row.server.as_ref().map_or(&empty, |copy| &copy.fields);
-        let changes = cumulative_changes(base_fields, &view, &row.touched);
+        let changes = cumulative_changes(base_fields, &view, &row.meta.touched);
         if changes.len() > MAX_CHANGES_PER_MUTATION {
             return Err(StoreError::Invalid(format!(
                 "thay đổi {} trường một lúc, tối đa {MAX_CHANGES_PER_MUTATION} / {} fields changed at once, at most {MAX_CHANGES_PER_MUTATION}: save the record in smaller steps",
@@ -399,10 +399,10 @@ impl Store {
         // never applies a state the enumerator has since corrected (a member added by mistake
         // and removed again). The create stays as recorded: it is what makes the household.
         let create = match row.server {
-            None => row.unconfirmed.first().map(|entry| entry.seq),
+            None => row.meta.unconfirmed.first().map(|entry| entry.seq),
             Some(_) => None,
         };
-        for entry in &row.unconfirmed {
+        for entry in &row.meta.unconfirmed {
             if Some(entry.seq) == create {
                 continue;
             }
@@ -415,13 +415,13 @@ impl Store {
                 txn.put(key, rows::encode_mutation(&superseded));
             }
         }
-        row.touched
+        row.meta.touched
             .extend(mutation.changes.iter().map(|change| change.path.clone()));
-        row.unconfirmed.push(Unconfirmed {
+        row.meta.unconfirmed.push(Unconfirmed {
             seq,
             result_rev: None,
         });
-        row.latest_pending = Some(seq);
+        row.meta.latest_pending = Some(seq);
         row.view = view;
         txn.put_meta_u64(keys::META_NEXT_SEQ, seq.saturating_add(1));
         txn.put(keys::outbox(seq), rows::encode_mutation(&mutation));
@@ -527,10 +527,10 @@ fn local_household(id: Uuid, row: HouseholdRow, out_of_scope: bool) -> LocalHous
         id,
         fields: row.view,
         server_rev: row.server.map(|copy| copy.rev),
-        pending: row.latest_pending.is_some(),
-        review: row.review,
-        in_conflict: row.in_conflict,
-        rejection: row.rejection.map(|(_, reason)| reason),
+        pending: row.meta.latest_pending.is_some(),
+        review: row.meta.review,
+        in_conflict: row.meta.in_conflict,
+        rejection: row.meta.rejection.map(|(_, reason)| reason),
         out_of_scope,
     }
 }
@@ -605,6 +605,17 @@ impl Txn<'_> {
     }
 
     fn put_household(&mut self, id: Uuid, row: &HouseholdRow) {
+        self.put(keys::household(id), row.encode());
+    }
+
+    /// The household's row without its field maps (see [`HouseholdMetaRow`]).
+    fn household_meta(&self, id: Uuid) -> Result<Option<HouseholdMetaRow>, StoreError> {
+        self.get(&keys::household(id))?
+            .map(|bytes| HouseholdMetaRow::decode(&bytes))
+            .transpose()
+    }
+
+    fn put_household_meta(&mut self, id: Uuid, row: &HouseholdMetaRow) {
         self.put(keys::household(id), row.encode());
     }
 

@@ -56,6 +56,12 @@ pub(crate) struct HouseholdRow {
     pub server: Option<ServerCopy>,
     /// What the enumerator sees: the server's fields with pending local changes laid over.
     pub view: FieldMap,
+    pub meta: RowMeta,
+}
+
+/// What a household row holds besides its field maps.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RowMeta {
     pub review: ReviewState,
     pub in_conflict: bool,
     /// The latest rejection not yet superseded by an accepted mutation: (mutation seq, reason).
@@ -70,42 +76,20 @@ pub(crate) struct HouseholdRow {
     pub touched: BTreeSet<String>,
 }
 
-impl HouseholdRow {
-    /// A household first recorded on this device.
-    pub fn new_local() -> HouseholdRow {
-        HouseholdRow {
-            server: None,
-            view: FieldMap::new(),
-            review: ReviewState::Submitted,
-            in_conflict: false,
-            rejection: None,
-            latest_pending: None,
-            unconfirmed: Vec::new(),
-            touched: BTreeSet::new(),
+impl RowMeta {
+    /// Forgets this device's mutations that the server copy at `server_rev` already contains;
+    /// once none is left, no path needs repeating in the next mutation.
+    pub fn confirm(&mut self, server_rev: Option<u32>) {
+        if let Some(server_rev) = server_rev {
+            self.unconfirmed
+                .retain(|entry| entry.result_rev.is_none_or(|rev| rev > server_rev));
+        }
+        if self.unconfirmed.is_empty() {
+            self.touched.clear();
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        match &self.server {
-            None => {
-                w.u8(NO_SERVER_COPY);
-                w.embedded(&self.view);
-            }
-            // Most households have no pending change: the view is written once, not twice
-            // (half the packing a pulled household costs).
-            Some(copy) if copy.fields == self.view => {
-                w.u8(SERVER_COPY_IS_VIEW);
-                w.u32(copy.rev);
-                w.embedded(&copy.fields);
-            }
-            Some(copy) => {
-                w.u8(SERVER_COPY);
-                w.u32(copy.rev);
-                w.embedded(&copy.fields);
-                w.embedded(&self.view);
-            }
-        }
+    fn write(&self, w: &mut Writer) {
         w.embedded(&self.review);
         w.bool(self.in_conflict);
         match &self.rejection {
@@ -132,21 +116,10 @@ impl HouseholdRow {
         for path in &self.touched {
             w.str(path);
         }
-        w.finish()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<HouseholdRow, StoreError> {
-        let mut r = Reader::new(bytes, "household")?;
-        let (server, view) = match r.u8()? {
-            NO_SERVER_COPY => (None, r.embedded()?),
-            SERVER_COPY => (Some(r.server_copy()?), r.embedded()?),
-            SERVER_COPY_IS_VIEW if r.packed => {
-                let copy = r.server_copy()?;
-                let view = copy.fields.clone();
-                (Some(copy), view)
-            }
-            other => return Err(r.corrupt(format!("unknown server copy tag {other}"))),
-        };
+    /// Reads the rest of a row after its field maps, to its end.
+    fn read(r: &mut Reader<'_>) -> Result<RowMeta, StoreError> {
         let review = r.embedded()?;
         let in_conflict = r.flag()?;
         let rejection = match r.flag()? {
@@ -168,9 +141,7 @@ impl HouseholdRow {
             touched.insert(r.string()?);
         }
         r.end()?;
-        Ok(HouseholdRow {
-            server,
-            view,
+        Ok(RowMeta {
             review,
             in_conflict,
             rejection,
@@ -178,6 +149,135 @@ impl HouseholdRow {
             unconfirmed,
             touched,
         })
+    }
+}
+
+impl HouseholdRow {
+    /// A household first recorded on this device.
+    pub fn new_local() -> HouseholdRow {
+        HouseholdRow {
+            server: None,
+            view: FieldMap::new(),
+            meta: RowMeta {
+                review: ReviewState::Submitted,
+                in_conflict: false,
+                rejection: None,
+                latest_pending: None,
+                unconfirmed: Vec::new(),
+                touched: BTreeSet::new(),
+            },
+        }
+    }
+
+    /// Forgets the mutations the server copy already contains (see [`RowMeta::confirm`]).
+    pub fn confirm(&mut self) {
+        let server_rev = self.server.as_ref().map(|copy| copy.rev);
+        self.meta.confirm(server_rev);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match &self.server {
+            None => {
+                w.u8(NO_SERVER_COPY);
+                w.embedded(&self.view);
+            }
+            // Most households have no pending change: the view is written once, not twice
+            // (half the packing a pulled household costs).
+            Some(copy) if copy.fields == self.view => {
+                w.u8(SERVER_COPY_IS_VIEW);
+                w.u32(copy.rev);
+                w.embedded(&copy.fields);
+            }
+            Some(copy) => {
+                w.u8(SERVER_COPY);
+                w.u32(copy.rev);
+                w.embedded(&copy.fields);
+                w.embedded(&self.view);
+            }
+        }
+        self.meta.write(&mut w);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<HouseholdRow, StoreError> {
+        let mut r = Reader::new(bytes, "household")?;
+        let (server, view) = match r.u8()? {
+            NO_SERVER_COPY => (None, r.embedded()?),
+            SERVER_COPY => (Some(r.server_copy()?), r.embedded()?),
+            SERVER_COPY_IS_VIEW if r.packed => {
+                let copy = r.server_copy()?;
+                let view = copy.fields.clone();
+                (Some(copy), view)
+            }
+            other => return Err(r.corrupt(format!("unknown server copy tag {other}"))),
+        };
+        let meta = RowMeta::read(&mut r)?;
+        Ok(HouseholdRow { server, view, meta })
+    }
+}
+
+/// A household row read without its field maps, for the steps that change only the rest of it
+/// (an outcome, an acknowledgement): the packed maps are written back byte for byte, neither
+/// unpacked nor packed again. For a pulled household that was most of the cost of recording
+/// its outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HouseholdMetaRow {
+    /// The row from its layout byte to the end of its field maps, as stored (layout 2).
+    maps: Vec<u8>,
+    /// The revision of the server copy among the maps.
+    pub server_rev: Option<u32>,
+    pub meta: RowMeta,
+}
+
+impl HouseholdMetaRow {
+    /// A household first recorded on this device.
+    pub fn new_local() -> Result<HouseholdMetaRow, StoreError> {
+        HouseholdMetaRow::decode(&HouseholdRow::new_local().encode())
+    }
+
+    /// Forgets the mutations the server copy already contains (see [`RowMeta::confirm`]).
+    pub fn confirm(&mut self) {
+        self.meta.confirm(self.server_rev);
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<HouseholdMetaRow, StoreError> {
+        let mut r = Reader::new(bytes, "household")?;
+        if !r.packed {
+            // A row from before packing: read whole and written in today's layout.
+            return HouseholdMetaRow::decode(&HouseholdRow::decode(bytes)?.encode());
+        }
+        let server_rev = match r.u8()? {
+            NO_SERVER_COPY => {
+                r.bytes()?;
+                None
+            }
+            SERVER_COPY => {
+                let rev = r.u32()?;
+                r.bytes()?;
+                r.bytes()?;
+                Some(rev)
+            }
+            SERVER_COPY_IS_VIEW => {
+                let rev = r.u32()?;
+                r.bytes()?;
+                Some(rev)
+            }
+            other => return Err(r.corrupt(format!("unknown server copy tag {other}"))),
+        };
+        let maps = bytes[..bytes.len() - r.rest.len()].to_vec();
+        let meta = RowMeta::read(&mut r)?;
+        Ok(HouseholdMetaRow {
+            maps,
+            server_rev,
+            meta,
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(self.maps.clone());
+        self.meta.write(&mut w);
+        w.finish()
     }
 }
 
@@ -489,23 +589,25 @@ mod tests {
                 fields: fields.clone(),
             }),
             view: fields,
-            review: ReviewState::Returned {
-                comment: "thiếu CCCD".into(),
+            meta: RowMeta {
+                review: ReviewState::Returned {
+                    comment: "thiếu CCCD".into(),
+                },
+                in_conflict: true,
+                rejection: Some((7, "sai".into())),
+                latest_pending: Some(9),
+                unconfirmed: vec![
+                    Unconfirmed {
+                        seq: 8,
+                        result_rev: Some(5),
+                    },
+                    Unconfirmed {
+                        seq: 9,
+                        result_rev: None,
+                    },
+                ],
+                touched: ["address".to_string()].into(),
             },
-            in_conflict: true,
-            rejection: Some((7, "sai".into())),
-            latest_pending: Some(9),
-            unconfirmed: vec![
-                Unconfirmed {
-                    seq: 8,
-                    result_rev: Some(5),
-                },
-                Unconfirmed {
-                    seq: 9,
-                    result_rev: None,
-                },
-            ],
-            touched: ["address".to_string()].into(),
         }
     }
 
@@ -545,6 +647,61 @@ mod tests {
             RejectionRow::decode(&rejection.encode()).ok(),
             Some(rejection)
         );
+    }
+
+    #[test]
+    fn metadata_changes_keep_the_packed_maps_byte_for_byte() {
+        let row = row();
+        let mut edited_view = row.clone();
+        edited_view
+            .view
+            .insert("village".into(), FieldValue::Text("Thôn Đông".into()));
+        let local = HouseholdRow {
+            server: None,
+            ..row.clone()
+        };
+        for row in [row, edited_view, local] {
+            let bytes = row.encode();
+            let mut meta_row = HouseholdMetaRow::decode(&bytes).expect("meta");
+            assert_eq!(meta_row.server_rev, row.server.as_ref().map(|copy| copy.rev));
+            assert_eq!(meta_row.meta, row.meta);
+            assert_eq!(meta_row.encode(), bytes, "read and written unchanged");
+            meta_row.meta.latest_pending = None;
+            meta_row.meta.in_conflict = false;
+            meta_row.meta.rejection = None;
+            meta_row.confirm();
+            let back = HouseholdRow::decode(&meta_row.encode()).expect("whole");
+            let mut expected = row.clone();
+            expected.meta.latest_pending = None;
+            expected.meta.in_conflict = false;
+            expected.meta.rejection = None;
+            expected.confirm();
+            assert_eq!(back, expected);
+            for cut in 0..bytes.len() {
+                assert!(HouseholdMetaRow::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_from_before_packing_reads_without_its_maps_and_is_written_packed() {
+        let mut row = row();
+        row.meta = HouseholdRow::new_local().meta;
+        let copy = row.server.clone().expect("server copy");
+        let mut v1 = Writer(vec![ROW_V1]);
+        v1.u8(SERVER_COPY);
+        v1.u32(copy.rev);
+        v1.bytes(&codec::encode(&copy.fields));
+        v1.bytes(&codec::encode(&row.view));
+        v1.bytes(&codec::encode(&row.meta.review));
+        v1.0.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let v1 = v1.finish();
+        assert_eq!(HouseholdRow::decode(&v1).ok(), Some(row.clone()));
+        let meta_row = HouseholdMetaRow::decode(&v1).expect("meta");
+        assert_eq!(meta_row.server_rev, Some(copy.rev));
+        let written = meta_row.encode();
+        assert_eq!(written[0], ROW_V2);
+        assert_eq!(HouseholdRow::decode(&written).ok(), Some(row));
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn acknowledge_all(store: &Store) -> u32 {
 fn receive(store: &Store, fields: &FieldMap, id: Uuid, rev: u32) {
     let cursor = store.cursor().expect("cursor");
     store
-        .record_pull_page(&PullResponse {
+        .record_pull_page(PullResponse {
             changes: vec![HouseholdChange {
                 seq: cursor + 1,
                 household_id: id,
