@@ -320,24 +320,24 @@ fn record_outcome(
 ) -> Result<Option<Recorded>, StoreError> {
     let seq = outcome.seq;
     let (outbox_key, awaiting_key) = (keys::outbox(seq), keys::awaiting(seq));
-    let mutation = match txn.mutation(&outbox_key)? {
-        Some(mutation) => mutation,
-        None => match txn.mutation(&awaiting_key)? {
-            Some(mutation) => mutation,
+    let entry = match txn.get(&outbox_key)? {
+        Some(entry) => entry,
+        None => match txn.get(&awaiting_key)? {
+            Some(entry) => entry,
             None => return Ok(None),
         },
     };
     txn.remove(outbox_key);
     txn.remove(awaiting_key);
-    if mutation.household_id != outcome.household_id {
+    let id = rows::entry_household(&entry)?;
+    if id != outcome.household_id {
         tracing::warn!(
             seq,
-            mine = %mutation.household_id,
+            mine = %id,
             theirs = %outcome.household_id,
             "the server's outcome names another household than the mutation"
         );
     }
-    let id = mutation.household_id;
     // Only the row's metadata changes: its packed field maps are carried over as they are.
     let mut row = match txn.household_meta(id)? {
         Some(row) => row,
@@ -401,7 +401,7 @@ fn record_outcome(
             let rejection = RejectionRow {
                 household_id: id,
                 reason: reason.clone(),
-                mutation: Some(mutation),
+                mutation: Some(rows::decode_mutation(&entry)?),
             };
             txn.put(keys::rejection(seq), rejection.encode());
             Recorded::Rejected(LocalRejection {

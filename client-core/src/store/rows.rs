@@ -23,6 +23,8 @@ use super::StoreError;
 const ROW_V2: u8 = 2;
 /// Layout byte of rows written before embedded values were packed; still read.
 const ROW_V1: u8 = 1;
+/// Layout byte of outbox and awaiting entries with the household id and seq in front.
+const ENTRY_V3: u8 = 3;
 /// Most bytes an embedded protocol value may take.
 const EMBEDDED_LIMIT: usize = protocol::sync::MAX_RESPONSE_BYTES;
 
@@ -353,26 +355,55 @@ impl RejectionRow {
     }
 }
 
-/// Encodes an outbox or awaiting entry: the layout byte and the packed mutation.
+/// Encodes an outbox or awaiting entry: the layout byte, the household id and the seq, then
+/// the packed mutation. The id in front lets an outcome be recorded without unpacking the
+/// mutation, which for a new household is the whole record.
 pub(crate) fn encode_mutation(mutation: &Mutation) -> Vec<u8> {
-    let mut writer = Writer::new();
+    let mut writer = Writer(vec![ENTRY_V3]);
+    writer.uuid(mutation.household_id);
+    writer.u64(mutation.seq);
     writer.embedded(mutation);
     writer.finish()
 }
 
-/// Decodes an outbox or awaiting entry. An entry written before packing is the bare encoded
-/// mutation, which starts with protocol version 1 (`01 00`), never with [`ROW_V2`].
+/// Decodes an outbox or awaiting entry. Entries of layout 2 hold only the packed mutation; an
+/// entry written before packing is the bare encoded mutation, which starts with protocol
+/// version 1 (`01 00`), never with [`ROW_V2`] or [`ENTRY_V3`].
 pub(crate) fn decode_mutation(bytes: &[u8]) -> Result<Mutation, StoreError> {
-    if bytes.first() == Some(&ROW_V2) {
-        let mut reader = Reader::new(bytes, "mutation")?;
-        let mutation = reader.embedded()?;
-        reader.end()?;
-        return Ok(mutation);
+    match bytes.first() {
+        Some(&ENTRY_V3) => {
+            let mut reader = Reader::entry(bytes);
+            let (household_id, seq) = (reader.uuid()?, reader.u64()?);
+            let mutation: Mutation = reader.embedded()?;
+            reader.end()?;
+            if (mutation.household_id, mutation.seq) != (household_id, seq) {
+                return Err(reader.corrupt(format!(
+                    "the entry is for household {household_id} seq {seq} but holds household {} seq {}",
+                    mutation.household_id, mutation.seq
+                )));
+            }
+            Ok(mutation)
+        }
+        Some(&ROW_V2) => {
+            let mut reader = Reader::new(bytes, "mutation")?;
+            let mutation = reader.embedded()?;
+            reader.end()?;
+            Ok(mutation)
+        }
+        _ => codec::decode(bytes, EMBEDDED_LIMIT).map_err(|error| StoreError::Corrupt {
+            what: "mutation",
+            problem: error.to_string(),
+        }),
     }
-    codec::decode(bytes, EMBEDDED_LIMIT).map_err(|error| StoreError::Corrupt {
-        what: "mutation",
-        problem: error.to_string(),
-    })
+}
+
+/// The household an outbox or awaiting entry is for, read from its front when the entry has
+/// the id there (layout 3) and decoded otherwise.
+pub(crate) fn entry_household(bytes: &[u8]) -> Result<Uuid, StoreError> {
+    if bytes.first() == Some(&ENTRY_V3) {
+        return Reader::entry(bytes).uuid();
+    }
+    Ok(decode_mutation(bytes)?.household_id)
 }
 
 pub(crate) fn encode_u64(value: u64) -> Vec<u8> {
@@ -468,6 +499,15 @@ impl<'a> Reader<'a> {
                 Ok(reader)
             }
             other => Err(reader.corrupt(format!("unknown row layout {other}"))),
+        }
+    }
+
+    /// A reader after an entry's layout byte ([`ENTRY_V3`]), whose mutation is packed.
+    fn entry(bytes: &'a [u8]) -> Reader<'a> {
+        Reader {
+            rest: bytes.get(1..).unwrap_or_default(),
+            what: "mutation",
+            packed: true,
         }
     }
 
@@ -724,7 +764,7 @@ mod tests {
         };
         let packed = encode_mutation(&mutation);
         let bare = codec::encode(&mutation);
-        assert_eq!(packed[0], ROW_V2);
+        assert_eq!(packed[0], ENTRY_V3);
         assert!(
             packed.len() * 3 < bare.len(),
             "{} of {}",
@@ -732,10 +772,25 @@ mod tests {
             bare.len()
         );
         assert_eq!(decode_mutation(&packed).ok(), Some(mutation.clone()));
-        assert_eq!(decode_mutation(&bare).ok(), Some(mutation));
+        assert_eq!(entry_household(&packed).ok(), Some(mutation.household_id));
+        // Layout 2: the packed mutation without the id in front.
+        let mut v2 = Writer::new();
+        v2.embedded(&mutation);
+        let v2 = v2.finish();
+        assert_eq!(decode_mutation(&v2).ok(), Some(mutation.clone()));
+        assert_eq!(entry_household(&v2).ok(), Some(mutation.household_id));
+        assert_eq!(decode_mutation(&bare).ok(), Some(mutation.clone()));
+        assert_eq!(entry_household(&bare).ok(), Some(mutation.household_id));
         for cut in 0..packed.len() {
             assert!(decode_mutation(&packed[..cut]).is_err(), "cut at {cut}");
         }
+        for cut in 0..17 {
+            assert!(entry_household(&packed[..cut]).is_err(), "cut at {cut}");
+        }
+        // An id in front that is not the mutation's is damage, not a different household.
+        let mut mislabelled = packed;
+        mislabelled[1] ^= 1;
+        assert!(decode_mutation(&mislabelled).is_err());
     }
 
     #[test]
