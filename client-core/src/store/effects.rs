@@ -186,17 +186,31 @@ impl Store {
         }
         for change in &mut page.changes {
             let id = change.household_id;
-            let mut row = txn.household(id)?.unwrap_or_else(HouseholdRow::new_local);
-            let held = row.server.as_ref();
-            if held.is_some_and(|copy| change.rev < copy.rev) {
+            // The row's metadata first: a new revision replaces the server copy and the view
+            // is rebuilt over it, so the maps held until now are read only when needed.
+            let stored = txn.household_meta(id)?;
+            let held_rev = stored.as_ref().and_then(|row| row.server_rev);
+            if held_rev.is_some_and(|rev| change.rev < rev) {
                 continue;
             }
-            // The revision the device holds already (its own push, pulled back): the fields
-            // stay, and so does the view laid over them. Compared, not assumed from the
-            // revision number, so a registry that lost revisions and numbered others the same
-            // cannot leave a stale copy here.
-            let same_revision =
-                held.is_some_and(|copy| copy.rev == change.rev && copy.fields == change.fields);
+            let mut row = match stored {
+                // The revision held already (the device's own push, pulled back), compared
+                // field by field rather than assumed from its number, so that a registry that
+                // lost revisions and numbered others the same cannot leave a stale copy here.
+                Some(_) if held_rev == Some(change.rev) => {
+                    txn.household(id)?.unwrap_or_else(HouseholdRow::new_local)
+                }
+                Some(meta_row) => HouseholdRow {
+                    server: None,
+                    view: FieldMap::new(),
+                    meta: meta_row.meta,
+                },
+                None => HouseholdRow::new_local(),
+            };
+            let same_revision = row
+                .server
+                .as_ref()
+                .is_some_and(|copy| copy.rev == change.rev && copy.fields == change.fields);
             if let protocol::sync::ReviewState::Returned { comment } = &change.review {
                 if row.meta.review != change.review {
                     effects.returned.push((id, comment.clone()));
@@ -213,7 +227,10 @@ impl Store {
                     fields: std::mem::take(&mut change.fields),
                 });
                 row.confirm();
-                rebuild_view(&txn, &mut row)?;
+                if !rebuild_view(&txn, &mut row)? {
+                    // No mutation to lay over: the view stays what it was.
+                    row.view = txn.household(id)?.map(|old| old.view).unwrap_or_default();
+                }
             }
             if !change.in_conflict {
                 for conflict_id in conflicts.resolved(id, change.rev) {
@@ -418,9 +435,11 @@ fn record_outcome(
 /// The view after a new server revision: the revision with the latest pending mutation's
 /// cumulative changes laid over it; without one, with the changes of a rejection not yet
 /// superseded (the enumerator's values stay in view); otherwise the revision itself.
-fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<(), StoreError> {
+///
+/// Returns false, the view untouched, when the mutation to lay over is missing.
+fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<bool, StoreError> {
     let Some(copy) = &row.server else {
-        return Ok(());
+        return Ok(false);
     };
     let overlay = if let Some(seq) = row.meta.latest_pending {
         txn.mutation(&keys::outbox(seq))?
@@ -431,7 +450,7 @@ fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<(), StoreError>
         }
     } else {
         row.view = copy.fields.clone();
-        return Ok(());
+        return Ok(true);
     };
     // Without the mutation to lay over (it should always be there), the view stays as it is:
     // losing the enumerator's values is worse than missing a server change until the next pull.
@@ -440,13 +459,14 @@ fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<(), StoreError>
     // enumerator's (someone's `void.note` next to this record's `void: null`), a record that
     // does not fit the form. Its view is the enumerator's record itself until the server has
     // merged it.
-    if let Some(mutation) = overlay {
-        let mut view: FieldMap = match mutation.base {
-            Base::New => FieldMap::new(),
-            Base::Rev(_) => copy.fields.clone(),
-        };
-        fields::apply(&mut view, &mutation.changes);
-        row.view = view;
-    }
-    Ok(())
+    let Some(mutation) = overlay else {
+        return Ok(false);
+    };
+    let mut view: FieldMap = match mutation.base {
+        Base::New => FieldMap::new(),
+        Base::Rev(_) => copy.fields.clone(),
+    };
+    fields::apply(&mut view, &mutation.changes);
+    row.view = view;
+    Ok(true)
 }
