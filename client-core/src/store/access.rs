@@ -206,7 +206,9 @@ pub(crate) fn after_page(
         .collect::<Result<_, StoreError>>()?;
     let mut leaving: BTreeSet<Uuid> = page.left_scope.iter().copied().collect();
     leaving.extend(marked);
-    if changed {
+    // Areas that cover everything hold every household: no row needs reading (with 10,000
+    // households held, reading them all was a fifth of a first pull).
+    if changed && page.scope != Scope::Everything {
         let held: Vec<Uuid> = txn
             .scan_committed(keys::HOUSEHOLD)
             .map(|item| item.map(|(key, _)| keys::household_of(&key)))
@@ -221,6 +223,8 @@ pub(crate) fn after_page(
                 }
             }
         }
+    }
+    if changed {
         txn.put(
             keys::meta(keys::META_SCOPE),
             protocol::codec::encode(&page.scope),
