@@ -535,11 +535,13 @@ fn phase_push(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result<()
         theirs.report.applied,
         same + different
     );
+    let cpu = CpuClock::start(&server)?;
     let merge = d0.sync(ctx.handle(), options)?;
     let revisions = merge.report.pushed + merge.report.pulled;
+    let (server_us, device_us) = cpu.per_household(&server, revisions)?;
     let rate = revisions as f64 / secs(merge.total());
     say!(
-        "merge: {} pushed + {} pulled in {:.3} s = {} revisions/s (push {:.3} s, {:.3} s of it waiting; pull {:.3} s, {:.3} s waiting); {} merged, {} conflicts (expected {different} and {same})",
+        "merge: {} pushed + {} pulled in {:.3} s = {} revisions/s (push {:.3} s, {:.3} s of it waiting; pull {:.3} s, {:.3} s waiting; CPU per revision: server {server_us:.0} us, device {device_us:.0} us); {} merged, {} conflicts (expected {different} and {same})",
         merge.report.pushed,
         merge.report.pulled,
         secs(merge.total()),
@@ -563,6 +565,7 @@ fn phase_push(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result<()
         "push_s": secs(merge.push),
         "pull_s": secs(merge.pull),
         "push_waiting_s": secs(merge.waiting_push),
+        "cpu_us_per_revision_server_device": [server_us, device_us],
         "pull_waiting_s": secs(merge.waiting_pull),
         "round_trips": merge.round_trips(),
     }));
