@@ -377,7 +377,7 @@ impl<'r> Batch<'r> {
             Base::Rev(_) => base.clone(),
         };
         fields::apply(&mut intended, &mutation.changes);
-        let base = self.seen_by_device(id, base_rev, row.rev, base)?;
+        let base = self.seen_by_device(id, base_rev, row.rev, &row.fields, base)?;
         let changes = fields::diff(&base, &intended);
         let (plan, result, checked) = match self.plan(id, &base, &row.fields, &changes, &intended) {
             Ok(planned) => planned,
@@ -510,17 +510,30 @@ impl<'r> Batch<'r> {
     /// not someone else's. Without this, a field set and then set back to its base value
     /// keeps the first value (the second change is no change against the base), and a value
     /// of its own that someone else has since replaced comes back.
+    ///
+    /// `current` holds the fields of `current_rev`, read already: a revision's fields are read
+    /// only when a later revision is to be compared with them, or when this device made it.
     fn seen_by_device(
         &self,
         id: Uuid,
         base_rev: u32,
         current_rev: u32,
+        current: &FieldMap,
         base: FieldMap,
     ) -> Result<FieldMap, StoreError> {
         let mut seen = base.clone();
         let mut before = base;
         for rev in base_rev.saturating_add(1)..=current_rev {
-            let Some((author, fields)) = self.revision_by(id, rev)? else {
+            let Some(author) = self.revision_author(id, rev)? else {
+                break;
+            };
+            if rev == current_rev {
+                if author == self.device {
+                    fields::apply(&mut seen, &fields::diff(&before, current));
+                }
+                break;
+            }
+            let Some(fields) = self.revision_fields(id, rev)? else {
                 break;
             };
             if author == self.device {
@@ -531,19 +544,16 @@ impl<'r> Batch<'r> {
         Ok(seen)
     }
 
-    /// A revision's author (the device whose mutation made it) and fields.
-    fn revision_by(&self, id: Uuid, rev: u32) -> Result<Option<(Uuid, FieldMap)>, StoreError> {
+    /// The device whose mutation made a revision.
+    fn revision_author(&self, id: Uuid, rev: u32) -> Result<Option<Uuid>, StoreError> {
         if let Some(index) = self.made.get(&(id, rev)) {
             return Ok(self
                 .commit
                 .revisions
                 .get(*index)
-                .map(|(_, r)| (r.device_id, r.fields.clone())));
+                .map(|(_, revision)| revision.device_id));
         }
-        Ok(self
-            .registry
-            .revision(id, rev)?
-            .map(|revision| (revision.device_id, revision.fields)))
+        self.registry.revision_author(id, rev)
     }
 
     /// Plans the merge of the device's `changes` (made on `base`, leading to `intended`) over

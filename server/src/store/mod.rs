@@ -396,6 +396,15 @@ impl Registry {
         self.with_fields(id, meta, false).map(Some)
     }
 
+    /// The device whose mutation made one revision of a household, without reading the
+    /// revision's fields.
+    pub(crate) fn revision_author(&self, id: Uuid, rev: u32) -> Result<Option<Uuid>, StoreError> {
+        let key = keys::revision(id, rev);
+        self.get(&key)?
+            .map(|row| rows::decode_revision_author(&row).map_err(Self::corrupt(&key)))
+            .transpose()
+    }
+
     /// One revision of a household.
     pub fn revision(&self, id: Uuid, rev: u32) -> Result<Option<Revision>, StoreError> {
         let Some(row) = self.revision_row(id, rev)? else {

@@ -272,6 +272,12 @@ pub(super) fn encode_revision(row: &RevisionRow) -> Vec<u8> {
         .finish()
 }
 
+/// The device whose mutation made a revision, read from the front of its row without the
+/// field map behind it.
+pub(super) fn decode_revision_author(row: &[u8]) -> Result<Uuid, RowError> {
+    RowReader::new(row)?.uuid()
+}
+
 pub(super) fn decode_revision(row: &[u8]) -> Result<RevisionRow, RowError> {
     let mut reader = RowReader::new(row)?;
     let device_id = reader.uuid()?;
