@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::proxy::{Bytes, Proxy};
 use crate::server_proc;
 
-/// The answer to a pull sent ahead, on the runtime.
+/// The answer to a request sent ahead, on the runtime.
 type AheadAnswer =
     tokio::task::JoinHandle<Result<client_core::sync::Response, client_core::TransportError>>;
 
@@ -128,7 +128,7 @@ impl Device {
         let started = Instant::now();
         let bytes_at_start = self.bytes();
         let mut pull_started: Option<(Instant, Bytes)> = None;
-        // As `client_core::sync` does: the next pull is sent while a page is written.
+        // As `client_core::sync` does: the next request is sent while an answer is written.
         let mut ahead: Option<(Request, AheadAnswer)> = None;
         while let Some(request) = engine.next_request(&self.store)? {
             match request {
@@ -148,7 +148,7 @@ impl Device {
             let response = match ahead.take() {
                 Some((sent_ahead, answer)) if sent_ahead == request => rt
                     .block_on(answer)
-                    .context("the pull sent ahead")?
+                    .context("the request sent ahead")?
                     .context("sending a sync request")?,
                 _ => rt
                     .block_on(self.transport.send(&request))
@@ -159,7 +159,7 @@ impl Device {
             } else {
                 timed.waiting_pull += sent.elapsed();
             }
-            if let Some(next) = engine.pull_ahead(&self.store, &request, &response)? {
+            if let Some(next) = engine.ahead(&self.store, &request, &response)? {
                 let transport = self.transport.clone();
                 let sent_ahead = next.clone();
                 let answer = rt.spawn(async move { transport.send(&sent_ahead).await });

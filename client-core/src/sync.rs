@@ -19,19 +19,23 @@
 //!    for outcomes from the lowest seq still waiting for one. Each page is one atomic write:
 //!    outcomes, then each household's new revision with the pending local changes laid over it
 //!    (rebase: the enumerator never sees an unsynced edit disappear), then the cursor. Pulling
-//!    goes on while the server says `more`. [`sync`] asks for the next page while it writes
-//!    one ([`SyncEngine::pull_ahead`]: only when the page carries no outcomes and the areas
-//!    the device holds), and uses that answer only if it is for the request the engine makes
-//!    next, so the server's reading and the device's writing overlap.
-//! 4. **Areas.** Each page carries the user's areas and the households that left them. The
+//!    goes on while the server says `more`.
+//! 4. **Ahead.** [`sync`] sends the next request while it writes an answer
+//!    ([`SyncEngine::ahead`]: the next push batch after a push wholly accepted; the next page
+//!    after a page without outcomes that keeps the areas the device holds), and uses that
+//!    answer only if it is for the request the engine makes next, so the server's work and
+//!    the device's writing overlap.
+//! 5. **Areas.** Each page carries the user's areas and the households that left them. The
 //!    page's write drops what the device may no longer hold (keeping any household with
 //!    unsynced work, marked out of scope), and when the areas grew it sets the cursor back to
 //!    0 and the pull goes on from there: a reassignment takes effect on the next sync.
 //!
 //! # Assumptions
-//! - Every step is durable before the next request, and every reply can be replayed: a
-//!   connection dropped at any point leaves the store consistent, and the next sync resumes
-//!   (the server returns stored outcomes for mutations it has already applied).
+//! - Every step is durable before the next request the engine makes, and every reply can be
+//!   replayed: a connection dropped at any point leaves the store consistent, and the next
+//!   sync resumes (the server returns stored outcomes for mutations it has already applied).
+//!   A request sent ahead goes out before the answer it follows is durable on the device; a
+//!   crash then loses only that request's answer, which replay gives back.
 //! - The server acknowledges only what it has made durable.
 //! - Saves may happen during a sync; their mutations join the push if it is still running,
 //!   or wait for the next sync.
@@ -342,30 +346,57 @@ impl SyncEngine {
         }
     }
 
-    /// The pull that will follow `page` when handling it only moves the cursor on: more is
-    /// announced, it carries no outcomes, and the user's areas are as the device holds them (so
-    /// no restart from 0). A driver may send it while it writes `page`, so that the server reads
-    /// the next page meanwhile, and must use its answer only if it equals
-    /// [`SyncEngine::next_request`] after `handle` (as [`sync`] does); otherwise it drops it.
-    pub fn pull_ahead(
+    /// The request that will follow `response` when handling it changes nothing the request
+    /// depends on, for a driver to send while it writes `response`, so that the server works
+    /// on the next request meanwhile:
+    /// - after a push wholly accepted (`last_seq` is the batch's last seq), the next batch of
+    ///   the outbox, which recording the reply leaves as it is;
+    /// - after a pull page that announces more, carries no outcomes, and keeps the user's areas
+    ///   as the device holds them (so no restart from 0), the next page.
+    ///
+    /// The driver must use its answer only if the request equals
+    /// [`SyncEngine::next_request`] after `handle` (as [`sync`] does), and otherwise drop it.
+    /// A push sent ahead and dropped, or whose reply is lost with the device, was applied by
+    /// the server all the same: sent again, it is answered with its stored outcomes, as any
+    /// push whose reply was lost.
+    pub fn ahead(
         &self,
         store: &Store,
         sent: &Request,
         response: &Response,
     ) -> Result<Option<Request>, SyncError> {
-        let (Request::Pull(sent), Response::Pull(page)) = (sent, response) else {
-            return Ok(None);
-        };
-        if !page.more || !page.outcomes.is_empty() || page.next_cursor <= sent.cursor {
-            return Ok(None);
+        match (sent, response) {
+            (Request::Push(sent), Response::Push(PushReply::Accepted { last_seq, .. })) => {
+                if sent.mutations.last().map(|mutation| mutation.seq) != Some(*last_seq) {
+                    return Ok(None);
+                }
+                let batch = store.push_batch(
+                    last_seq.saturating_add(1),
+                    self.options.push_batch,
+                    MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
+                )?;
+                if batch.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(Request::Push(PushRequest {
+                    device_id: self.device_id,
+                    mutations: batch,
+                })))
+            }
+            (Request::Pull(sent), Response::Pull(page)) => {
+                if !page.more || !page.outcomes.is_empty() || page.next_cursor <= sent.cursor {
+                    return Ok(None);
+                }
+                if store.scope()?.as_ref() != Some(&page.scope) {
+                    return Ok(None);
+                }
+                Ok(Some(Request::Pull(PullRequest {
+                    cursor: page.next_cursor,
+                    ..sent.clone()
+                })))
+            }
+            _ => Ok(None),
         }
-        if store.scope()?.as_ref() != Some(&page.scope) {
-            return Ok(None);
-        }
-        Ok(Some(Request::Pull(PullRequest {
-            cursor: page.next_cursor,
-            ..sent.clone()
-        })))
     }
 
     pub fn progress(&self) -> Progress {
@@ -440,24 +471,36 @@ impl SyncEngine {
 pub async fn sync<T: Transport>(
     store: &Store,
     transport: &T,
+    on_progress: impl FnMut(&Progress),
+) -> Result<SyncReport, SyncError> {
+    sync_with(store, transport, SyncOptions::default(), on_progress).await
+}
+
+/// [`sync`] with other batch sizes (small ones make every step of a sync a separate request,
+/// which tests use).
+pub async fn sync_with<T: Transport>(
+    store: &Store,
+    transport: &T,
+    options: SyncOptions,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<SyncReport, SyncError> {
-    let mut engine = SyncEngine::new(store)?;
+    let mut engine = SyncEngine::with_options(store, options)?;
     on_progress(&engine.progress());
-    // A pull sent ahead while the page before it was written, with its answer.
+    // A request sent ahead while the answer before it was written, with its answer.
     let mut ahead: Option<(Request, Result<Response, TransportError>)> = None;
     while let Some(request) = engine.next_request(store)? {
         let response = match ahead.take() {
             Some((sent, answer)) if sent == request => answer?,
             _ => transport.send(&request).await?,
         };
-        let Some(next) = engine.pull_ahead(store, &request, &response)? else {
+        let Some(next) = engine.ahead(store, &request, &response)? else {
             engine.handle(store, response)?;
             on_progress(&engine.progress());
             continue;
         };
-        // The server reads the next page while this one is written (a blocking sled write),
-        // so that a first pull costs about the slower of the two, not their sum.
+        // The server reads the next page, or applies the next push, while this answer is
+        // written (a blocking sled write), so that a sync costs about the slower of the two,
+        // not their sum.
         let writer_store = store.clone();
         let writing = tokio::task::spawn_blocking(move || {
             let written = engine.handle(&writer_store, response);

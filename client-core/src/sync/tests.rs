@@ -855,7 +855,7 @@ fn the_pull_ahead_is_the_request_the_engine_makes_next_or_none() {
     let mut request = engine.next_request(&store).expect("request");
     while let Some(sent) = request {
         let response = server.respond(&sent);
-        let ahead = engine.pull_ahead(&store, &sent, &response).expect("ahead");
+        let ahead = engine.ahead(&store, &sent, &response).expect("ahead");
         engine.handle(&store, response).expect("handle");
         request = engine.next_request(&store).expect("next");
         if let Some(ahead) = &ahead {
@@ -870,4 +870,92 @@ fn the_pull_ahead_is_the_request_the_engine_makes_next_or_none() {
     // No page ahead of the first (the device holds no areas yet) nor after the last.
     assert_eq!(aheads, vec![None, Some(18), Some(27), Some(36), None]);
     assert_eq!(store.households().expect("list").len(), 40);
+}
+
+#[test]
+fn the_push_ahead_is_the_next_batch_and_none_after_a_partial_acknowledgement() {
+    let (_dir, store) = store();
+    for n in 1..=25 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    let mut server = FakeServer::default();
+    let options = SyncOptions {
+        push_batch: 10,
+        pull_limit: 500,
+    };
+    let mut engine = SyncEngine::with_options(&store, options).expect("engine");
+    let mut aheads = Vec::new();
+    let mut request = engine.next_request(&store).expect("request");
+    while let Some(sent) = request {
+        let response = server.respond(&sent);
+        let ahead = engine.ahead(&store, &sent, &response).expect("ahead");
+        engine.handle(&store, response).expect("handle");
+        request = engine.next_request(&store).expect("next");
+        if let Some(ahead) = &ahead {
+            assert_eq!(Some(ahead), request.as_ref(), "the batch sent ahead is the next one");
+        }
+        if let Request::Push(_) = sent {
+            aheads.push(ahead.map(|ahead| push_of(Some(ahead)).mutations[0].seq));
+        }
+    }
+    // After the last batch the next request is a pull, which needs the outcomes recorded.
+    assert_eq!(aheads, vec![Some(11), Some(21), None]);
+    assert_eq!(engine.report().applied, 25);
+
+    // A reply that acknowledges only part of the batch: the engine decides what follows.
+    let (_other_dir, other) = crate::test_support::store();
+    for n in 1..=5 {
+        other.save_household(&sample(n)).expect("save");
+    }
+    let engine = SyncEngine::with_options(&other, options).expect("engine");
+    let sent = engine_request(&other, options);
+    let partial = Response::Push(PushReply::Accepted {
+        outcomes: vec![],
+        last_seq: 3,
+    });
+    assert_eq!(engine.ahead(&other, &sent, &partial).expect("ahead"), None);
+}
+
+fn engine_request(store: &Store, options: SyncOptions) -> Request {
+    let mut engine = SyncEngine::with_options(store, options).expect("engine");
+    engine
+        .next_request(store)
+        .expect("request")
+        .expect("a push")
+}
+
+/// A transport over the fake server recording the first seq of every push it carries.
+struct CountedPushes {
+    server: std::cell::RefCell<FakeServer>,
+    firsts: std::cell::RefCell<Vec<u64>>,
+}
+
+impl Transport for CountedPushes {
+    async fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        if let Request::Push(push) = request {
+            self.firsts
+                .borrow_mut()
+                .push(push.mutations.first().map_or(0, |mutation| mutation.seq));
+        }
+        Ok(self.server.borrow_mut().respond(request))
+    }
+}
+
+#[tokio::test]
+async fn a_driver_sending_pushes_ahead_sends_each_batch_once() {
+    let (_dir, store) = store();
+    let batch = SyncOptions::default().push_batch;
+    let count = 2 * batch + 7;
+    for n in 1..=count {
+        store.save_household(&sample(n as u128)).expect("save");
+    }
+    let transport = CountedPushes {
+        server: std::cell::RefCell::new(FakeServer::default()),
+        firsts: std::cell::RefCell::new(Vec::new()),
+    };
+    let report = sync(&store, &transport, |_| {}).await.expect("sync");
+    assert_eq!((report.pushed, report.applied), (count, count));
+    assert!(store.pending().expect("pending").is_empty());
+    let step = batch as u64;
+    assert_eq!(*transport.firsts.borrow(), vec![1, 1 + step, 1 + 2 * step]);
 }
