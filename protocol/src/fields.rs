@@ -212,11 +212,13 @@ fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) -> Resul
             node.insert(part.to_string(), value);
             return Ok(());
         }
-        let child = node
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        node = match child {
-            Value::Object(map) => map,
+        // Looked up before inserting: most segments (`members`, a member's id) exist already,
+        // and an entry by owned key would allocate the segment for every path.
+        if !node.contains_key(part) {
+            node.insert(part.to_string(), Value::Object(Map::new()));
+        }
+        node = match node.get_mut(part) {
+            Some(Value::Object(map)) => map,
             _ => {
                 return Err(invalid(
                     "nằm dưới một giá trị đơn / sits under a plain value",
