@@ -670,16 +670,9 @@ impl Registry {
             );
         }
         for (id, revision) in &commit.revisions {
-            let row = RevisionRow {
-                fields: revision.fields.clone(),
-                device_id: revision.device_id,
-                mutation_seq: revision.mutation_seq,
-                at_ms: revision.at_ms,
-                why: revision.why,
-            };
             batch.insert(
                 keys::revision(*id, revision.rev),
-                rows::encode_revision(&row),
+                rows::encode_new_revision(revision),
             );
             // A new revision's first classification record.
             if let Some(record) = &revision.classification {

@@ -262,13 +262,35 @@ fn cause_of(tag: u8) -> Result<RevisionCause, RowError> {
     })
 }
 
+#[cfg(test)]
 pub(super) fn encode_revision(row: &RevisionRow) -> Vec<u8> {
+    write_revision(row.device_id, row.mutation_seq, row.at_ms, row.why, &row.fields)
+}
+
+/// The row of a revision the merge engine made, written from it without copying its fields.
+pub(super) fn encode_new_revision(revision: &super::Revision) -> Vec<u8> {
+    write_revision(
+        revision.device_id,
+        revision.mutation_seq,
+        revision.at_ms,
+        revision.why,
+        &revision.fields,
+    )
+}
+
+fn write_revision(
+    device_id: Uuid,
+    mutation_seq: u64,
+    at_ms: i64,
+    why: RevisionCause,
+    fields: &FieldMap,
+) -> Vec<u8> {
     RowWriter::new()
-        .uuid(row.device_id)
-        .u64(row.mutation_seq)
-        .i64(row.at_ms)
-        .u8(cause_tag(row.why))
-        .protocol(&row.fields)
+        .uuid(device_id)
+        .u64(mutation_seq)
+        .i64(at_ms)
+        .u8(cause_tag(why))
+        .protocol(fields)
         .finish()
 }
 
