@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `M` + name | meta: `layout` (u32), `device_id` (16 bytes), `server_url` (UTF-8), `next_seq` (u64), `cursor` (u64), `user` (UTF-8), `device_token` (UTF-8, never shown), `scope` (`protocol::access::Scope`, codec-encoded) |
 //! | `H` + household id (16 bytes) | [`super::rows::HouseholdRow`] |
-//! | `O` + mutation seq (u64) | the outbox: a pending `protocol::sync::Mutation` (codec-encoded) |
+//! | `O` + mutation seq (u64) | the outbox: a pending `protocol::sync::Mutation`, its household id and seq in front of it packed (`super::rows::encode_mutation`) |
 //! | `W` + mutation seq (u64) | a mutation the server acknowledged without sending its outcome yet |
 //! | `C` + conflict id (u64) | [`super::rows::ConflictRow`] |
 //! | `R` + mutation seq (u64) | [`super::rows::RejectionRow`] |
