@@ -218,7 +218,7 @@ pub(crate) fn after_page(
             .collect();
         for id in held {
             if let Some(row) = txn.household(id)? {
-                if !holds(&page.scope, &row.view) {
+                if !holds(&page.scope, row.view()) {
                     leaving.insert(id);
                 }
             }

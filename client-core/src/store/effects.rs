@@ -200,11 +200,7 @@ impl Store {
                 Some(_) if held_rev == Some(change.rev) => {
                     txn.household(id)?.unwrap_or_else(HouseholdRow::new_local)
                 }
-                Some(meta_row) => HouseholdRow {
-                    server: None,
-                    view: FieldMap::new(),
-                    meta: meta_row.meta,
-                },
+                Some(meta_row) => HouseholdRow::with_meta(meta_row.meta),
                 None => HouseholdRow::new_local(),
             };
             let same_revision = row
@@ -229,7 +225,8 @@ impl Store {
                 row.confirm();
                 if !rebuild_view(&txn, &mut row)? {
                     // No mutation to lay over: the view stays what it was.
-                    row.view = txn.household(id)?.map(|old| old.view).unwrap_or_default();
+                    let held = txn.household(id)?.map(HouseholdRow::into_view);
+                    row.set_view(held.unwrap_or_default());
                 }
             }
             if !change.in_conflict {
@@ -449,7 +446,7 @@ fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<bool, StoreErro
             None => None,
         }
     } else {
-        row.view = copy.fields.clone();
+        row.view_the_server_copy();
         return Ok(true);
     };
     // Without the mutation to lay over (it should always be there), the view stays as it is:
@@ -467,6 +464,6 @@ fn rebuild_view(txn: &Txn<'_>, row: &mut HouseholdRow) -> Result<bool, StoreErro
         Base::Rev(_) => copy.fields.clone(),
     };
     fields::apply(&mut view, &mutation.changes);
-    row.view = view;
+    row.set_view(view);
     Ok(true)
 }

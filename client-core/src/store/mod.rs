@@ -363,7 +363,7 @@ impl Store {
     /// The record as the enumerator sees it, for an edit.
     fn current_record(&self, id: Uuid) -> Result<Household, StoreError> {
         let row = self.read().household(id)?.ok_or(StoreError::NotFound(id))?;
-        fields::unflatten(&row.view).map_err(|error| {
+        fields::unflatten(row.view()).map_err(|error| {
             StoreError::Invalid(format!(
                 "bản ghi hiện tại của hộ {id} không đọc được / the current record of household {id} does not fit the form: {error}"
             ))
@@ -422,7 +422,7 @@ impl Store {
             result_rev: None,
         });
         row.meta.latest_pending = Some(seq);
-        row.view = view;
+        row.set_view(view);
         txn.put_meta_u64(keys::META_NEXT_SEQ, seq.saturating_add(1));
         txn.put(keys::outbox(seq), rows::encode_mutation(&mutation));
         txn.put_household(id, &row);
@@ -523,14 +523,16 @@ fn cumulative_changes(
 }
 
 fn local_household(id: Uuid, row: HouseholdRow, out_of_scope: bool) -> LocalHousehold {
+    let server_rev = row.server.as_ref().map(|copy| copy.rev);
+    let (fields, meta) = row.into_view_and_meta();
     LocalHousehold {
         id,
-        fields: row.view,
-        server_rev: row.server.map(|copy| copy.rev),
-        pending: row.meta.latest_pending.is_some(),
-        review: row.meta.review,
-        in_conflict: row.meta.in_conflict,
-        rejection: row.meta.rejection.map(|(_, reason)| reason),
+        fields,
+        server_rev,
+        pending: meta.latest_pending.is_some(),
+        review: meta.review,
+        in_conflict: meta.in_conflict,
+        rejection: meta.rejection.map(|(_, reason)| reason),
         out_of_scope,
     }
 }

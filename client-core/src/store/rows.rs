@@ -52,14 +52,28 @@ pub(crate) struct Unconfirmed {
 }
 
 /// Everything the device keeps about one household.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub(crate) struct HouseholdRow {
     /// The last revision received from the server; `None` until one arrives.
     pub server: Option<ServerCopy>,
-    /// What the enumerator sees: the server's fields with pending local changes laid over.
-    pub view: FieldMap,
+    /// What the enumerator sees when it is not the server copy: the server's fields with
+    /// pending local changes laid over, or a record not yet on the server. `None` when the
+    /// view is the server copy itself, as for most households, so that it is neither copied
+    /// nor compared field by field (see [`HouseholdRow::view`]).
+    view: Option<FieldMap>,
     pub meta: RowMeta,
 }
+
+/// Rows are equal when they show the same: a view held apart that equals the server copy is
+/// the same row as one whose view is the copy.
+impl PartialEq for HouseholdRow {
+    fn eq(&self, other: &HouseholdRow) -> bool {
+        self.server == other.server && self.view() == other.view() && self.meta == other.meta
+    }
+}
+
+/// The view of a household with neither a view of its own nor a server copy.
+static NO_FIELDS: FieldMap = FieldMap::new();
 
 /// What a household row holds besides its field maps.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,7 +177,7 @@ impl HouseholdRow {
     pub fn new_local() -> HouseholdRow {
         HouseholdRow {
             server: None,
-            view: FieldMap::new(),
+            view: None,
             meta: RowMeta {
                 review: ReviewState::Submitted,
                 in_conflict: false,
@@ -175,6 +189,46 @@ impl HouseholdRow {
         }
     }
 
+    /// A row with these metadata and neither maps nor view yet.
+    pub fn with_meta(meta: RowMeta) -> HouseholdRow {
+        HouseholdRow {
+            server: None,
+            view: None,
+            meta,
+        }
+    }
+
+    /// What the enumerator sees.
+    pub fn view(&self) -> &FieldMap {
+        match (&self.view, &self.server) {
+            (Some(view), _) => view,
+            (None, Some(copy)) => &copy.fields,
+            (None, None) => &NO_FIELDS,
+        }
+    }
+
+    pub fn set_view(&mut self, view: FieldMap) {
+        self.view = Some(view);
+    }
+
+    /// The view is the server copy (no pending change over it).
+    pub fn view_the_server_copy(&mut self) {
+        self.view = None;
+    }
+
+    pub fn into_view(self) -> FieldMap {
+        self.into_view_and_meta().0
+    }
+
+    pub fn into_view_and_meta(self) -> (FieldMap, RowMeta) {
+        let view = match (self.view, self.server) {
+            (Some(view), _) => view,
+            (None, Some(copy)) => copy.fields,
+            (None, None) => FieldMap::new(),
+        };
+        (view, self.meta)
+    }
+
     /// Forgets the mutations the server copy already contains (see [`RowMeta::confirm`]).
     pub fn confirm(&mut self) {
         let server_rev = self.server.as_ref().map(|copy| copy.rev);
@@ -183,23 +237,28 @@ impl HouseholdRow {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        match &self.server {
-            None => {
+        match (&self.server, &self.view) {
+            (None, _) => {
                 w.u8(NO_SERVER_COPY);
-                w.embedded(&self.view);
+                w.embedded(self.view());
             }
             // Most households have no pending change: the view is written once, not twice
             // (half the packing a pulled household costs).
-            Some(copy) if copy.fields == self.view => {
+            (Some(copy), None) => {
                 w.u8(SERVER_COPY_IS_VIEW);
                 w.u32(copy.rev);
                 w.embedded(&copy.fields);
             }
-            Some(copy) => {
+            (Some(copy), Some(view)) if copy.fields == *view => {
+                w.u8(SERVER_COPY_IS_VIEW);
+                w.u32(copy.rev);
+                w.embedded(&copy.fields);
+            }
+            (Some(copy), Some(view)) => {
                 w.u8(SERVER_COPY);
                 w.u32(copy.rev);
                 w.embedded(&copy.fields);
-                w.embedded(&self.view);
+                w.embedded(view);
             }
         }
         self.meta.write(&mut w);
@@ -209,13 +268,9 @@ impl HouseholdRow {
     pub fn decode(bytes: &[u8]) -> Result<HouseholdRow, StoreError> {
         let mut r = Reader::new(bytes, "household")?;
         let (server, view) = match r.u8()? {
-            NO_SERVER_COPY => (None, r.embedded()?),
-            SERVER_COPY => (Some(r.server_copy()?), r.embedded()?),
-            SERVER_COPY_IS_VIEW if r.packed => {
-                let copy = r.server_copy()?;
-                let view = copy.fields.clone();
-                (Some(copy), view)
-            }
+            NO_SERVER_COPY => (None, Some(r.embedded()?)),
+            SERVER_COPY => (Some(r.server_copy()?), Some(r.embedded()?)),
+            SERVER_COPY_IS_VIEW if r.packed => (Some(r.server_copy()?), None),
             other => return Err(r.corrupt(format!("unknown server copy tag {other}"))),
         };
         let meta = RowMeta::read(&mut r)?;
@@ -632,7 +687,7 @@ mod tests {
                 rev: 4,
                 fields: fields.clone(),
             }),
-            view: fields,
+            view: Some(fields),
             meta: RowMeta {
                 review: ReviewState::Returned {
                     comment: "thiếu CCCD".into(),
@@ -660,9 +715,9 @@ mod tests {
         let row = row();
         assert_eq!(HouseholdRow::decode(&row.encode()).ok(), Some(row.clone()));
         let mut edited = row.clone();
-        edited
-            .view
-            .insert("village".into(), FieldValue::Text("Thôn Đông".into()));
+        let mut view = edited.view().clone();
+        view.insert("village".into(), FieldValue::Text("Thôn Đông".into()));
+        edited.set_view(view);
         assert!(edited.encode().len() > row.encode().len());
         assert_eq!(HouseholdRow::decode(&edited.encode()).ok(), Some(edited));
         let local = HouseholdRow {
@@ -697,9 +752,9 @@ mod tests {
     fn metadata_changes_keep_the_packed_maps_byte_for_byte() {
         let row = row();
         let mut edited_view = row.clone();
-        edited_view
-            .view
-            .insert("village".into(), FieldValue::Text("Thôn Đông".into()));
+        let mut view = edited_view.view().clone();
+        view.insert("village".into(), FieldValue::Text("Thôn Đông".into()));
+        edited_view.set_view(view);
         let local = HouseholdRow {
             server: None,
             ..row.clone()
@@ -736,7 +791,7 @@ mod tests {
         v1.u8(SERVER_COPY);
         v1.u32(copy.rev);
         v1.bytes(&codec::encode(&copy.fields));
-        v1.bytes(&codec::encode(&row.view));
+        v1.bytes(&codec::encode(row.view()));
         v1.bytes(&codec::encode(&row.meta.review));
         v1.0.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let v1 = v1.finish();
