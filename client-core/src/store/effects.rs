@@ -362,7 +362,12 @@ fn record_outcome(
     }
     let recorded = match &outcome.outcome {
         Outcome::Applied { rev } | Outcome::Merged { rev } | Outcome::Conflict { rev, .. } => {
-            for entry in row.meta.unconfirmed.iter_mut().filter(|entry| entry.seq == seq) {
+            for entry in row
+                .meta
+                .unconfirmed
+                .iter_mut()
+                .filter(|entry| entry.seq == seq)
+            {
                 entry.result_rev = Some(*rev);
             }
             if row

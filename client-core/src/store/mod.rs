@@ -415,7 +415,8 @@ impl Store {
                 txn.put(key, rows::encode_mutation(&superseded));
             }
         }
-        row.meta.touched
+        row.meta
+            .touched
             .extend(mutation.changes.iter().map(|change| change.path.clone()));
         row.meta.unconfirmed.push(Unconfirmed {
             seq,

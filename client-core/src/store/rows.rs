@@ -7,6 +7,10 @@
 //! (`protocol::codec::packed`: compressed against a fixed dictionary, a household's field map
 //! to about a seventh). Rows of layout 1, from before packing, are read as well. A row that
 //! does not read back whole is reported as corrupt, never a panic.
+//!
+//! Two shortcuts keep the device from unpacking what it does not change: a household row read
+//! as a [`HouseholdMetaRow`] carries its packed maps through byte for byte, and an outbox entry
+//! (layout 3) has its household id and seq in front of the packed mutation.
 
 use std::collections::BTreeSet;
 
@@ -762,7 +766,10 @@ mod tests {
         for row in [row, edited_view, local] {
             let bytes = row.encode();
             let mut meta_row = HouseholdMetaRow::decode(&bytes).expect("meta");
-            assert_eq!(meta_row.server_rev, row.server.as_ref().map(|copy| copy.rev));
+            assert_eq!(
+                meta_row.server_rev,
+                row.server.as_ref().map(|copy| copy.rev)
+            );
             assert_eq!(meta_row.meta, row.meta);
             assert_eq!(meta_row.encode(), bytes, "read and written unchanged");
             meta_row.meta.latest_pending = None;
@@ -777,7 +784,10 @@ mod tests {
             expected.confirm();
             assert_eq!(back, expected);
             for cut in 0..bytes.len() {
-                assert!(HouseholdMetaRow::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+                assert!(
+                    HouseholdMetaRow::decode(&bytes[..cut]).is_err(),
+                    "cut at {cut}"
+                );
             }
         }
     }
@@ -793,6 +803,7 @@ mod tests {
         v1.bytes(&codec::encode(&copy.fields));
         v1.bytes(&codec::encode(row.view()));
         v1.bytes(&codec::encode(&row.meta.review));
+        // Not in conflict, no rejection, nothing pending, no unconfirmed, no touched paths.
         v1.0.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let v1 = v1.finish();
         assert_eq!(HouseholdRow::decode(&v1).ok(), Some(row.clone()));

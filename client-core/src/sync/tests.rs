@@ -842,6 +842,34 @@ async fn a_page_read_ahead_is_not_used_when_the_areas_grew_and_the_pull_starts_a
     );
 }
 
+/// Runs a sync against `server` step by step, checking that every request the engine offers
+/// to send ahead is the one it then makes. Returns each request sent with the one offered
+/// ahead of its answer, and the report.
+fn drive_checking_aheads(
+    store: &Store,
+    server: &mut FakeServer,
+    options: SyncOptions,
+) -> (Vec<(Request, Option<Request>)>, SyncReport) {
+    let mut engine = SyncEngine::with_options(store, options).expect("engine");
+    let mut steps = Vec::new();
+    let mut request = engine.next_request(store).expect("request");
+    while let Some(sent) = request {
+        let response = server.respond(&sent);
+        let ahead = engine.ahead(store, &sent, &response).expect("ahead");
+        engine.handle(store, response).expect("handle");
+        request = engine.next_request(store).expect("next");
+        if let Some(ahead) = &ahead {
+            assert_eq!(
+                Some(ahead),
+                request.as_ref(),
+                "the request sent ahead is the next one"
+            );
+        }
+        steps.push((sent, ahead));
+    }
+    (steps, engine.report())
+}
+
 #[test]
 fn the_pull_ahead_is_the_request_the_engine_makes_next_or_none() {
     let (_dir, store) = store();
@@ -850,23 +878,11 @@ fn the_pull_ahead_is_the_request_the_engine_makes_next_or_none() {
         push_batch: 200,
         pull_limit: 9,
     };
-    let mut engine = SyncEngine::with_options(&store, options).expect("engine");
-    let mut aheads = Vec::new();
-    let mut request = engine.next_request(&store).expect("request");
-    while let Some(sent) = request {
-        let response = server.respond(&sent);
-        let ahead = engine.ahead(&store, &sent, &response).expect("ahead");
-        engine.handle(&store, response).expect("handle");
-        request = engine.next_request(&store).expect("next");
-        if let Some(ahead) = &ahead {
-            assert_eq!(
-                Some(ahead),
-                request.as_ref(),
-                "the page read ahead is the next one"
-            );
-        }
-        aheads.push(ahead.map(|ahead| pull_of(Some(ahead)).cursor));
-    }
+    let (steps, _) = drive_checking_aheads(&store, &mut server, options);
+    let aheads: Vec<Option<u64>> = steps
+        .into_iter()
+        .map(|(_, ahead)| ahead.map(|ahead| pull_of(Some(ahead)).cursor))
+        .collect();
     // No page ahead of the first (the device holds no areas yet) nor after the last.
     assert_eq!(aheads, vec![None, Some(18), Some(27), Some(36), None]);
     assert_eq!(store.households().expect("list").len(), 40);
@@ -883,24 +899,15 @@ fn the_push_ahead_is_the_next_batch_and_none_after_a_partial_acknowledgement() {
         push_batch: 10,
         pull_limit: 500,
     };
-    let mut engine = SyncEngine::with_options(&store, options).expect("engine");
-    let mut aheads = Vec::new();
-    let mut request = engine.next_request(&store).expect("request");
-    while let Some(sent) = request {
-        let response = server.respond(&sent);
-        let ahead = engine.ahead(&store, &sent, &response).expect("ahead");
-        engine.handle(&store, response).expect("handle");
-        request = engine.next_request(&store).expect("next");
-        if let Some(ahead) = &ahead {
-            assert_eq!(Some(ahead), request.as_ref(), "the batch sent ahead is the next one");
-        }
-        if let Request::Push(_) = sent {
-            aheads.push(ahead.map(|ahead| push_of(Some(ahead)).mutations[0].seq));
-        }
-    }
+    let (steps, report) = drive_checking_aheads(&store, &mut server, options);
+    let aheads: Vec<Option<u64>> = steps
+        .into_iter()
+        .filter(|(sent, _)| matches!(sent, Request::Push(_)))
+        .map(|(_, ahead)| ahead.map(|ahead| push_of(Some(ahead)).mutations[0].seq))
+        .collect();
     // After the last batch the next request is a pull, which needs the outcomes recorded.
     assert_eq!(aheads, vec![Some(11), Some(21), None]);
-    assert_eq!(engine.report().applied, 25);
+    assert_eq!(report.applied, 25);
 
     // A reply that acknowledges only part of the batch: the engine decides what follows.
     let (_other_dir, other) = crate::test_support::store();

@@ -264,7 +264,13 @@ fn cause_of(tag: u8) -> Result<RevisionCause, RowError> {
 
 #[cfg(test)]
 pub(super) fn encode_revision(row: &RevisionRow) -> Vec<u8> {
-    write_revision(row.device_id, row.mutation_seq, row.at_ms, row.why, &row.fields)
+    write_revision(
+        row.device_id,
+        row.mutation_seq,
+        row.at_ms,
+        row.why,
+        &row.fields,
+    )
 }
 
 /// The row of a revision the merge engine made, written from it without copying its fields.
