@@ -241,29 +241,27 @@ impl HouseholdRow {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        match (&self.server, &self.view) {
-            (None, _) => {
+        match &self.server {
+            None => {
                 w.u8(NO_SERVER_COPY);
                 w.embedded(self.view());
             }
             // Most households have no pending change: the view is written once, not twice
-            // (half the packing a pulled household costs).
-            (Some(copy), None) => {
-                w.u8(SERVER_COPY_IS_VIEW);
-                w.u32(copy.rev);
-                w.embedded(&copy.fields);
-            }
-            (Some(copy), Some(view)) if copy.fields == *view => {
-                w.u8(SERVER_COPY_IS_VIEW);
-                w.u32(copy.rev);
-                w.embedded(&copy.fields);
-            }
-            (Some(copy), Some(view)) => {
-                w.u8(SERVER_COPY);
-                w.u32(copy.rev);
-                w.embedded(&copy.fields);
-                w.embedded(view);
-            }
+            // (half the packing a pulled household costs). A view set apart that is back at
+            // the server copy is written the same way.
+            Some(copy) => match self.view.as_ref().filter(|view| **view != copy.fields) {
+                None => {
+                    w.u8(SERVER_COPY_IS_VIEW);
+                    w.u32(copy.rev);
+                    w.embedded(&copy.fields);
+                }
+                Some(view) => {
+                    w.u8(SERVER_COPY);
+                    w.u32(copy.rev);
+                    w.embedded(&copy.fields);
+                    w.embedded(view);
+                }
+            },
         }
         self.meta.write(&mut w);
         w.finish()
