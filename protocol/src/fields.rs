@@ -9,6 +9,7 @@
 //! The conversion goes through `serde_json::Value`, so a field added to [`Household`] needs no
 //! code here: the flattening follows the struct.
 
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, SeqAccess, VariantAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
@@ -25,15 +26,113 @@ pub const MAX_TEXT_BYTES: usize = 2_000;
 /// Most items in a list value.
 pub const MAX_LIST_ITEMS: usize = 64;
 
-/// A leaf value of the record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Lists nest at most this deep in a decoded value; deeper is a decode error. A record's lists
+/// hold plain values (`check_leaf`), but a rejected mutation is kept with whatever it carried, so
+/// decoding allows a few levels. Decoding recurses once per level: without a bound, a message
+/// of a few hundred kilobytes of nested lists would overflow the stack of whoever reads it.
+pub const MAX_LIST_DEPTH: usize = 8;
+
+/// A leaf value of the record. Its `Deserialize` is written out (below) to bound the nesting
+/// of lists; the variants and their order are the wire format.
+#[derive(Clone, Debug, Serialize)]
 pub enum FieldValue {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
     Text(String),
-    List(#[serde(deserialize_with = "crate::codec::bounded_vec")] Vec<FieldValue>),
+    List(Vec<FieldValue>),
+}
+
+impl<'de> Deserialize<'de> for FieldValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FieldValue, D::Error> {
+        ValueSeed { depth: 0 }.deserialize(deserializer)
+    }
+}
+
+/// The variants of [`FieldValue`], as serde names them.
+const VALUE_VARIANTS: &[&str] = &["Null", "Bool", "Int", "Float", "Text", "List"];
+
+#[derive(Deserialize)]
+#[serde(variant_identifier)]
+enum ValueKind {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Text,
+    List,
+}
+
+/// Reads a value inside `depth` lists.
+#[derive(Clone, Copy)]
+struct ValueSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = FieldValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FieldValue, D::Error> {
+        deserializer.deserialize_enum("FieldValue", VALUE_VARIANTS, self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed {
+    type Value = FieldValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field value")
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<FieldValue, A::Error> {
+        let (kind, variant) = data.variant::<ValueKind>()?;
+        match kind {
+            ValueKind::Null => variant.unit_variant().map(|()| FieldValue::Null),
+            ValueKind::Bool => variant.newtype_variant().map(FieldValue::Bool),
+            ValueKind::Int => variant.newtype_variant().map(FieldValue::Int),
+            ValueKind::Float => variant.newtype_variant().map(FieldValue::Float),
+            ValueKind::Text => variant.newtype_variant().map(FieldValue::Text),
+            ValueKind::List if self.depth >= MAX_LIST_DEPTH => Err(de::Error::custom(format!(
+                "danh sách lồng quá {MAX_LIST_DEPTH} tầng / lists nest more than {MAX_LIST_DEPTH} deep"
+            ))),
+            ValueKind::List => variant
+                .newtype_variant_seed(ListSeed {
+                    depth: self.depth + 1,
+                })
+                .map(FieldValue::List),
+        }
+    }
+}
+
+/// Reads a list at `depth`, its items as they arrive (as `codec::bounded_vec`: the length
+/// prefix is not trusted for the allocation).
+struct ListSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = Vec<FieldValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed {
+    type Value = Vec<FieldValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of field values")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(item) = seq.next_element_seed(ValueSeed { depth: self.depth })? {
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 impl PartialEq for FieldValue {
@@ -406,6 +505,39 @@ mod tests {
         apply(&mut patched, &diff(&old_fields, &new_fields));
         assert_eq!(patched, new_fields);
         assert_eq!(unflatten(&patched), Ok(new));
+    }
+
+    #[test]
+    fn values_decode_from_both_codecs_and_deep_lists_are_refused_not_a_stack_overflow() {
+        let value = FieldValue::List(vec![
+            FieldValue::Null,
+            FieldValue::Bool(true),
+            FieldValue::Int(-3),
+            FieldValue::Float(0.5),
+            FieldValue::Text("Hộ cận nghèo".into()),
+            FieldValue::List(vec![FieldValue::Int(1)]),
+        ]);
+        let bytes = crate::codec::encode(&value);
+        assert_eq!(crate::codec::decode(&bytes, usize::MAX), Ok(value.clone()));
+        let json = serde_json::to_string(&value).expect("to JSON");
+        assert_eq!(serde_json::from_str::<FieldValue>(&json).expect("from JSON"), value);
+        // Lists in lists, `MAX_LIST_DEPTH` deep and then far deeper: variant 5 (List) and one
+        // item, over and over, around a Null.
+        let nested = |depth: usize| {
+            let mut bytes = crate::sync::PROTOCOL_VERSION.to_le_bytes().to_vec();
+            for _ in 0..depth {
+                bytes.extend([5u8, 1]);
+            }
+            bytes.push(0);
+            crate::codec::decode::<FieldValue>(&bytes, usize::MAX)
+        };
+        assert!(nested(MAX_LIST_DEPTH).is_ok());
+        for depth in [MAX_LIST_DEPTH + 1, 400_000] {
+            assert!(
+                matches!(nested(depth), Err(crate::codec::CodecError::Malformed(m)) if m.contains("nest")),
+                "{depth}"
+            );
+        }
     }
 
     #[test]
