@@ -258,7 +258,9 @@ impl FakeServer {
                     seq,
                     household_id: id,
                     rev: revs.len() as u32,
-                    fields: revs.last().cloned().unwrap_or_default(),
+                    fields: protocol::fields::EncodedFields::encode(
+                        revs.last().unwrap_or(&FieldMap::new()),
+                    ),
                     review: self.review[&id].clone(),
                     in_conflict: self.in_conflict.get(&id).copied().unwrap_or(false),
                 }
@@ -273,14 +275,10 @@ impl FakeServer {
             self.scope.is_some(),
             protocol::areas::AreaRegistry::embedded(),
         ) {
-            let text = |fields: &FieldMap, path: &str| match fields.get(path) {
-                Some(protocol::fields::FieldValue::Text(text)) => Some(text.clone()),
-                _ => None,
-            };
             changes.retain(|change| {
                 scope.contains(
-                    text(&change.fields, "commune_code").as_deref(),
-                    text(&change.fields, "village").as_deref(),
+                    change.fields.text("commune_code"),
+                    change.fields.text("village"),
                     &areas,
                 )
             });

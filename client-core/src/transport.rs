@@ -267,7 +267,7 @@ impl Transport for HttpTransport {
             Request::Push(_) => codec::decode(&bytes, MAX_RESPONSE_BYTES)
                 .map(Response::Push)
                 .map_err(bad),
-            Request::Pull(_) => codec::decode(&bytes, MAX_RESPONSE_BYTES)
+            Request::Pull(_) => codec::pull_page::decode(&bytes, MAX_RESPONSE_BYTES)
                 .map(Response::Pull)
                 .map_err(bad),
         }

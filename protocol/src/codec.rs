@@ -10,6 +10,7 @@
 //! applies to the message as it is after decompression.
 
 pub mod packed;
+pub mod pull_page;
 
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
@@ -48,6 +49,13 @@ fn options(limit: usize) -> impl Options {
 /// Encodes a message with the current protocol version in front.
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     let mut out = PROTOCOL_VERSION.to_le_bytes().to_vec();
+    encode_body_into(&mut out, message);
+    out
+}
+
+/// Appends a value's encoding without the version: a part of a message built piece by piece
+/// ([`pull_page`]).
+fn encode_body_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     // Serializing our own in-memory types into a Vec cannot fail: no I/O, no size limit. No
     // limit at all, rather than the largest: with one, bincode walks the message twice, once
     // to size it against the limit (a third of a field map's encoding time).
@@ -55,14 +63,36 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
         .with_varint_encoding()
         .with_little_endian()
         .with_no_limit();
-    if let Err(error) = options.serialize_into(&mut out, message) {
+    if let Err(error) = options.serialize_into(out, value) {
         unreachable!("encoding an in-memory message failed: {error}");
     }
-    out
+}
+
+/// Reads a value from the front of `rest` and moves `rest` past it: a part of a message read
+/// piece by piece ([`pull_page`]).
+fn decode_part<T: DeserializeOwned>(rest: &mut &[u8]) -> Result<T, CodecError> {
+    bincode::DefaultOptions::new()
+        .with_varint_encoding()
+        .with_little_endian()
+        .with_limit(rest.len() as u64)
+        .allow_trailing_bytes()
+        .deserialize_from(rest)
+        .map_err(|error| classify(*error))
 }
 
 /// Decodes a message of at most `limit` bytes, version prefix included.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+    let body = body(bytes, limit)?;
+    // The limit bounds what bincode may read. What a length prefix may make it preallocate is
+    // bounded by the messages themselves: their lists decode through [`bounded_vec`].
+    options(body.len())
+        .deserialize(body)
+        .map_err(|error| classify(*error))
+}
+
+/// The body of a message of at most `limit` bytes, after its version, once the version is
+/// known to be one this build reads.
+pub(crate) fn body(bytes: &[u8], limit: usize) -> Result<&[u8], CodecError> {
     if bytes.len() > limit {
         return Err(CodecError::TooLarge {
             got: bytes.len(),
@@ -80,11 +110,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
             supported: SUPPORTED_VERSIONS.to_vec(),
         });
     }
-    // The limit bounds what bincode may read. What a length prefix may make it preallocate is
-    // bounded by the messages themselves: their lists decode through [`bounded_vec`].
-    options(body.len())
-        .deserialize(body)
-        .map_err(|error| classify(*error))
+    Ok(body)
 }
 
 /// Decodes a list without trusting its length prefix for the allocation: room for a few items

@@ -9,12 +9,17 @@
 //! The conversion goes through `serde_json::Value`, so a field added to [`Household`] needs no
 //! code here: the flattening follows the struct.
 
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, SeqAccess, VariantAccess, Visitor,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
 
 use crate::household::Household;
+
+mod encoded;
+pub use encoded::EncodedFields;
 
 /// Collections of objects that are keyed by their `id` field in paths.
 const KEYED_LISTS: &[&str] = &["members"];
@@ -520,7 +525,10 @@ mod tests {
         let bytes = crate::codec::encode(&value);
         assert_eq!(crate::codec::decode(&bytes, usize::MAX), Ok(value.clone()));
         let json = serde_json::to_string(&value).expect("to JSON");
-        assert_eq!(serde_json::from_str::<FieldValue>(&json).expect("from JSON"), value);
+        assert_eq!(
+            serde_json::from_str::<FieldValue>(&json).expect("from JSON"),
+            value
+        );
         // Lists in lists, `MAX_LIST_DEPTH` deep and then far deeper: variant 5 (List) and one
         // item, over and over, around a Null.
         let nested = |depth: usize| {

@@ -24,7 +24,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::Scope;
-use crate::fields::{FieldChange, FieldMap};
+use crate::fields::{EncodedFields, FieldChange};
 use crate::merge::ConflictField;
 use crate::{DeviceId, HouseholdId};
 
@@ -154,7 +154,9 @@ pub struct HouseholdChange {
     pub seq: u64,
     pub household_id: HouseholdId,
     pub rev: u32,
-    pub fields: FieldMap,
+    /// The revision's field map, carried encoded: both ends keep maps encoded, and a page
+    /// copies them (`codec::pull_page`).
+    pub fields: EncodedFields,
     pub review: ReviewState,
     /// Open conflicts wait for a supervisor.
     pub in_conflict: bool,

@@ -59,8 +59,8 @@ pub use error::AppError;
 pub use routes::app;
 pub use scope::Caller;
 pub use store::{
-    ClassificationRecord, ConflictRecord, Registry, RejectedMutation, Revision, RevisionCause,
-    StoreError, StoredHousehold,
+    ClassificationRecord, ConflictRecord, PulledHousehold, Registry, RejectedMutation, Revision,
+    RevisionCause, StoreError, StoredHousehold,
 };
 
 /// What every request handler shares: the registry and the lock that makes pushes one at a

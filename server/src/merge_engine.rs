@@ -633,10 +633,10 @@ pub fn pull(
     let mut changes = Vec::new();
     let mut left_scope = Vec::new();
     for &(seq, id) in &page.entries {
-        let Some(row) = registry.household_if_latest(id, seq)? else {
+        let Some(row) = registry.pulled_household(id, seq)? else {
             continue;
         };
-        if !may_read(caller, &Place::of(&row.fields)) {
+        if !may_read(caller, &Place::of_encoded(&row.fields)) {
             if scope::may_have_held(registry, caller, &row)? {
                 left_scope.push(id);
             }
@@ -646,7 +646,7 @@ pub fn pull(
             seq,
             household_id: id,
             rev: row.rev,
-            in_conflict: row.in_conflict(),
+            in_conflict: !row.open_conflicts.is_empty(),
             fields: row.fields,
             review: row.review,
         });

@@ -322,7 +322,7 @@ async fn pull(
     if !page.more && caller.principal().is_some() {
         state.auth().caught_up(device, started_ms);
     }
-    sync_reply(&headers, StatusCode::OK, codec::encode(&page)).await
+    sync_reply(&headers, StatusCode::OK, codec::pull_page::encode(&page)).await
 }
 
 /// Runs a registry read on a blocking thread.

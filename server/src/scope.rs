@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use protocol::access::Scope;
 use protocol::areas::AreaRegistry;
-use protocol::fields::{FieldMap, FieldValue};
+use protocol::fields::{EncodedFields, FieldMap, FieldValue};
 use uuid::Uuid;
 
-use crate::store::{Registry, StoreError, StoredHousehold};
+use crate::store::{PulledHousehold, Registry, StoreError};
 
 /// The reason every mutation of a revoked device is rejected with.
 pub const REVOKED_REASON: &str = "thiết bị đã bị thu hồi / this device was revoked: its changes are kept for a supervisor to review but not applied; ask your supervisor";
@@ -172,6 +172,14 @@ impl<'a> Place<'a> {
             village: text("village"),
         }
     }
+
+    /// Reads the place from encoded fields, in place.
+    pub fn of_encoded(fields: &'a EncodedFields) -> Place<'a> {
+        Place {
+            commune_code: fields.text("commune_code"),
+            village: fields.text("village"),
+        }
+    }
 }
 
 /// May `caller` change a household at `place`?
@@ -209,7 +217,7 @@ pub fn not_allowed(id: Uuid) -> String {
 /// have seen it.
 const CAUGHT_UP_SLACK_MS: i64 = 10 * 60 * 1000;
 
-/// May the calling device still hold `row`, a household now outside its areas? True when one
+/// May the calling device still hold `household`, now outside its areas? True when one
 /// of its revisions since the device last caught up (and the one current then) was inside
 /// them, or when the device created it. A pull sends such households as `left_scope`, so
 /// that the device drops a household someone moved to another village.
@@ -219,7 +227,7 @@ const CAUGHT_UP_SLACK_MS: i64 = 10 * 60 * 1000;
 pub fn may_have_held(
     registry: &Registry,
     caller: &Caller,
-    row: &StoredHousehold,
+    household: &PulledHousehold,
 ) -> Result<bool, StoreError> {
     let Caller::User(principal) = caller else {
         return Ok(false);
@@ -230,14 +238,14 @@ pub fn may_have_held(
     else {
         return Ok(false);
     };
-    if row.created_by == id {
+    if household.created_by == id {
         return Ok(true);
     }
     let since = caught_up_ms.map_or(i64::MIN, |ms| ms.saturating_sub(CAUGHT_UP_SLACK_MS));
-    let mut rev = row.rev;
+    let mut rev = household.rev;
     while rev > 1 {
         rev -= 1;
-        let Some(revision) = registry.revision(row.id, rev)? else {
+        let Some(revision) = registry.revision(household.id, rev)? else {
             break;
         };
         let place = Place::of(&revision.fields);

@@ -152,7 +152,7 @@ async fn a_create_makes_revision_one_and_reaches_a_pull() {
     let change = &page.changes[0];
     assert_eq!((change.seq, change.rev, change.in_conflict), (1, 1, false));
     assert_eq!(change.review, ReviewState::Submitted);
-    assert_eq!(change.fields, fields::flatten(&record));
+    assert_eq!(change.fields.decode(), Ok(fields::flatten(&record)));
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use client_core::Store;
-use protocol::codec::{decode, encode, packed};
+use protocol::codec::{decode, encode, packed, pull_page};
 use protocol::fields::{self, FieldChange, FieldMap};
 use protocol::household::{Date, Household, VoidMark, VoidReason};
 use protocol::sync::{
@@ -207,12 +207,24 @@ fn exercise(target: &str, data: &[u8]) {
                         Ok(reply)
                     );
                 }
-            } else if let Ok(page) = decode::<PullResponse>(body, MAX_RESPONSE_BYTES) {
+            } else {
+                // The device reads pages with `pull_page`, which must read what the generic
+                // decoder reads.
+                let page = pull_page::decode(body, MAX_RESPONSE_BYTES);
+                assert_eq!(
+                    page.as_ref().ok(),
+                    decode::<PullResponse>(body, MAX_RESPONSE_BYTES)
+                        .ok()
+                        .as_ref()
+                );
+                let Ok(page) = page else { return };
                 for change in &page.changes {
-                    let _ = fields::unflatten(&change.fields);
+                    if let Ok(map) = change.fields.decode() {
+                        let _ = fields::unflatten(&map);
+                    }
                 }
                 assert_eq!(
-                    decode::<PullResponse>(&encode(&page), MAX_RESPONSE_BYTES),
+                    pull_page::decode(&pull_page::encode(&page), MAX_RESPONSE_BYTES),
                     Ok(page)
                 );
             }

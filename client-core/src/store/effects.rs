@@ -170,8 +170,7 @@ impl Store {
     /// Records one pull page: outcomes, household revisions (rebasing pending changes over
     /// them), the user's areas (dropping what left them) and the cursor, atomically.
     ///
-    /// The page is taken by value: each change's field map moves into its row (a household's
-    /// map is about 90 paths, and copying it was a fifth of a pulled household's cost).
+    /// The page is taken by value: each change's field map moves into its row.
     pub(crate) fn record_pull_page(
         &self,
         mut page: PullResponse,
@@ -193,49 +192,73 @@ impl Store {
             if held_rev.is_some_and(|rev| change.rev < rev) {
                 continue;
             }
-            let mut row = match stored {
-                // The revision held already (the device's own push, pulled back), compared
-                // field by field rather than assumed from its number, so that a registry that
-                // lost revisions and numbered others the same cannot leave a stale copy here.
-                Some(_) if held_rev == Some(change.rev) => {
-                    txn.household(id)?.unwrap_or_else(HouseholdRow::new_local)
-                }
-                Some(meta_row) => HouseholdRow::with_meta(meta_row.meta),
-                None => HouseholdRow::new_local(),
-            };
-            let same_revision = row
-                .server
-                .as_ref()
-                .is_some_and(|copy| copy.rev == change.rev && copy.fields == change.fields);
             if let protocol::sync::ReviewState::Returned { comment } = &change.review {
-                if row.meta.review != change.review {
+                if stored
+                    .as_ref()
+                    .is_none_or(|row| row.meta.review != change.review)
+                {
                     effects.returned.push((id, comment.clone()));
                 }
             }
-            let unchanged = same_revision
-                && row.meta.review == change.review
-                && row.meta.in_conflict == change.in_conflict;
-            row.meta.review = change.review.clone();
-            row.meta.in_conflict = change.in_conflict;
-            if !same_revision {
-                row.server = Some(ServerCopy {
-                    rev: change.rev,
-                    fields: std::mem::take(&mut change.fields),
-                });
-                row.confirm();
-                if !rebuild_view(&txn, &mut row)? {
-                    // No mutation to lay over: the view stays what it was.
-                    let held = txn.household(id)?.map(HouseholdRow::into_view);
-                    row.set_view(held.unwrap_or_default());
+            let fields = std::mem::take(&mut change.fields);
+            // Nothing of the enumerator's to lay over the revision, and a revision not held
+            // yet: most of a first pull. The view is the revision, and its map goes from the
+            // page into the row packed as it came, never decoded.
+            let nothing_to_lay_over = stored.as_ref().is_none_or(|row| {
+                row.meta.latest_pending.is_none() && row.meta.rejection.is_none()
+            });
+            if nothing_to_lay_over && held_rev != Some(change.rev) {
+                let mut meta =
+                    stored.map_or_else(|| HouseholdRow::new_local().meta, |row| row.meta);
+                meta.review = change.review.clone();
+                meta.in_conflict = change.in_conflict;
+                meta.confirm(Some(change.rev));
+                let row = HouseholdMetaRow::server_copy_is_view(change.rev, &fields, meta);
+                txn.put_household_meta(id, &row);
+            } else {
+                let fields = fields
+                    .decode()
+                    .map_err(|error| StoreError::Invalid(error.to_string()))?;
+                let mut row = match stored {
+                    // The revision held already (the device's own push, pulled back), compared
+                    // field by field rather than assumed from its number, so that a registry
+                    // that lost revisions and numbered others the same cannot leave a stale
+                    // copy here.
+                    Some(_) if held_rev == Some(change.rev) => {
+                        txn.household(id)?.unwrap_or_else(HouseholdRow::new_local)
+                    }
+                    Some(meta_row) => HouseholdRow::with_meta(meta_row.meta),
+                    None => HouseholdRow::new_local(),
+                };
+                let same_revision = row
+                    .server
+                    .as_ref()
+                    .is_some_and(|copy| copy.rev == change.rev && copy.fields == fields);
+                let unchanged = same_revision
+                    && row.meta.review == change.review
+                    && row.meta.in_conflict == change.in_conflict;
+                row.meta.review = change.review.clone();
+                row.meta.in_conflict = change.in_conflict;
+                if !same_revision {
+                    row.server = Some(ServerCopy {
+                        rev: change.rev,
+                        fields,
+                    });
+                    row.confirm();
+                    if !rebuild_view(&txn, &mut row)? {
+                        // No mutation to lay over: the view stays what it was.
+                        let held = txn.household(id)?.map(HouseholdRow::into_view);
+                        row.set_view(held.unwrap_or_default());
+                    }
+                }
+                if !unchanged {
+                    txn.put_household(id, &row);
                 }
             }
             if !change.in_conflict {
                 for conflict_id in conflicts.resolved(id, change.rev) {
                     txn.remove(keys::conflict(conflict_id));
                 }
-            }
-            if !unchanged {
-                txn.put_household(id, &row);
             }
             effects.stored += 1;
         }

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use protocol::codec;
-use protocol::fields::FieldMap;
+use protocol::fields::{EncodedFields, FieldMap};
 use protocol::merge::ConflictField;
 use protocol::sync::{Mutation, ReviewState};
 use serde::de::DeserializeOwned;
@@ -297,6 +297,24 @@ impl HouseholdMetaRow {
     /// A household first recorded on this device.
     pub fn new_local() -> Result<HouseholdMetaRow, StoreError> {
         HouseholdMetaRow::decode(&HouseholdRow::new_local().encode())
+    }
+
+    /// A row whose view is a server copy received encoded: the map is packed as it came,
+    /// never decoded (a pulled household with no pending change over it).
+    pub fn server_copy_is_view(
+        rev: u32,
+        fields: &EncodedFields,
+        meta: RowMeta,
+    ) -> HouseholdMetaRow {
+        let mut w = Writer::new();
+        w.u8(SERVER_COPY_IS_VIEW);
+        w.u32(rev);
+        w.bytes(&codec::packed::pack(fields.codec_bytes()));
+        HouseholdMetaRow {
+            maps: w.0,
+            server_rev: Some(rev),
+            meta,
+        }
     }
 
     /// Forgets the mutations the server copy already contains (see [`RowMeta::confirm`]).
@@ -788,6 +806,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_server_copy_received_encoded_is_the_row_a_decoded_one_makes() {
+        let row = row();
+        let copy = row.server.clone().expect("a server copy");
+        let meta_row = HouseholdMetaRow::server_copy_is_view(
+            copy.rev,
+            &EncodedFields::encode(&copy.fields),
+            row.meta.clone(),
+        );
+        assert_eq!(meta_row.server_rev, Some(copy.rev));
+        let mut expected = row.clone();
+        expected.view_the_server_copy();
+        assert_eq!(meta_row.encode(), expected.encode());
+        assert_eq!(
+            HouseholdRow::decode(&meta_row.encode()).ok(),
+            Some(expected)
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn receive(store: &Store, fields: &FieldMap, id: Uuid, rev: u32) {
                 seq: cursor + 1,
                 household_id: id,
                 rev,
-                fields: fields.clone(),
+                fields: protocol::fields::EncodedFields::encode(fields),
                 review: ReviewState::Submitted,
                 in_conflict: false,
             }],

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use protocol::classify::Classification;
-use protocol::fields::{FieldError, FieldMap};
+use protocol::fields::{EncodedFields, FieldError, FieldMap};
 use protocol::household::Household;
 use protocol::merge::ConflictField;
 use protocol::sync::{Mutation, MutationOutcome, ReviewState};
@@ -100,6 +100,17 @@ impl StoredHousehold {
             review: self.review.clone(),
         }
     }
+}
+
+/// A household as a pull page carries it: [`StoredHousehold`] with its fields left encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulledHousehold {
+    pub id: Uuid,
+    pub rev: u32,
+    pub fields: EncodedFields,
+    pub review: ReviewState,
+    pub open_conflicts: Vec<u64>,
+    pub created_by: Uuid,
 }
 
 /// Why a revision was made.
@@ -376,15 +387,15 @@ impl Registry {
         Ok(self.revision_row(id, rev)?.map(|row| row.fields))
     }
 
-    /// The household's current state if its latest change is the change-log entry `seq`;
-    /// `None` when a later entry supersedes it. Reads the fields only when they are wanted, and
-    /// not the classification (`None` here): a pull does not carry it, devices classify the
-    /// records they hold themselves.
-    pub fn household_if_latest(
+    /// The household as a pull page carries it, if its latest change is the change-log entry
+    /// `seq`; `None` when a later entry supersedes it. Its fields are read only then, and left
+    /// encoded for the page to copy (`codec::pull_page`); its classification is not read: a
+    /// pull does not carry it, devices classify the records they hold themselves.
+    pub fn pulled_household(
         &self,
         id: Uuid,
         seq: u64,
-    ) -> Result<Option<StoredHousehold>, StoreError> {
+    ) -> Result<Option<PulledHousehold>, StoreError> {
         let meta = self.meta(id)?.ok_or_else(|| {
             StoreError::Inconsistent(format!(
                 "change-log entry {seq} names household {id}, which is missing"
@@ -393,7 +404,22 @@ impl Registry {
         if meta.last_seq != seq {
             return Ok(None);
         }
-        self.with_fields(id, meta, false).map(Some)
+        let key = keys::revision(id, meta.rev);
+        let row = self.get(&key)?.ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "household {id} is at revision {} but that revision is missing",
+                meta.rev
+            ))
+        })?;
+        let fields = rows::decode_revision_fields_encoded(&row).map_err(Self::corrupt(&key))?;
+        Ok(Some(PulledHousehold {
+            id,
+            rev: meta.rev,
+            fields,
+            review: meta.review,
+            open_conflicts: meta.open_conflicts,
+            created_by: meta.created_by,
+        }))
     }
 
     /// The device whose mutation made one revision of a household, without reading the

@@ -10,7 +10,7 @@
 
 use protocol::classify::Classification;
 use protocol::codec::{self, CodecError};
-use protocol::fields::FieldMap;
+use protocol::fields::{EncodedFields, FieldMap};
 use protocol::merge::ConflictField;
 use protocol::sync::{Mutation, MutationOutcome, ReviewState};
 use serde::{de::DeserializeOwned, Serialize};
@@ -169,6 +169,17 @@ impl<'a> RowReader<'a> {
         }
     }
 
+    /// A field map, checked but left encoded.
+    pub(super) fn encoded_fields(&mut self) -> Result<EncodedFields, RowError> {
+        let bytes = self.blob()?;
+        let value = if self.packed {
+            codec::packed::unpack(bytes, VALUE_LIMIT)?
+        } else {
+            bytes.to_vec()
+        };
+        Ok(EncodedFields::from_codec_bytes(value)?)
+    }
+
     pub(super) fn finish(self) -> Result<(), RowError> {
         match self.rest.len() {
             0 => Ok(()),
@@ -304,6 +315,16 @@ fn write_revision(
 /// field map behind it.
 pub(super) fn decode_revision_author(row: &[u8]) -> Result<Uuid, RowError> {
     RowReader::new(row)?.uuid()
+}
+
+/// A revision's field map, left encoded, for a pull page to copy.
+pub(super) fn decode_revision_fields_encoded(row: &[u8]) -> Result<EncodedFields, RowError> {
+    let mut reader = RowReader::new(row)?;
+    // The device, the mutation seq, the time and the cause come first.
+    reader.take(16 + 8 + 8 + 1)?;
+    let fields = reader.encoded_fields()?;
+    reader.finish()?;
+    Ok(fields)
 }
 
 pub(super) fn decode_revision(row: &[u8]) -> Result<RevisionRow, RowError> {
@@ -587,6 +608,17 @@ mod tests {
             unpacked_value.len()
         );
         assert_eq!(decode_revision(&packed).ok(), Some(revision.clone()));
+        let encoded = EncodedFields::encode(&revision.fields);
+        assert_eq!(
+            decode_revision_fields_encoded(&packed).ok(),
+            Some(encoded.clone())
+        );
+        for cut in 0..packed.len() {
+            assert!(
+                decode_revision_fields_encoded(&packed[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
 
         // The same row as a build before packing wrote it.
         let mut old = vec![FORMAT_UNPACKED];
@@ -596,6 +628,7 @@ mod tests {
         old.push(cause_tag(RevisionCause::Create));
         old.extend_from_slice(&(unpacked_value.len() as u32).to_be_bytes());
         old.extend_from_slice(&unpacked_value);
+        assert_eq!(decode_revision_fields_encoded(&old).ok(), Some(encoded));
         assert_eq!(decode_revision(&old).ok(), Some(revision));
     }
 

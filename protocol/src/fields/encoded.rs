@@ -1,0 +1,379 @@
+//! A field map carried as its codec bytes ([`EncodedFields`]), checked and read by a scan of
+//! those bytes rather than decoded.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::de::Deserializer;
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use super::{FieldMap, MAX_LIST_DEPTH};
+use crate::codec::{self, CodecError};
+
+/// A field map as the protocol codec encodes it (`codec::encode(&map)`), held without being
+/// decoded.
+///
+/// A pull page moves each household's map from the registry's row to the device's row, and
+/// neither end needs the map itself to do that. Decoding ~90 owned paths and values and
+/// encoding them again was most of what a pulled household cost either end; a scan that checks
+/// the bytes costs a tenth of that ([`codec::pull_page`] copies them in and out of the page).
+/// Inside any message it is a field map, byte for byte, so the messages that carry one are
+/// the same as when they carried a `FieldMap`.
+///
+/// Every way of making one leaves the bytes exactly as `codec::encode` writes the map they
+/// decode to: paths in strictly ascending order, each number in its shortest form. So equal
+/// bytes are equal maps.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedFields(Vec<u8>);
+
+impl EncodedFields {
+    pub fn encode(fields: &FieldMap) -> EncodedFields {
+        EncodedFields(codec::encode(fields))
+    }
+
+    /// Takes the codec bytes of a field map, as a store keeps them. Bytes that do not decode
+    /// as a field map are an error. Bytes that decode but not as `codec::encode` writes that
+    /// map (paths out of order or repeated, numbers in a longer form) are written again.
+    pub fn from_codec_bytes(bytes: Vec<u8>) -> Result<EncodedFields, CodecError> {
+        let body = codec::body(&bytes, bytes.len())?;
+        let scan = scan_field_map(body)?;
+        if scan.len < body.len() {
+            return Err(CodecError::TrailingBytes);
+        }
+        if scan.canonical {
+            return Ok(EncodedFields(bytes));
+        }
+        codec::decode(&bytes, bytes.len()).map(|fields| EncodedFields::encode(&fields))
+    }
+
+    /// Reads the field map at the front of `body` (a message's bytes after its version) and
+    /// says how many bytes it took.
+    pub(crate) fn read_from(body: &[u8]) -> Result<(EncodedFields, usize), CodecError> {
+        let scan = scan_field_map(body)?;
+        let map = body.get(..scan.len).ok_or(CodecError::Truncated)?;
+        let mut bytes = Vec::with_capacity(VERSION_BYTES + map.len());
+        bytes.extend_from_slice(&crate::sync::PROTOCOL_VERSION.to_le_bytes());
+        bytes.extend_from_slice(map);
+        if scan.canonical {
+            return Ok((EncodedFields(bytes), scan.len));
+        }
+        let fields: FieldMap = codec::decode(&bytes, bytes.len())?;
+        Ok((EncodedFields::encode(&fields), scan.len))
+    }
+
+    /// The map itself.
+    pub fn decode(&self) -> Result<FieldMap, CodecError> {
+        codec::decode(&self.0, self.0.len())
+    }
+
+    /// The text at `path`, read in place; `None` when the map has no text there.
+    pub fn text(&self, path: &str) -> Option<&str> {
+        let mut scanner = Scanner::new(self.body());
+        for _ in 0..scanner.varint().ok()? {
+            let at = scanner.text().ok()?;
+            let text = scanner.value(0).ok()?;
+            // Paths are in order (see the type's docs): past `path`, it is not there.
+            match at.cmp(path) {
+                Ordering::Less => {}
+                Ordering::Equal => return text,
+                Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+
+    /// The codec bytes, as `codec::encode` writes the map.
+    pub fn codec_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The map's bytes inside a message: the codec bytes without the version.
+    pub(crate) fn body(&self) -> &[u8] {
+        self.0.get(VERSION_BYTES..).unwrap_or_default()
+    }
+}
+
+/// The protocol version in front of every encoded value.
+const VERSION_BYTES: usize = 2;
+
+impl Default for EncodedFields {
+    fn default() -> EncodedFields {
+        EncodedFields::encode(&FieldMap::new())
+    }
+}
+
+impl fmt::Debug for EncodedFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.decode() {
+            Ok(fields) => f.debug_tuple("EncodedFields").field(&fields).finish(),
+            Err(error) => write!(f, "EncodedFields({} bytes: {error})", self.0.len()),
+        }
+    }
+}
+
+/// Through serde (any format, and any message but the pull page, which copies the bytes), an
+/// encoded map is decoded and encoded like the map.
+impl Serialize for EncodedFields {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.decode()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for EncodedFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EncodedFields, D::Error> {
+        FieldMap::deserialize(deserializer).map(|fields| EncodedFields::encode(&fields))
+    }
+}
+
+/// What a scan found: the map's length in bytes, and whether it is as `codec::encode` writes
+/// it.
+struct Scan {
+    len: usize,
+    canonical: bool,
+}
+
+/// Checks that `body` starts with a field map as bincode reads it (the codec's options:
+/// varint integers), accepting what bincode accepts, except lists nested past
+/// [`MAX_LIST_DEPTH`] as `FieldValue` refuses them.
+fn scan_field_map(body: &[u8]) -> Result<Scan, CodecError> {
+    let mut scanner = Scanner::new(body);
+    let mut previous: Option<&str> = None;
+    // Each entry takes at least two bytes: a claimed count larger than the bytes runs out of
+    // them, it allocates nothing.
+    for _ in 0..scanner.varint()? {
+        let path = scanner.text()?;
+        if previous.is_some_and(|previous| previous >= path) {
+            scanner.canonical = false;
+        }
+        previous = Some(path);
+        scanner.value(0)?;
+    }
+    Ok(Scan {
+        len: scanner.at,
+        canonical: scanner.canonical,
+    })
+}
+
+fn malformed(what: &str) -> CodecError {
+    CodecError::Malformed(format!("bảng trường / field map: {what}"))
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    canonical: bool,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(bytes: &'a [u8]) -> Scanner<'a> {
+        Scanner {
+            bytes,
+            at: 0,
+            canonical: true,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let taken = self
+            .at
+            .checked_add(n)
+            .and_then(|end| self.bytes.get(self.at..end))
+            .ok_or(CodecError::Truncated)?;
+        self.at += n;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        self.take(N)?.try_into().map_err(|_| CodecError::Truncated)
+    }
+
+    /// bincode's varint: one byte up to 250, else a marker and 2, 4 or 8 little-endian bytes.
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let (value, shortest_from) = match self.array::<1>()?[0] {
+            small @ 0..=250 => return Ok(u64::from(small)),
+            251 => (u64::from(u16::from_le_bytes(self.array()?)), 251),
+            252 => (u64::from(u32::from_le_bytes(self.array()?)), 1 << 16),
+            253 => (u64::from_le_bytes(self.array()?), 1 << 32),
+            _ => return Err(malformed("a number is out of range")),
+        };
+        if value < shortest_from {
+            self.canonical = false;
+        }
+        Ok(value)
+    }
+
+    fn text(&mut self) -> Result<&'a str, CodecError> {
+        let len = usize::try_from(self.varint()?).map_err(|_| CodecError::Truncated)?;
+        std::str::from_utf8(self.take(len)?).map_err(|_| malformed("a text is not UTF-8"))
+    }
+
+    /// A `FieldValue` inside `depth` lists; its text when it is one.
+    fn value(&mut self, depth: usize) -> Result<Option<&'a str>, CodecError> {
+        // The variant, in `FieldValue`'s order.
+        match self.varint()? {
+            0 => {}
+            1 => {
+                if self.array::<1>()?[0] > 1 {
+                    return Err(malformed("a yes/no value is neither"));
+                }
+            }
+            2 => {
+                self.varint()?;
+            }
+            3 => {
+                self.take(8)?;
+            }
+            4 => return self.text().map(Some),
+            5 => {
+                if depth >= MAX_LIST_DEPTH {
+                    return Err(malformed("lists nest too deep"));
+                }
+                for _ in 0..self.varint()? {
+                    self.value(depth + 1)?;
+                }
+            }
+            _ => return Err(malformed("a value of an unknown kind")),
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::tests_support::sample;
+    use crate::fields::{flatten, FieldValue};
+
+    fn every_kind_of_value() -> FieldMap {
+        let mut fields = flatten(&sample());
+        fields.insert("a.null".into(), FieldValue::Null);
+        fields.insert("a.float".into(), FieldValue::Float(-0.0));
+        fields.insert("a.int".into(), FieldValue::Int(i64::MIN));
+        fields.insert("a.big".into(), FieldValue::Int(70_000));
+        fields.insert(
+            "a.list".into(),
+            FieldValue::List(vec![
+                FieldValue::Text("Hộ nghèo".into()),
+                FieldValue::Bool(false),
+                FieldValue::List(vec![FieldValue::Int(7)]),
+            ]),
+        );
+        fields
+    }
+
+    /// A field map's codec bytes, written entry by entry: `(path, value)` in the given order.
+    fn written_by_hand(entries: &[(&str, FieldValue)]) -> Vec<u8> {
+        let mut bytes = codec::encode(&(entries.len() as u64));
+        for (path, value) in entries {
+            bytes.extend(&codec::encode(path)[VERSION_BYTES..]);
+            bytes.extend(&codec::encode(value)[VERSION_BYTES..]);
+        }
+        bytes
+    }
+
+    #[test]
+    fn encoded_and_decoded_maps_are_the_same_bytes() {
+        let fields = every_kind_of_value();
+        let encoded = EncodedFields::encode(&fields);
+        assert_eq!(encoded.decode(), Ok(fields.clone()));
+        // Inside a message, the encoded map is the map: either decodes as the other.
+        assert_eq!(codec::encode(&encoded), codec::encode(&fields));
+        let back: Result<EncodedFields, _> = codec::decode(&codec::encode(&fields), usize::MAX);
+        assert_eq!(back, Ok(encoded.clone()));
+        let back: Result<FieldMap, _> = codec::decode(&codec::encode(&encoded), usize::MAX);
+        assert_eq!(back, Ok(fields.clone()));
+        assert_eq!(
+            EncodedFields::from_codec_bytes(codec::encode(&fields)),
+            Ok(encoded.clone())
+        );
+        assert_eq!(
+            EncodedFields::read_from(encoded.body()),
+            Ok((encoded.clone(), encoded.body().len()))
+        );
+        assert_eq!(encoded.text("village"), Some("Thôn Đông"));
+        assert_eq!(encoded.text("commune_code"), Some("00004"));
+        assert_eq!(encoded.text("a.int"), None);
+        assert_eq!(encoded.text("no.such.path"), None);
+        assert_eq!(encoded.text("zzz"), None);
+        assert!(format!("{encoded:?}").contains("Thôn Đông"));
+        assert_eq!(EncodedFields::default().decode(), Ok(FieldMap::new()));
+    }
+
+    #[test]
+    fn a_map_not_as_encode_writes_it_is_written_again() {
+        let village = |name: &str| FieldValue::Text(name.into());
+        // Out of order, with a path twice: the last value is the map's, as decoding keeps it.
+        let bytes = written_by_hand(&[
+            ("village", village("Thôn Bắc")),
+            ("address", village("Số 1")),
+            ("village", village("Thôn Nam")),
+        ]);
+        let as_map: FieldMap = codec::decode(&bytes, usize::MAX).expect("decodes");
+        assert_eq!(as_map.len(), 2);
+        let encoded = EncodedFields::from_codec_bytes(bytes.clone()).expect("reads");
+        assert_eq!(encoded, EncodedFields::encode(&as_map));
+        assert_eq!(encoded.text("village"), Some("Thôn Nam"));
+        assert_eq!(
+            EncodedFields::read_from(&bytes[VERSION_BYTES..]),
+            Ok((encoded, bytes.len() - VERSION_BYTES))
+        );
+        // A number in a longer form than it needs: 5 as a marker and two bytes.
+        let mut long_form = written_by_hand(&[("a", FieldValue::Int(5))]);
+        let at = long_form.len() - 1;
+        long_form.splice(at.., [251, 10, 0]);
+        let as_map: FieldMap = codec::decode(&long_form, usize::MAX).expect("decodes");
+        assert_eq!(as_map.get("a"), Some(&FieldValue::Int(5)));
+        assert_eq!(
+            EncodedFields::from_codec_bytes(long_form),
+            Ok(EncodedFields::encode(&as_map))
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_field_map_are_refused_as_decoding_refuses_them() {
+        let whole = EncodedFields::encode(&every_kind_of_value())
+            .codec_bytes()
+            .to_vec();
+        // Every cut of a good map, and every byte of it changed, agrees with decoding: the
+        // scan accepts exactly what decoding accepts.
+        for cut in 0..whole.len() {
+            let bytes = whole[..cut].to_vec();
+            assert!(
+                EncodedFields::from_codec_bytes(bytes).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for at in VERSION_BYTES..whole.len() {
+            for byte in [0, 1, 2, 5, 0x7f, 0xfb, 0xfe, 0xff] {
+                let mut bytes = whole.clone();
+                bytes[at] = byte;
+                let decoded: Result<FieldMap, _> = codec::decode(&bytes, usize::MAX);
+                let read = EncodedFields::from_codec_bytes(bytes);
+                assert_eq!(
+                    read.as_ref().ok().map(EncodedFields::decode),
+                    decoded.as_ref().ok().map(|fields| Ok(fields.clone())),
+                    "byte {at} set to {byte}"
+                );
+            }
+        }
+        let mut trailing = whole.clone();
+        trailing.push(0);
+        assert_eq!(
+            EncodedFields::from_codec_bytes(trailing),
+            Err(CodecError::TrailingBytes)
+        );
+        let mut deep = written_by_hand(&[("a", FieldValue::Null)]);
+        deep.pop();
+        for _ in 0..100_000 {
+            deep.extend([5, 1]);
+        }
+        deep.push(0);
+        assert!(matches!(
+            EncodedFields::from_codec_bytes(deep),
+            Err(CodecError::Malformed(m)) if m.contains("nest")
+        ));
+    }
+}
