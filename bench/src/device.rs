@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use client_core::sync::SyncOptions;
-use client_core::{HttpTransport, Request, Store, SyncEngine, SyncReport, Transport};
+use client_core::{Ahead, HttpTransport, Request, Store, SyncEngine, SyncReport, Transport};
 use protocol::household::Household;
 use tempfile::TempDir;
 use tokio::runtime::Handle;
@@ -18,9 +18,11 @@ use uuid::Uuid;
 use crate::proxy::{Bytes, Proxy};
 use crate::server_proc;
 
-/// The answer to a request sent ahead, on the runtime.
-type AheadAnswer =
-    tokio::task::JoinHandle<Result<client_core::sync::Response, client_core::TransportError>>;
+/// A request sent ahead, on the runtime: it comes back with its answer.
+type AheadTask = tokio::task::JoinHandle<(
+    Ahead,
+    Result<client_core::sync::Response, client_core::TransportError>,
+)>;
 
 pub struct Device {
     pub store: Store,
@@ -129,8 +131,23 @@ impl Device {
         let bytes_at_start = self.bytes();
         let mut pull_started: Option<(Instant, Bytes)> = None;
         // As `client_core::sync` does: the next request is sent while an answer is written.
-        let mut ahead: Option<(Request, AheadAnswer)> = None;
-        while let Some(request) = engine.next_request(&self.store)? {
+        let mut ahead: Option<AheadTask> = None;
+        loop {
+            let mut waited = Duration::ZERO;
+            let next = match ahead.take() {
+                Some(task) => {
+                    let waiting = Instant::now();
+                    let (sent, answer) = rt.block_on(task).context("the request sent ahead")?;
+                    waited = waiting.elapsed();
+                    engine
+                        .next_request_after(&self.store, sent)?
+                        .map(|(request, same)| (request, same.then_some(answer)))
+                }
+                None => engine
+                    .next_request(&self.store)?
+                    .map(|request| (request, None)),
+            };
+            let Some((request, answer)) = next else { break };
             match request {
                 Request::Push(_) => timed.push_requests += 1,
                 Request::Pull(_) => {
@@ -144,26 +161,24 @@ impl Device {
                 }
             }
             let sent = Instant::now();
-            let is_push = matches!(request, Request::Push(_));
-            let response = match ahead.take() {
-                Some((sent_ahead, answer)) if sent_ahead == request => rt
-                    .block_on(answer)
-                    .context("the request sent ahead")?
-                    .context("sending a sync request")?,
-                _ => rt
+            let response = match answer {
+                Some(answer) => answer.context("sending a sync request")?,
+                None => rt
                     .block_on(self.transport.send(&request))
                     .context("sending a sync request")?,
             };
-            if is_push {
-                timed.waiting_push += sent.elapsed();
+            waited += sent.elapsed();
+            if matches!(request, Request::Push(_)) {
+                timed.waiting_push += waited;
             } else {
-                timed.waiting_pull += sent.elapsed();
+                timed.waiting_pull += waited;
             }
             if let Some(next) = engine.ahead(&self.store, &request, &response)? {
                 let transport = self.transport.clone();
-                let sent_ahead = next.clone();
-                let answer = rt.spawn(async move { transport.send(&sent_ahead).await });
-                ahead = Some((next, answer));
+                ahead = Some(rt.spawn(async move {
+                    let answer = transport.send(next.request()).await;
+                    (next, answer)
+                }));
             }
             engine.handle(&self.store, response)?;
         }

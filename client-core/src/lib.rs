@@ -44,5 +44,7 @@ mod test_support;
 pub use store::{
     Enrolment, LocalConflict, LocalHousehold, LocalRejection, SaveReceipt, Store, StoreError,
 };
-pub use sync::{sync, sync_with, Progress, Request, Response, SyncEngine, SyncError, SyncReport};
+pub use sync::{
+    sync, sync_with, Ahead, Progress, Request, Response, SyncEngine, SyncError, SyncReport,
+};
 pub use transport::{Enrolled, HttpTransport, Transport, TransportError};

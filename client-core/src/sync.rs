@@ -108,6 +108,20 @@ pub enum Request {
     Pull(PullRequest),
 }
 
+/// A request a driver may send ahead of the answer before it ([`SyncEngine::ahead`]), with
+/// the outbox entries a push was read from.
+#[derive(Debug)]
+pub struct Ahead {
+    request: Request,
+    entries: Vec<(u64, sled::IVec)>,
+}
+
+impl Ahead {
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+}
+
 /// The server's answer to a [`Request`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Response {
@@ -244,7 +258,7 @@ impl SyncEngine {
             options,
             state: State::Pushing { resume_from: 0 },
             in_flight: None,
-            to_push: store.outbox_count_from(0)?,
+            to_push: store.outbox_span_from(0)?,
             report: SyncReport::default(),
         })
     }
@@ -252,34 +266,60 @@ impl SyncEngine {
     /// The next request to send, or `None` when the sync is done. Calling it again without a
     /// response (after a transport error, say) produces the request again, from the store.
     pub fn next_request(&mut self, store: &Store) -> Result<Option<Request>, SyncError> {
+        Ok(self.next(store, None)?.map(|(request, _)| request))
+    }
+
+    /// [`SyncEngine::next_request`] when `ahead` was sent before the last response was handled:
+    /// the next request, and whether it is `ahead`'s, whose answer the driver may then use. A
+    /// push batch sent ahead is recognised by the outbox entries it was read from, unchanged,
+    /// so it is neither read nor decoded twice.
+    pub fn next_request_after(
+        &mut self,
+        store: &Store,
+        ahead: Ahead,
+    ) -> Result<Option<(Request, bool)>, SyncError> {
+        self.next(store, Some(ahead))
+    }
+
+    fn next(
+        &mut self,
+        store: &Store,
+        mut ahead: Option<Ahead>,
+    ) -> Result<Option<(Request, bool)>, SyncError> {
         loop {
             match self.state {
                 State::Pushing { resume_from } => {
-                    let batch = store.push_batch(
+                    let entries = store.push_batch_entries(
                         resume_from,
                         self.options.push_batch,
                         MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
                     )?;
-                    let Some(first) = batch.first().map(|mutation| mutation.seq) else {
+                    let Some(&(first, _)) = entries.first() else {
                         self.state = State::Pulling;
                         continue;
                     };
-                    self.to_push = self.report.pushed + store.outbox_count_from(resume_from)?;
+                    self.to_push = self.report.pushed + store.outbox_span_from(resume_from)?;
                     self.in_flight = Some(InFlight::Push { first });
-                    return Ok(Some(Request::Push(PushRequest {
+                    if let Some(ahead) = ahead.take_if(|ahead| ahead.entries == entries) {
+                        return Ok(Some((ahead.request, true)));
+                    }
+                    let request = Request::Push(PushRequest {
                         device_id: self.device_id,
-                        mutations: batch,
-                    })));
+                        mutations: Store::decode_batch(&entries)?,
+                    });
+                    return Ok(Some((request, false)));
                 }
                 State::Pulling => {
                     let cursor = store.cursor()?;
                     self.in_flight = Some(InFlight::Pull { cursor });
-                    return Ok(Some(Request::Pull(PullRequest {
+                    let request = Request::Pull(PullRequest {
                         device_id: self.device_id,
                         cursor,
                         limit: self.options.pull_limit,
                         outcomes_from: store.outcomes_from()?,
-                    })));
+                    });
+                    let same = ahead.is_some_and(|ahead| ahead.request == request);
+                    return Ok(Some((request, same)));
                 }
                 State::Done => {
                     self.in_flight = None;
@@ -354,8 +394,8 @@ impl SyncEngine {
     /// - after a pull page that announces more, carries no outcomes, and keeps the user's areas
     ///   as the device holds them (so no restart from 0), the next page.
     ///
-    /// The driver must use its answer only if the request equals
-    /// [`SyncEngine::next_request`] after `handle` (as [`sync`] does), and otherwise drop it.
+    /// The driver must use its answer only if [`SyncEngine::next_request_after`] says the
+    /// next request is this one (as [`sync`] does), and otherwise drop it.
     /// A push sent ahead and dropped, or whose reply is lost with the device, was applied by
     /// the server all the same: sent again, it is answered with its stored outcomes, as any
     /// push whose reply was lost.
@@ -364,24 +404,25 @@ impl SyncEngine {
         store: &Store,
         sent: &Request,
         response: &Response,
-    ) -> Result<Option<Request>, SyncError> {
+    ) -> Result<Option<Ahead>, SyncError> {
         match (sent, response) {
             (Request::Push(sent), Response::Push(PushReply::Accepted { last_seq, .. })) => {
                 if sent.mutations.last().map(|mutation| mutation.seq) != Some(*last_seq) {
                     return Ok(None);
                 }
-                let batch = store.push_batch(
+                let entries = store.push_batch_entries(
                     last_seq.saturating_add(1),
                     self.options.push_batch,
                     MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
                 )?;
-                if batch.is_empty() {
+                if entries.is_empty() {
                     return Ok(None);
                 }
-                Ok(Some(Request::Push(PushRequest {
+                let request = Request::Push(PushRequest {
                     device_id: self.device_id,
-                    mutations: batch,
-                })))
+                    mutations: Store::decode_batch(&entries)?,
+                });
+                Ok(Some(Ahead { request, entries }))
             }
             (Request::Pull(sent), Response::Pull(page)) => {
                 if !page.more || !page.outcomes.is_empty() || page.next_cursor <= sent.cursor {
@@ -390,10 +431,14 @@ impl SyncEngine {
                 if store.scope()?.as_ref() != Some(&page.scope) {
                     return Ok(None);
                 }
-                Ok(Some(Request::Pull(PullRequest {
+                let request = Request::Pull(PullRequest {
                     cursor: page.next_cursor,
                     ..sent.clone()
-                })))
+                });
+                Ok(Some(Ahead {
+                    request,
+                    entries: Vec::new(),
+                }))
             }
             _ => Ok(None),
         }
@@ -487,11 +532,18 @@ pub async fn sync_with<T: Transport>(
     let mut engine = SyncEngine::with_options(store, options)?;
     on_progress(&engine.progress());
     // A request sent ahead while the answer before it was written, with its answer.
-    let mut ahead: Option<(Request, Result<Response, TransportError>)> = None;
-    while let Some(request) = engine.next_request(store)? {
-        let response = match ahead.take() {
-            Some((sent, answer)) if sent == request => answer?,
-            _ => transport.send(&request).await?,
+    let mut ahead: Option<(Ahead, Result<Response, TransportError>)> = None;
+    loop {
+        let next = match ahead.take() {
+            Some((sent, answer)) => engine
+                .next_request_after(store, sent)?
+                .map(|(request, same)| (request, same.then_some(answer))),
+            None => engine.next_request(store)?.map(|request| (request, None)),
+        };
+        let Some((request, answer)) = next else { break };
+        let response = match answer {
+            Some(answer) => answer?,
+            None => transport.send(&request).await?,
         };
         let Some(next) = engine.ahead(store, &request, &response)? else {
             engine.handle(store, response)?;
@@ -506,7 +558,7 @@ pub async fn sync_with<T: Transport>(
             let written = engine.handle(&writer_store, response);
             (engine, written)
         });
-        let (written, answer) = tokio::join!(writing, transport.send(&next));
+        let (written, answer) = tokio::join!(writing, transport.send(next.request()));
         let (returned, written) = match written {
             Ok(done) => done,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

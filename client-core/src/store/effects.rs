@@ -40,16 +40,18 @@ pub(crate) struct PageEffects {
 }
 
 impl Store {
-    /// Outbox entries from `from_seq` on: consecutive seqs only (the server refuses a batch
-    /// with a hole), at most `max_count` of them and, after the first, at most `max_bytes`
-    /// encoded.
-    pub(crate) fn push_batch(
+    /// The outbox entries of the next push batch, as stored, with their seqs: up to
+    /// `max_count` from `from_seq` on, consecutive seqs only (the server refuses a batch with
+    /// a hole), and after the first at most `max_bytes` encoded.
+    /// Not decoded, so that a batch sent ahead can be told to be still the next one by its
+    /// bytes (`SyncEngine::next_request_after`).
+    pub(crate) fn push_batch_entries(
         &self,
         from_seq: u64,
         max_count: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Mutation>, StoreError> {
-        let mut batch: Vec<Mutation> = Vec::new();
+    ) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
+        let mut batch: Vec<(u64, sled::IVec)> = Vec::new();
         let mut bytes = 0usize;
         let entries = self
             .inner
@@ -59,34 +61,49 @@ impl Store {
             if batch.len() >= max_count {
                 break;
             }
-            let (_, value) = item?;
+            let (key, value) = item?;
             bytes = bytes.saturating_add(value.len());
             if !batch.is_empty() && bytes > max_bytes {
                 break;
             }
-            let mutation = rows::decode_mutation(&value)?;
-            if let Some(last) = batch.last() {
-                if last.seq.checked_add(1) != Some(mutation.seq) {
-                    break;
-                }
+            let seq = keys::number_of(&key).ok_or_else(|| StoreError::Corrupt {
+                what: "outbox",
+                problem: format!("a key of {} bytes is not an outbox seq", key.len()),
+            })?;
+            if batch
+                .last()
+                .is_some_and(|(last, _)| last.checked_add(1) != Some(seq))
+            {
+                break;
             }
-            batch.push(mutation);
+            batch.push((seq, value));
         }
         Ok(batch)
     }
 
-    /// How many outbox entries have seq `from_seq` or above.
-    pub(crate) fn outbox_count_from(&self, from_seq: u64) -> Result<usize, StoreError> {
-        let mut count = 0;
-        for item in self
+    /// The mutations of outbox entries read by [`Store::push_batch_entries`].
+    pub(crate) fn decode_batch(entries: &[(u64, sled::IVec)]) -> Result<Vec<Mutation>, StoreError> {
+        entries
+            .iter()
+            .map(|(_, entry)| rows::decode_mutation(entry))
+            .collect()
+    }
+
+    /// How many seqs the outbox spans from `from_seq` to its last entry: the number of entries
+    /// waiting, read from the last key instead of counted (entries are consecutive but where
+    /// the server lost some and they wait to be restored). For progress: counting them all
+    /// before every batch made a long first push quadratic.
+    pub(crate) fn outbox_span_from(&self, from_seq: u64) -> Result<usize, StoreError> {
+        let last = self
             .inner
             .db
             .range(keys::outbox(from_seq)..=keys::outbox(u64::MAX))
-        {
-            item?;
-            count += 1;
-        }
-        Ok(count)
+            .next_back()
+            .transpose()?
+            .and_then(|(key, _)| keys::number_of(&key));
+        Ok(last.map_or(0, |last| {
+            usize::try_from(last.saturating_sub(from_seq).saturating_add(1)).unwrap_or(usize::MAX)
+        }))
     }
 
     /// The seq the next save will take.

@@ -856,16 +856,22 @@ fn drive_checking_aheads(
     while let Some(sent) = request {
         let response = server.respond(&sent);
         let ahead = engine.ahead(store, &sent, &response).expect("ahead");
+        let offered = ahead.as_ref().map(|ahead| ahead.request().clone());
         engine.handle(store, response).expect("handle");
-        request = engine.next_request(store).expect("next");
-        if let Some(ahead) = &ahead {
-            assert_eq!(
-                Some(ahead),
-                request.as_ref(),
-                "the request sent ahead is the next one"
-            );
-        }
-        steps.push((sent, ahead));
+        request = match ahead {
+            Some(ahead) => {
+                let next = engine.next_request_after(store, ahead).expect("next");
+                assert!(
+                    next.as_ref().is_some_and(|(_, same)| *same),
+                    "the request sent ahead is the next one"
+                );
+                next.map(|(request, _)| request)
+            }
+            None => engine.next_request(store).expect("next"),
+        };
+        // Read again from the store, the next request is the same.
+        assert_eq!(request, engine.next_request(store).expect("again"));
+        steps.push((sent, offered));
     }
     (steps, engine.report())
 }
@@ -920,7 +926,48 @@ fn the_push_ahead_is_the_next_batch_and_none_after_a_partial_acknowledgement() {
         outcomes: vec![],
         last_seq: 3,
     });
-    assert_eq!(engine.ahead(&other, &sent, &partial).expect("ahead"), None);
+    assert!(engine
+        .ahead(&other, &sent, &partial)
+        .expect("ahead")
+        .is_none());
+}
+
+#[test]
+fn a_push_sent_ahead_that_a_save_made_stale_is_not_the_next_request() {
+    let (_dir, store) = store();
+    for n in 1..=15 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    let mut server = FakeServer::default();
+    let options = SyncOptions {
+        push_batch: 10,
+        pull_limit: 500,
+    };
+    let mut engine = SyncEngine::with_options(&store, options).expect("engine");
+    let sent = engine
+        .next_request(&store)
+        .expect("request")
+        .expect("a push");
+    let response = server.respond(&sent);
+    // The batch sent ahead is the last five: the outbox ends there.
+    let ahead = engine
+        .ahead(&store, &sent, &response)
+        .expect("ahead")
+        .expect("a push ahead");
+    assert_eq!(push_of(Some(ahead.request().clone())).mutations.len(), 5);
+    engine.handle(&store, response).expect("handle");
+    // A save while the answer was written: the next batch has six.
+    store.save_household(&sample(16)).expect("save");
+    let (next, same) = engine
+        .next_request_after(&store, ahead)
+        .expect("next")
+        .expect("a push");
+    assert!(!same, "the batch sent ahead is stale");
+    let mutations = push_of(Some(next)).mutations;
+    assert_eq!(
+        mutations.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (11..=16).collect::<Vec<_>>()
+    );
 }
 
 fn engine_request(store: &Store, options: SyncOptions) -> Request {
