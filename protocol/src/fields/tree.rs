@@ -1,0 +1,564 @@
+//! [`super::unflatten`] without `serde_json::Value`: the paths are split into a tree that
+//! borrows them, and the record deserializes straight from the tree.
+//!
+//! It reads a field map exactly as going through JSON did (`unflatten_through_json` in the
+//! tests is that way, kept to hold this one to it): the same tree, the same errors for paths
+//! that clash, members keyed by id turned into a list with their ids put back, and every leaf
+//! handed to serde as `serde_json::Value` hands it (non-negative integers as unsigned, texts
+//! as strings, lists as sequences, `Null` as unit or `None`). Checking a pushed record was a
+//! tenth of the server's work in a first push, most of it building and dropping JSON values.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor,
+};
+use serde::forward_to_deserialize_any;
+
+use super::{check_leaf, FieldError, FieldMap, FieldValue, KEYED_LISTS};
+use crate::household::Household;
+
+/// The paths of a field map as a tree of their segments. The nodes live in an arena (the root
+/// first), so that the node a path was put in can be kept for the next: paths come in order,
+/// and most are a sibling of the one before.
+struct Tree<'a> {
+    nodes: Vec<Children<'a>>,
+}
+
+type Children<'a> = BTreeMap<&'a str, Child<'a>>;
+
+#[derive(Clone, Copy)]
+enum Child<'a> {
+    Leaf(&'a FieldValue),
+    /// A node, by its place in the arena.
+    Node(usize),
+}
+
+pub(super) fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
+    let mut tree = Tree {
+        nodes: vec![Children::new()],
+    };
+    let mut parent = None;
+    for (path, value) in fields {
+        check_leaf(path, value)?;
+        parent = Some(tree.insert(path, value, parent)?);
+    }
+    let household = Household::deserialize(Node {
+        tree: &tree,
+        children: &tree.nodes[0],
+        root: true,
+    });
+    household.map_err(|error| FieldError::Shape(error.0))
+}
+
+impl<'a> Tree<'a> {
+    /// As `insert_path` through JSON: the same checks, in the same order, with the same
+    /// errors. `parent` is the previous path's parent (its path and node): a sibling of that
+    /// path starts there, since the segments before were checked and made nodes already.
+    /// Returns this path's parent.
+    fn insert(
+        &mut self,
+        path: &'a str,
+        value: &'a FieldValue,
+        parent: Option<(&'a str, usize)>,
+    ) -> Result<(&'a str, usize), FieldError> {
+        let invalid = |problem: &str| FieldError::Invalid {
+            path: path.to_string(),
+            problem: problem.to_string(),
+        };
+        let sibling = parent.and_then(|(parent, node)| {
+            let last = path.strip_prefix(parent)?.strip_prefix('.')?;
+            (!parent.is_empty() && !last.contains('.')).then_some((node, last))
+        });
+        let (mut node, rest) = sibling.unwrap_or((0, path));
+        let mut parts = rest.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if part.is_empty() {
+                return Err(invalid(
+                    "đường dẫn có đoạn rỗng / the path has an empty segment",
+                ));
+            }
+            if parts.peek().is_none() {
+                match self.nodes[node].entry(part) {
+                    Entry::Occupied(_) => {
+                        return Err(invalid(
+                            "trùng với một nhóm trường / clashes with a group of fields",
+                        ))
+                    }
+                    Entry::Vacant(entry) => entry.insert(Child::Leaf(value)),
+                };
+                let parent = path.get(..path.len() - part.len()).unwrap_or_default();
+                return Ok((parent.strip_suffix('.').unwrap_or(parent), node));
+            }
+            node = match self.nodes[node].get(part) {
+                Some(Child::Node(child)) => *child,
+                Some(Child::Leaf(_)) => {
+                    return Err(invalid(
+                        "nằm dưới một giá trị đơn / sits under a plain value",
+                    ))
+                }
+                None => {
+                    let child = self.nodes.len();
+                    self.nodes.push(Children::new());
+                    self.nodes[node].insert(part, Child::Node(child));
+                    child
+                }
+            };
+        }
+        // `split` yields at least one part, and the last one returns above.
+        Err(invalid(
+            "đường dẫn có đoạn rỗng / the path has an empty segment",
+        ))
+    }
+}
+
+/// What serde reports: a message, as `serde_json` words it.
+#[derive(Debug)]
+struct ShapeError(String);
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ShapeError {}
+
+impl de::Error for ShapeError {
+    fn custom<T: fmt::Display>(message: T) -> ShapeError {
+        ShapeError(message.to_string())
+    }
+}
+
+/// A group of paths: a struct, a map, or at the root `members` keyed by id.
+#[derive(Clone, Copy)]
+struct Node<'t, 'a> {
+    tree: &'t Tree<'a>,
+    children: &'t Children<'a>,
+    /// The record itself, where `members` is a keyed list.
+    root: bool,
+}
+
+/// One member, keyed by `id` in its paths: its fields with the id put back.
+#[derive(Clone, Copy)]
+struct Member<'t, 'a> {
+    id: &'a str,
+    tree: &'t Tree<'a>,
+    children: &'t Children<'a>,
+}
+
+/// A value in the tree, as it deserializes.
+#[derive(Clone, Copy)]
+enum Value<'t, 'a> {
+    Leaf(&'a FieldValue),
+    Node(Node<'t, 'a>),
+    /// A keyed list's items, by id.
+    Keyed(&'t Tree<'a>, &'t Children<'a>),
+    Member(Member<'t, 'a>),
+    /// A member's id, from its paths.
+    Id(&'a str),
+}
+
+impl<'t, 'a> Value<'t, 'a> {
+    fn of(tree: &'t Tree<'a>, child: &Child<'a>) -> Value<'t, 'a> {
+        match *child {
+            Child::Leaf(value) => Value::Leaf(value),
+            Child::Node(index) => Value::Node(Node {
+                tree,
+                children: &tree.nodes[index],
+                root: false,
+            }),
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Node<'_, 'de> {
+    type Error = ShapeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+        visitor.visit_map(Entries {
+            node: self,
+            entries: self.children.iter(),
+            value: None,
+        })
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ShapeError> {
+        // A variant with data, as JSON writes it: an object of one entry.
+        if self.children.len() != 1 {
+            return Err(de::Error::invalid_value(
+                Unexpected::Map,
+                &"map with a single key",
+            ));
+        }
+        visitor.visit_enum(MapAccessDeserializer::new(Entries {
+            node: self,
+            entries: self.children.iter(),
+            value: None,
+        }))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ShapeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+        ignored_any
+    }
+}
+
+/// A node's entries, for serde's map access.
+struct Entries<'t, 'a> {
+    node: Node<'t, 'a>,
+    entries: std::collections::btree_map::Iter<'t, &'a str, Child<'a>>,
+    value: Option<Value<'t, 'a>>,
+}
+
+impl<'de> MapAccess<'de> for Entries<'_, 'de> {
+    type Error = ShapeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ShapeError> {
+        let Some((key, child)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let tree = self.node.tree;
+        self.value = Some(match child {
+            Child::Node(index) if self.node.root && KEYED_LISTS.contains(key) => {
+                Value::Keyed(tree, &tree.nodes[*index])
+            }
+            child => Value::of(tree, child),
+        });
+        seed.deserialize(BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ShapeError> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(value),
+            None => Err(de::Error::custom("a value asked for before its key")),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+/// A member's entries: its fields, then its id (a field `id` among its paths is not the
+/// member's: the id is the one in the paths, as JSON's unflatten overwrote it).
+struct MemberEntries<'t, 'a> {
+    id: Option<&'a str>,
+    tree: &'t Tree<'a>,
+    entries: std::collections::btree_map::Iter<'t, &'a str, Child<'a>>,
+    value: Option<Value<'t, 'a>>,
+}
+
+impl<'de> MapAccess<'de> for MemberEntries<'_, 'de> {
+    type Error = ShapeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ShapeError> {
+        for (key, child) in self.entries.by_ref() {
+            if *key != "id" {
+                self.value = Some(Value::of(self.tree, child));
+                return seed
+                    .deserialize(BorrowedStrDeserializer::new(key))
+                    .map(Some);
+            }
+        }
+        let Some(id) = self.id.take() else {
+            return Ok(None);
+        };
+        self.value = Some(Value::Id(id));
+        seed.deserialize(BorrowedStrDeserializer::new("id"))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ShapeError> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(value),
+            None => Err(de::Error::custom("a value asked for before its key")),
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Member<'_, 'de> {
+    type Error = ShapeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+        visitor.visit_map(MemberEntries {
+            id: Some(self.id),
+            tree: self.tree,
+            entries: self.children.iter(),
+            value: None,
+        })
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// A keyed list's items in id order (ids are UUIDv7 made on devices: creation order).
+struct Items<'t, 'a> {
+    tree: &'t Tree<'a>,
+    items: std::collections::btree_map::Iter<'t, &'a str, Child<'a>>,
+}
+
+impl<'de> SeqAccess<'de> for Items<'_, 'de> {
+    type Error = ShapeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, ShapeError> {
+        let Some((id, child)) = self.items.next() else {
+            return Ok(None);
+        };
+        let item = match *child {
+            Child::Node(index) => Value::Member(Member {
+                id,
+                tree: self.tree,
+                children: &self.tree.nodes[index],
+            }),
+            leaf => Value::of(self.tree, &leaf),
+        };
+        seed.deserialize(item).map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
+}
+
+/// A list value's items.
+struct ListItems<'a> {
+    items: std::slice::Iter<'a, FieldValue>,
+}
+
+impl<'de> SeqAccess<'de> for ListItems<'de> {
+    type Error = ShapeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, ShapeError> {
+        match self.items.next() {
+            Some(item) => seed.deserialize(Value::Leaf(item)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Value<'_, 'de> {
+    type Error = ShapeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+        match self {
+            Value::Node(node) => node.deserialize_any(visitor),
+            Value::Member(member) => member.deserialize_any(visitor),
+            Value::Keyed(tree, items) => visitor.visit_seq(Items {
+                tree,
+                items: items.iter(),
+            }),
+            Value::Id(id) => visitor.visit_borrowed_str(id),
+            Value::Leaf(leaf) => match leaf {
+                FieldValue::Null => visitor.visit_unit(),
+                FieldValue::Bool(b) => visitor.visit_bool(*b),
+                // As a JSON number holds it: non-negative integers are unsigned.
+                FieldValue::Int(i) => match u64::try_from(*i) {
+                    Ok(n) => visitor.visit_u64(n),
+                    Err(_) => visitor.visit_i64(*i),
+                },
+                FieldValue::Float(x) => visitor.visit_f64(*x),
+                FieldValue::Text(text) => visitor.visit_borrowed_str(text),
+                FieldValue::List(items) => visitor.visit_seq(ListItems {
+                    items: items.iter(),
+                }),
+            },
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+        match self {
+            Value::Leaf(FieldValue::Null) => visitor.visit_none(),
+            other => visitor.visit_some(other),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ShapeError> {
+        match self {
+            // A unit variant, as JSON writes it: its name.
+            Value::Leaf(FieldValue::Text(text)) => {
+                visitor.visit_enum(text.as_str().into_deserializer())
+            }
+            Value::Id(id) => visitor.visit_enum(id.into_deserializer()),
+            Value::Node(node) => node.deserialize_enum(name, variants, visitor),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ShapeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::through_json;
+    use super::*;
+    use crate::fields::flatten;
+    use crate::fields::tests_support::sample;
+
+    /// Both ways read `fields` alike: the same record, or errors of the same kind (the same
+    /// error when it is about a path).
+    fn agree(fields: &FieldMap, what: &str) {
+        let direct = unflatten(fields);
+        let through_json = through_json::unflatten(fields);
+        match (&direct, &through_json) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
+            (Err(FieldError::Shape(_)), Err(FieldError::Shape(_))) => {}
+            (a, b) => assert_eq!(a, b, "{what}"),
+        }
+    }
+
+    fn values() -> Vec<FieldValue> {
+        vec![
+            FieldValue::Null,
+            FieldValue::Bool(true),
+            FieldValue::Int(-1),
+            FieldValue::Int(5),
+            FieldValue::Float(1.5),
+            FieldValue::Float(21.0),
+            FieldValue::Text("x".into()),
+            FieldValue::Text("periodic".into()),
+            FieldValue::Text("moved_away".into()),
+            FieldValue::Text("2001-02-03".into()),
+            FieldValue::Text("0190aaaa-0000-7000-8000-000000000001".into()),
+            FieldValue::List(Vec::new()),
+            FieldValue::List(vec![FieldValue::Text("smartphone".into())]),
+            FieldValue::List(vec![FieldValue::Float(21.0), FieldValue::Float(105.5)]),
+        ]
+    }
+
+    #[test]
+    fn reads_every_map_as_going_through_json_did() {
+        let mut household = sample();
+        household.void = Some(crate::household::VoidMark {
+            reason: crate::household::VoidReason::MovedAway,
+            note: "Chuyển vào Nam".into(),
+        });
+        for record in [sample(), household] {
+            let fields = flatten(&record);
+            assert_eq!(unflatten(&fields), Ok(record.clone()));
+            agree(&fields, "the record");
+            let member = format!("members.{}", record.members[0].id);
+            let paths: Vec<String> = fields
+                .keys()
+                .cloned()
+                .chain(
+                    [
+                        "colour",
+                        "address.street",
+                        "gps",
+                        "void",
+                        "void.reason",
+                        "members",
+                        "income.b1_answers",
+                        "income.b1_answers.Q9",
+                        "round.kind.periodic",
+                        "dwelling..floor_area_m2",
+                        ".address",
+                        "address.",
+                    ]
+                    .map(String::from),
+                )
+                .chain([
+                    member.clone(),
+                    format!("{member}.id"),
+                    format!("{member}.nickname"),
+                    "members.not-a-uuid.full_name".to_string(),
+                ])
+                .collect();
+            for path in &paths {
+                let mut without = fields.clone();
+                if without.remove(path).is_some() {
+                    agree(&without, &format!("without {path}"));
+                }
+                for value in values() {
+                    let mut changed = fields.clone();
+                    changed.insert(path.clone(), value.clone());
+                    agree(&changed, &format!("{path} = {value:?}"));
+                }
+            }
+            // An enum as an object: of one variant, and of two.
+            let mut as_object = fields.clone();
+            as_object.remove("round.kind");
+            as_object.insert("round.kind.monthly".into(), FieldValue::Null);
+            agree(&as_object, "round.kind as an object");
+            as_object.insert("round.kind.periodic".into(), FieldValue::Null);
+            agree(&as_object, "round.kind as an object of two variants");
+        }
+    }
+
+    #[test]
+    fn an_empty_map_and_a_bare_one_are_refused_alike() {
+        agree(&FieldMap::new(), "empty");
+        let mut members_only = FieldMap::new();
+        members_only.insert(
+            "members.a.full_name".into(),
+            FieldValue::Text("Lò Văn Páo".into()),
+        );
+        agree(&members_only, "a member and nothing else");
+    }
+}
