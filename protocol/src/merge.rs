@@ -11,6 +11,8 @@
 //! while the other side changed anything conflicts with every change of the device, so that a
 //! voided household is never silently resurrected and an edit is never silently buried.
 
+use std::cmp::Ordering;
+
 use serde::{Deserialize, Serialize};
 
 use crate::fields::{FieldChange, FieldMap, FieldValue};
@@ -57,8 +59,7 @@ pub fn three_way(base: &FieldMap, theirs: &FieldMap, changes: &[FieldChange]) ->
     };
     let mut theirs_changed_void = false;
     let mut theirs_changed_other = false;
-    for path in base.keys().chain(theirs.keys()) {
-        let (was, now) = (base.get(path), theirs.get(path));
+    for (path, was, now) in side_by_side(base, theirs) {
         if was != now && !mine_sets(path, now) {
             plan.others_changed = true;
             if is_void_path(path) {
@@ -88,6 +89,36 @@ pub fn three_way(base: &FieldMap, theirs: &FieldMap, changes: &[FieldChange]) ->
         }
     }
     plan
+}
+
+/// Every path of either map with its value in each, in path order: one walk over both maps
+/// instead of two lookups per path (a merge compares two records of ~90 paths).
+fn side_by_side<'m>(
+    a: &'m FieldMap,
+    b: &'m FieldMap,
+) -> impl Iterator<Item = (&'m str, Option<&'m FieldValue>, Option<&'m FieldValue>)> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((in_a, _)), Some((in_b, _))) => in_a.cmp(in_b),
+        };
+        Some(match order {
+            Ordering::Less => a
+                .next()
+                .map(|(path, value)| (path.as_str(), Some(value), None))?,
+            Ordering::Greater => b
+                .next()
+                .map(|(path, value)| (path.as_str(), None, Some(value)))?,
+            Ordering::Equal => {
+                let (path, in_a) = a.next()?;
+                let (_, in_b) = b.next()?;
+                (path.as_str(), Some(in_a), Some(in_b))
+            }
+        })
+    })
 }
 
 /// The fallback when a merge would leave a record that does not fit the form (for example a
@@ -164,5 +195,27 @@ mod tests {
         let plan = three_way(&base, &voided, &[set("a", "9")]);
         assert_eq!(plan.conflicts.len(), 1);
         assert!(plan.apply.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Walking both maps side by side visits every path of either once, in order, with
+        /// the value each map holds there.
+        #[test]
+        fn side_by_side_is_every_path_with_both_values(
+            a in proptest::collection::btree_map("[a-d.]{1,3}", 0i64..3, 0..12),
+            b in proptest::collection::btree_map("[a-d.]{1,3}", 0i64..3, 0..12),
+        ) {
+            let (a, b): (FieldMap, FieldMap) = (
+                a.into_iter().map(|(k, v)| (k, FieldValue::Int(v))).collect(),
+                b.into_iter().map(|(k, v)| (k, FieldValue::Int(v))).collect(),
+            );
+            let walked: Vec<_> = side_by_side(&a, &b).collect();
+            let paths: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            let looked_up: Vec<_> = paths
+                .into_iter()
+                .map(|path| (path.as_str(), a.get(path), b.get(path)))
+                .collect();
+            proptest::prop_assert_eq!(walked, looked_up);
+        }
     }
 }
