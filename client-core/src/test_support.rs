@@ -326,6 +326,23 @@ pub fn run_with(
     Ok(engine.report())
 }
 
+/// Opens a store again after its handles were dropped, in the same process. sled's background
+/// threads can hold the database (and its file lock) for a moment after the last handle is
+/// gone; a field app that restarts never sees this, since its threads die with it.
+pub fn reopen(path: &std::path::Path) -> Store {
+    for _ in 0..400 {
+        match Store::open(path) {
+            Err(crate::StoreError::Open { source, .. })
+                if source.to_string().contains("could not acquire lock") =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other.expect("reopen"),
+        }
+    }
+    Store::open(path).expect("reopen")
+}
+
 /// A store in a fresh temporary folder, set up with a fixed device id.
 pub fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("a temporary folder");

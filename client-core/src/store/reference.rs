@@ -60,7 +60,7 @@ mod tests {
             };
             store.save_reference_texts(&corrected).expect("save");
         }
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = crate::test_support::reopen(dir.path());
         assert!(store.reference_texts().expect("read").is_some());
         let corrected = crate::reference::classify(&store, &household).expect("classifies");
         assert!(

@@ -65,7 +65,7 @@ fn saves_are_durable_and_numbered_without_gaps() {
         }
         // Dropped without any shutdown: only what `save` flushed counts.
     }
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = crate::test_support::reopen(dir.path());
     let seqs: Vec<u64> = store
         .pending()
         .expect("pending")
@@ -276,7 +276,7 @@ fn a_store_keeps_its_device_id() {
         Err(StoreError::OtherDevice { .. })
     ));
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = crate::test_support::reopen(dir.path());
     assert_eq!(
         store.server_url().expect("url").as_deref(),
         Some("http://10.0.0.9:80")
