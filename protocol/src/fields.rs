@@ -6,8 +6,10 @@
 //! id (`members.<uuid>.full_name`), never by position, so members added on two devices both
 //! survive. A member exists while any of its leaves does; removing a member removes its leaves.
 //!
-//! The conversion goes through `serde_json::Value`, so a field added to [`Household`] needs no
-//! code here: the flattening follows the struct.
+//! Both conversions go through serde, so a field added to [`Household`] needs no code here:
+//! they follow the struct. [`flatten`] goes through `serde_json::Value`; [`unflatten`]
+//! deserializes the record straight from a tree of the paths (`tree`), which reads every map
+//! as going through JSON did (`through_json`, kept in the tests as the oracle).
 
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, SeqAccess, VariantAccess, Visitor,
