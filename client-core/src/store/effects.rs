@@ -42,9 +42,9 @@ pub(crate) struct PageEffects {
 impl Store {
     /// The outbox entries of the next push batch, as stored, with their seqs: up to
     /// `max_count` from `from_seq` on, consecutive seqs only (the server refuses a batch with
-    /// a hole), and after the first at most `max_bytes` encoded.
-    /// Not decoded, so that a batch sent ahead can be told to be still the next one by its
-    /// bytes (`SyncEngine::next_request_after`).
+    /// a hole), and after the first at most `max_bytes` encoded. Not decoded, so that a batch
+    /// sent ahead can be told to be still the next one by its bytes
+    /// (`SyncEngine::next_request_after`).
     pub(crate) fn push_batch_entries(
         &self,
         from_seq: u64,
@@ -89,10 +89,10 @@ impl Store {
             .collect()
     }
 
-    /// How many seqs the outbox spans from `from_seq` to its last entry: the number of entries
-    /// waiting, read from the last key instead of counted (entries are consecutive but where
-    /// the server lost some and they wait to be restored). For progress: counting them all
-    /// before every batch made a long first push quadratic.
+    /// How many seqs the outbox spans from `from_seq` to its last entry, read from the last key
+    /// instead of counted: the number of entries waiting, since entries are consecutive (while
+    /// entries the server lost wait to be restored, it can be more). For progress: counting
+    /// them all before every batch made a long first push quadratic.
     pub(crate) fn outbox_span_from(&self, from_seq: u64) -> Result<usize, StoreError> {
         let last = self
             .inner
