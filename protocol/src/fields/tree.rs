@@ -46,11 +46,11 @@ pub(super) fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
         check_leaf(path, value)?;
         parent = Some(tree.insert(path, value, parent)?);
     }
-    let household = Household::deserialize(Node {
+    let household = Household::deserialize(Value::Node(Node {
         tree: &tree,
         children: &tree.nodes[0],
         root: true,
-    });
+    }));
     household.map_err(|error| FieldError::Shape(error.0))
 }
 
@@ -146,8 +146,7 @@ struct Node<'t, 'a> {
 #[derive(Clone, Copy)]
 struct Member<'t, 'a> {
     id: &'a str,
-    tree: &'t Tree<'a>,
-    children: &'t Children<'a>,
+    node: Node<'t, 'a>,
 }
 
 /// A value in the tree, as it deserializes.
@@ -175,61 +174,26 @@ impl<'t, 'a> Value<'t, 'a> {
     }
 }
 
-impl<'de> de::Deserializer<'de> for Node<'_, 'de> {
-    type Error = ShapeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
-        visitor.visit_map(Entries {
-            node: self,
-            entries: self.children.iter(),
-            value: None,
-        })
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, ShapeError> {
-        // A variant with data, as JSON writes it: an object of one entry.
-        if self.children.len() != 1 {
-            return Err(de::Error::invalid_value(
-                Unexpected::Map,
-                &"map with a single key",
-            ));
-        }
-        visitor.visit_enum(MapAccessDeserializer::new(Entries {
-            node: self,
-            entries: self.children.iter(),
-            value: None,
-        }))
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, ShapeError> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
-        ignored_any
-    }
-}
-
-/// A node's entries, for serde's map access.
+/// A node's entries, for serde's map access. A member's node ends with its id: a field `id`
+/// among its paths is not the member's, the id is the one in the paths (as JSON's unflatten
+/// overwrote it).
 struct Entries<'t, 'a> {
     node: Node<'t, 'a>,
     entries: std::collections::btree_map::Iter<'t, &'a str, Child<'a>>,
+    /// The member's id, still to come.
+    member_id: Option<&'a str>,
     value: Option<Value<'t, 'a>>,
+}
+
+impl<'t, 'a> Entries<'t, 'a> {
+    fn of(node: Node<'t, 'a>, member_id: Option<&'a str>) -> Entries<'t, 'a> {
+        Entries {
+            node,
+            entries: node.children.iter(),
+            member_id,
+            value: None,
+        }
+    }
 }
 
 impl<'de> MapAccess<'de> for Entries<'_, 'de> {
@@ -239,60 +203,22 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, ShapeError> {
-        let Some((key, child)) = self.entries.next() else {
-            return Ok(None);
-        };
         let tree = self.node.tree;
-        self.value = Some(match child {
-            Child::Node(index) if self.node.root && KEYED_LISTS.contains(key) => {
-                Value::Keyed(tree, &tree.nodes[*index])
-            }
-            child => Value::of(tree, child),
-        });
-        seed.deserialize(BorrowedStrDeserializer::new(key))
-            .map(Some)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, ShapeError> {
-        match self.value.take() {
-            Some(value) => seed.deserialize(value),
-            None => Err(de::Error::custom("a value asked for before its key")),
-        }
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.entries.len())
-    }
-}
-
-/// A member's entries: its fields, then its id (a field `id` among its paths is not the
-/// member's: the id is the one in the paths, as JSON's unflatten overwrote it).
-struct MemberEntries<'t, 'a> {
-    id: Option<&'a str>,
-    tree: &'t Tree<'a>,
-    entries: std::collections::btree_map::Iter<'t, &'a str, Child<'a>>,
-    value: Option<Value<'t, 'a>>,
-}
-
-impl<'de> MapAccess<'de> for MemberEntries<'_, 'de> {
-    type Error = ShapeError;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, ShapeError> {
         for (key, child) in self.entries.by_ref() {
-            if *key != "id" {
-                self.value = Some(Value::of(self.tree, child));
-                return seed
-                    .deserialize(BorrowedStrDeserializer::new(key))
-                    .map(Some);
+            if self.member_id.is_some() && *key == "id" {
+                continue;
             }
+            self.value = Some(match child {
+                Child::Node(index) if self.node.root && KEYED_LISTS.contains(key) => {
+                    Value::Keyed(tree, &tree.nodes[*index])
+                }
+                child => Value::of(tree, child),
+            });
+            return seed
+                .deserialize(BorrowedStrDeserializer::new(key))
+                .map(Some);
         }
-        let Some(id) = self.id.take() else {
+        let Some(id) = self.member_id.take() else {
             return Ok(None);
         };
         self.value = Some(Value::Id(id));
@@ -309,24 +235,9 @@ impl<'de> MapAccess<'de> for MemberEntries<'_, 'de> {
             None => Err(de::Error::custom("a value asked for before its key")),
         }
     }
-}
 
-impl<'de> de::Deserializer<'de> for Member<'_, 'de> {
-    type Error = ShapeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
-        visitor.visit_map(MemberEntries {
-            id: Some(self.id),
-            tree: self.tree,
-            entries: self.children.iter(),
-            value: None,
-        })
-    }
-
-    forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map struct enum identifier ignored_any
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len() + usize::from(self.member_id.is_some()))
     }
 }
 
@@ -349,8 +260,11 @@ impl<'de> SeqAccess<'de> for Items<'_, 'de> {
         let item = match *child {
             Child::Node(index) => Value::Member(Member {
                 id,
-                tree: self.tree,
-                children: &self.tree.nodes[index],
+                node: Node {
+                    tree: self.tree,
+                    children: &self.tree.nodes[index],
+                    root: false,
+                },
             }),
             leaf => Value::of(self.tree, &leaf),
         };
@@ -390,8 +304,8 @@ impl<'de> de::Deserializer<'de> for Value<'_, 'de> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
         match self {
-            Value::Node(node) => node.deserialize_any(visitor),
-            Value::Member(member) => member.deserialize_any(visitor),
+            Value::Node(node) => visitor.visit_map(Entries::of(node, None)),
+            Value::Member(member) => visitor.visit_map(Entries::of(member.node, Some(member.id))),
             Value::Keyed(tree, items) => visitor.visit_seq(Items {
                 tree,
                 items: items.iter(),
@@ -423,8 +337,8 @@ impl<'de> de::Deserializer<'de> for Value<'_, 'de> {
 
     fn deserialize_enum<V: Visitor<'de>>(
         self,
-        name: &'static str,
-        variants: &'static [&'static str],
+        _name: &'static str,
+        _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ShapeError> {
         match self {
@@ -433,7 +347,14 @@ impl<'de> de::Deserializer<'de> for Value<'_, 'de> {
                 visitor.visit_enum(text.as_str().into_deserializer())
             }
             Value::Id(id) => visitor.visit_enum(id.into_deserializer()),
-            Value::Node(node) => node.deserialize_enum(name, variants, visitor),
+            // A variant with data, as JSON writes it: an object of one entry.
+            Value::Node(node) if node.children.len() != 1 => Err(de::Error::invalid_value(
+                Unexpected::Map,
+                &"map with a single key",
+            )),
+            Value::Node(node) => {
+                visitor.visit_enum(MapAccessDeserializer::new(Entries::of(node, None)))
+            }
             other => other.deserialize_any(visitor),
         }
     }
