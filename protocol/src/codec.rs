@@ -38,12 +38,16 @@ pub enum CodecError {
     Malformed(String),
 }
 
-fn options(limit: usize) -> impl Options {
+/// The wire format: bincode with varint integers, little-endian.
+fn wire() -> impl Options {
     bincode::DefaultOptions::new()
         .with_varint_encoding()
         .with_little_endian()
-        .with_limit(limit as u64)
-        .reject_trailing_bytes()
+}
+
+/// Decoding a whole message: at most `limit` bytes, and nothing after its last field.
+fn options(limit: usize) -> impl Options {
+    wire().with_limit(limit as u64).reject_trailing_bytes()
 }
 
 /// Encodes a message with the current protocol version in front.
@@ -59,11 +63,7 @@ fn encode_body_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     // Serializing our own in-memory types into a Vec cannot fail: no I/O, no size limit. No
     // limit at all, rather than the largest: with one, bincode walks the message twice, once
     // to size it against the limit (a third of a field map's encoding time).
-    let options = bincode::DefaultOptions::new()
-        .with_varint_encoding()
-        .with_little_endian()
-        .with_no_limit();
-    if let Err(error) = options.serialize_into(out, value) {
+    if let Err(error) = wire().with_no_limit().serialize_into(out, value) {
         unreachable!("encoding an in-memory message failed: {error}");
     }
 }
@@ -71,9 +71,7 @@ fn encode_body_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// Reads a value from the front of `rest` and moves `rest` past it: a part of a message read
 /// piece by piece ([`pull_page`]).
 fn decode_part<T: DeserializeOwned>(rest: &mut &[u8]) -> Result<T, CodecError> {
-    bincode::DefaultOptions::new()
-        .with_varint_encoding()
-        .with_little_endian()
+    wire()
         .with_limit(rest.len() as u64)
         .allow_trailing_bytes()
         .deserialize_from(rest)

@@ -646,7 +646,7 @@ pub fn pull(
             seq,
             household_id: id,
             rev: row.rev,
-            in_conflict: !row.open_conflicts.is_empty(),
+            in_conflict: row.in_conflict,
             fields: row.fields,
             review: row.review,
         });

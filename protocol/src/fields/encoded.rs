@@ -41,10 +41,7 @@ impl EncodedFields {
         if scan.len < body.len() {
             return Err(CodecError::TrailingBytes);
         }
-        if scan.canonical {
-            return Ok(EncodedFields(bytes));
-        }
-        codec::decode(&bytes, bytes.len()).map(|fields| EncodedFields::encode(&fields))
+        EncodedFields::as_encode_writes(bytes, scan.canonical)
     }
 
     /// Reads the field map at the front of `body` (a message's bytes after its version) and
@@ -55,11 +52,19 @@ impl EncodedFields {
         let mut bytes = Vec::with_capacity(VERSION_BYTES + map.len());
         bytes.extend_from_slice(&crate::sync::PROTOCOL_VERSION.to_le_bytes());
         bytes.extend_from_slice(map);
-        if scan.canonical {
-            return Ok((EncodedFields(bytes), scan.len));
+        Ok((
+            EncodedFields::as_encode_writes(bytes, scan.canonical)?,
+            scan.len,
+        ))
+    }
+
+    /// Scanned codec bytes of a map, kept when they are as `codec::encode` writes the map
+    /// (`canonical`), else decoded and written again.
+    fn as_encode_writes(bytes: Vec<u8>, canonical: bool) -> Result<EncodedFields, CodecError> {
+        if canonical {
+            return Ok(EncodedFields(bytes));
         }
-        let fields: FieldMap = codec::decode(&bytes, bytes.len())?;
-        Ok((EncodedFields::encode(&fields), scan.len))
+        codec::decode(&bytes, bytes.len()).map(|fields: FieldMap| EncodedFields::encode(&fields))
     }
 
     /// The map itself.

@@ -1,8 +1,8 @@
 //! [`super::unflatten`] without `serde_json::Value`: the paths are split into a tree that
 //! borrows them, and the record deserializes straight from the tree.
 //!
-//! It reads a field map exactly as going through JSON did (`unflatten_through_json` in the
-//! tests is that way, kept to hold this one to it): the same tree, the same errors for paths
+//! It reads a field map exactly as going through JSON did (`super::through_json`, the old way,
+//! is kept in the tests to hold this one to it): the same tree, the same errors for paths
 //! that clash, members keyed by id turned into a list with their ids put back, and every leaf
 //! handed to serde as `serde_json::Value` hands it (non-negative integers as unsigned, texts
 //! as strings, lists as sequences, `Null` as unit or `None`). Checking a pushed record was a

@@ -109,8 +109,16 @@ pub struct PulledHousehold {
     pub rev: u32,
     pub fields: EncodedFields,
     pub review: ReviewState,
-    pub open_conflicts: Vec<u64>,
+    /// Conflicts wait for a supervisor.
+    pub in_conflict: bool,
     pub created_by: Uuid,
+}
+
+/// A household whose current revision's row is not there.
+fn missing_revision(id: Uuid, rev: u32) -> StoreError {
+    StoreError::Inconsistent(format!(
+        "household {id} is at revision {rev} but that revision is missing"
+    ))
 }
 
 /// Why a revision was made.
@@ -329,12 +337,9 @@ impl Registry {
         meta: HouseholdMeta,
         classified: bool,
     ) -> Result<StoredHousehold, StoreError> {
-        let revision = self.revision_row(id, meta.rev)?.ok_or_else(|| {
-            StoreError::Inconsistent(format!(
-                "household {id} is at revision {} but that revision is missing",
-                meta.rev
-            ))
-        })?;
+        let revision = self
+            .revision_row(id, meta.rev)?
+            .ok_or_else(|| missing_revision(id, meta.rev))?;
         let classification = if classified {
             self.classification(id, meta.rev)?
                 .map(|record| record.classification)
@@ -405,19 +410,16 @@ impl Registry {
             return Ok(None);
         }
         let key = keys::revision(id, meta.rev);
-        let row = self.get(&key)?.ok_or_else(|| {
-            StoreError::Inconsistent(format!(
-                "household {id} is at revision {} but that revision is missing",
-                meta.rev
-            ))
-        })?;
+        let row = self
+            .get(&key)?
+            .ok_or_else(|| missing_revision(id, meta.rev))?;
         let fields = rows::decode_revision_fields_encoded(&row).map_err(Self::corrupt(&key))?;
         Ok(Some(PulledHousehold {
             id,
             rev: meta.rev,
             fields,
             review: meta.review,
-            open_conflicts: meta.open_conflicts,
+            in_conflict: !meta.open_conflicts.is_empty(),
             created_by: meta.created_by,
         }))
     }
