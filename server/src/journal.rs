@@ -21,6 +21,9 @@
 //! Unix milliseconds (i64), write count (u32), then per write: key (u32 length + bytes), a tag
 //! (1 insert, 0 remove) and for an insert the value (u32 length + bytes).
 //!
+//! The registry keeps its large rows only here and refers to them by their offset in the file
+//! ([`value_positions`]), so a record, once written, is never moved or rewritten.
+//!
 //! A crash in the middle of an append leaves a torn last record (short, or with a bad
 //! checksum); it was never acknowledged, and opening the journal cuts it off. A bad record
 //! followed by more data is damage, not a torn append, and is reported, never skipped.
@@ -72,34 +75,67 @@ pub struct Record {
     pub writes: Vec<Write>,
 }
 
-impl Record {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            21 + self
-                .writes
-                .iter()
-                .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
-                .sum::<usize>(),
-        );
-        out.push(FORMAT);
-        out.extend_from_slice(&self.number.to_be_bytes());
-        out.extend_from_slice(&self.at_ms.to_be_bytes());
-        out.extend_from_slice(&len32(self.writes.len()).to_be_bytes());
-        for (key, value) in &self.writes {
-            out.extend_from_slice(&len32(key.len()).to_be_bytes());
-            out.extend_from_slice(key);
-            match value {
-                Some(value) => {
-                    out.push(1);
-                    out.extend_from_slice(&len32(value.len()).to_be_bytes());
-                    out.extend_from_slice(value);
-                }
-                None => out.push(0),
-            }
-        }
-        out
-    }
+/// A record read back from the file, with the offset its header starts at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub offset: u64,
+    pub record: Record,
+}
 
+impl Located {
+    /// Where each write's value lies in the file (see [`value_positions`]).
+    pub fn value_positions(&self) -> Vec<Option<u64>> {
+        value_positions(self.offset, &self.record.writes)
+    }
+}
+
+/// For a record whose header starts at `record_offset`, the file offset of each write's value
+/// bytes (`None` for a removal): the registry keeps large rows only here and refers to them by
+/// position, so this follows the layout [`encode_payload`] writes.
+pub fn value_positions(record_offset: u64, writes: &[Write]) -> Vec<Option<u64>> {
+    // Header (length, checksum), then format, number, time and write count.
+    let mut at = record_offset + 8 + 1 + 8 + 8 + 4;
+    writes
+        .iter()
+        .map(|(key, value)| {
+            at += 4 + key.len() as u64 + 1;
+            value.as_ref().map(|value| {
+                at += 4;
+                let here = at;
+                at += value.len() as u64;
+                here
+            })
+        })
+        .collect()
+}
+
+fn encode_payload(number: u64, at_ms: i64, writes: &[Write]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        21 + writes
+            .iter()
+            .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum::<usize>(),
+    );
+    out.push(FORMAT);
+    out.extend_from_slice(&number.to_be_bytes());
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    out.extend_from_slice(&len32(writes.len()).to_be_bytes());
+    for (key, value) in writes {
+        out.extend_from_slice(&len32(key.len()).to_be_bytes());
+        out.extend_from_slice(key);
+        match value {
+            Some(value) => {
+                out.push(1);
+                out.extend_from_slice(&len32(value.len()).to_be_bytes());
+                out.extend_from_slice(value);
+            }
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+impl Record {
     /// Decodes a payload whose checksum has been verified.
     pub fn decode(payload: &[u8]) -> Result<Record, String> {
         let mut reader = Reader { rest: payload };
@@ -319,14 +355,15 @@ impl Journal {
         &self.path
     }
 
+    /// Where the next record will start: give it to [`value_positions`] before appending.
+    pub fn end(&self) -> u64 {
+        self.len
+    }
+
     /// Appends the next record and syncs it to disk. Returns its number.
-    pub fn append(&mut self, at_ms: i64, writes: Vec<Write>) -> Result<u64, JournalError> {
-        let record = Record {
-            number: self.last + 1,
-            at_ms,
-            writes,
-        };
-        let payload = record.encode();
+    pub fn append(&mut self, at_ms: i64, writes: &[Write]) -> Result<u64, JournalError> {
+        let number = self.last + 1;
+        let payload = encode_payload(number, at_ms, writes);
         let mut bytes = Vec::with_capacity(payload.len() + 8);
         bytes.extend_from_slice(&len32(payload.len()).to_be_bytes());
         bytes.extend_from_slice(&crc32(&payload).to_be_bytes());
@@ -338,12 +375,12 @@ impl Journal {
         self.file.write_all(&bytes).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.len += bytes.len() as u64;
-        self.last = record.number;
-        Ok(record.number)
+        self.last = number;
+        Ok(number)
     }
 
     /// The records numbered above `after`, read back from the file, each checksum checked.
-    pub fn records_after(&mut self, after: u64) -> Result<Vec<Record>, JournalError> {
+    pub fn records_after(&mut self, after: u64) -> Result<Vec<Located>, JournalError> {
         let io = |source| JournalError::Io {
             path: self.path.clone(),
             source,
@@ -374,7 +411,7 @@ impl Journal {
                         record.number
                     )));
                 }
-                records.push(record);
+                records.push(Located { offset, record });
             }
             offset += 8 + u64::from(len);
         }
@@ -442,7 +479,7 @@ fn count_records(file: &mut File, end: u64) -> std::io::Result<u64> {
 
 /// Every record of a data directory's journal, each checksum and number checked. A torn last
 /// record is left out (it was never acknowledged); damage anywhere else is an error.
-pub fn read_all(data_dir: &Path) -> Result<Vec<Record>, JournalError> {
+pub fn read_all(data_dir: &Path) -> Result<Vec<Located>, JournalError> {
     let path = Journal::path_in(data_dir);
     let bytes = std::fs::read(&path).map_err(|source| JournalError::Io {
         path: path.clone(),
@@ -459,14 +496,14 @@ pub fn read_all(data_dir: &Path) -> Result<Vec<Record>, JournalError> {
 }
 
 /// Parses a whole journal file. The error names the offset of the damage (`None`: the mark).
-pub fn parse(bytes: &[u8]) -> Result<Vec<Record>, (Option<u64>, String)> {
+pub fn parse(bytes: &[u8]) -> Result<Vec<Located>, (Option<u64>, String)> {
     if bytes.len() < MAGIC.len() {
         return Ok(Vec::new());
     }
     if &bytes[..8] != MAGIC {
         return Err((None, "no journal mark".to_string()));
     }
-    let mut records: Vec<Record> = Vec::new();
+    let mut records: Vec<Located> = Vec::new();
     let mut at = 8usize;
     while at < bytes.len() {
         let rest = &bytes[at..];
@@ -487,14 +524,17 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Record>, (Option<u64>, String)> {
             return Err((Some(at as u64), "checksum mismatch".to_string()));
         }
         let record = Record::decode(payload).map_err(|problem| (Some(at as u64), problem))?;
-        let expected = records.last().map_or(1, |r| r.number + 1);
+        let expected = records.last().map_or(1, |r| r.record.number + 1);
         if record.number != expected {
             return Err((
                 Some(at as u64),
                 format!("record number {} where {expected} was due", record.number),
             ));
         }
-        records.push(record);
+        records.push(Located {
+            offset: at as u64,
+            record,
+        });
         at += 8 + len;
     }
     Ok(records)
@@ -519,24 +559,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut journal, opened) = Journal::open(dir.path()).expect("open");
         assert_eq!(opened.records, 0);
-        assert_eq!(journal.append(7, writes(1)).expect("append"), 1);
-        assert_eq!(journal.append(8, writes(2)).expect("append"), 2);
+        assert_eq!(journal.append(7, &writes(1)).expect("append"), 1);
+        assert_eq!(journal.append(8, &writes(2)).expect("append"), 2);
         drop(journal);
         let (mut journal, opened) = Journal::open(dir.path()).expect("reopen");
         assert_eq!((opened.records, opened.torn_bytes), (2, 0));
-        assert_eq!(journal.append(9, writes(3)).expect("append"), 3);
+        assert_eq!(journal.append(9, &writes(3)).expect("append"), 3);
         let records = read_all(dir.path()).expect("read");
         assert_eq!(records.len(), 3);
-        assert_eq!(records[1].writes, writes(2));
-        assert_eq!(records[2].at_ms, 9);
+        assert_eq!(records[1].record.writes, writes(2));
+        assert_eq!(records[2].record.at_ms, 9);
     }
 
     #[test]
     fn a_torn_last_record_is_cut_off_at_every_length() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut journal, _) = Journal::open(dir.path()).expect("open");
-        journal.append(1, writes(1)).expect("append");
-        journal.append(2, writes(2)).expect("append");
+        journal.append(1, &writes(1)).expect("append");
+        journal.append(2, &writes(2)).expect("append");
         drop(journal);
         let path = Journal::path_in(dir.path());
         let whole = std::fs::read(&path).expect("read");
@@ -561,8 +601,8 @@ mod tests {
     fn damage_before_the_last_record_is_an_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut journal, _) = Journal::open(dir.path()).expect("open");
-        journal.append(1, writes(1)).expect("append");
-        journal.append(2, writes(2)).expect("append");
+        journal.append(1, &writes(1)).expect("append");
+        journal.append(2, &writes(2)).expect("append");
         drop(journal);
         let path = Journal::path_in(dir.path());
         let mut bytes = std::fs::read(&path).expect("read");
@@ -584,19 +624,56 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut journal, _) = Journal::open(dir.path()).expect("open");
         for n in 1..=4 {
-            journal.append(i64::from(n), writes(n)).expect("append");
+            journal.append(i64::from(n), &writes(n)).expect("append");
         }
         let after = journal.records_after(2).expect("read");
         assert_eq!(
-            after.iter().map(|r| r.number).collect::<Vec<_>>(),
+            after.iter().map(|r| r.record.number).collect::<Vec<_>>(),
             vec![3, 4]
         );
-        assert_eq!(after[1].writes, writes(4));
+        assert_eq!(after[1].record.writes, writes(4));
         assert!(journal.records_after(4).expect("read").is_empty());
         // A payload claiming four billion writes in a few bytes allocates nothing for them.
         let mut lying = vec![FORMAT];
         lying.extend_from_slice(&[0; 16]);
         lying.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(Record::decode(&lying).is_err());
+    }
+
+    #[test]
+    fn value_positions_point_at_the_values_in_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut journal, _) = Journal::open(dir.path()).expect("open");
+        let mut expected = Vec::new();
+        for n in 1..=3u8 {
+            let writes = vec![
+                (vec![b'r', n], Some(vec![n; 10 * usize::from(n)])),
+                (vec![b'm'; usize::from(n)], None),
+                (vec![b'k', n, n], Some(vec![n + 100; 3])),
+            ];
+            let positions = value_positions(journal.end(), &writes);
+            journal.append(0, &writes).expect("append");
+            expected.push(positions);
+        }
+        let bytes = std::fs::read(Journal::path_in(dir.path())).expect("read");
+        let located = read_all(dir.path()).expect("read");
+        assert_eq!(
+            journal.records_after(0).expect("read again"),
+            located,
+            "both readers locate records alike"
+        );
+        for (entry, positions) in located.iter().zip(&expected) {
+            assert_eq!(&entry.value_positions(), positions);
+            for ((_, value), position) in entry.record.writes.iter().zip(positions) {
+                match (value, position) {
+                    (Some(value), Some(at)) => {
+                        let at = *at as usize;
+                        assert_eq!(&bytes[at..at + value.len()], value.as_slice());
+                    }
+                    (None, None) => {}
+                    other => panic!("a value and its position disagree: {other:?}"),
+                }
+            }
+        }
     }
 }

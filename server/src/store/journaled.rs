@@ -17,30 +17,27 @@ use std::sync::PoisonError;
 
 use crate::journal::{self, Journal, Write};
 
+use super::in_journal;
 use super::{Registry, StoreError};
 
 /// The registry key holding the number of the last journaled batch.
 pub(super) const JOURNAL_COUNTER: &[u8] = b"mjournal";
 
-/// A sled batch that remembers its writes, so they can be journaled.
+/// A batch of writes to the registry tree, journaled and then applied to sled (as
+/// [`in_journal::sled_batch`] turns them into sled's writes).
 #[derive(Default)]
 pub(super) struct JournaledBatch {
-    batch: sled::Batch,
     writes: Vec<Write>,
 }
 
 impl JournaledBatch {
-    pub(super) fn insert<K: Into<sled::IVec>, V: Into<sled::IVec>>(&mut self, key: K, value: V) {
-        let (key, value) = (key.into(), value.into());
-        self.writes.push((key.to_vec(), Some(value.to_vec())));
-        self.batch.insert(key, value);
+    pub(super) fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), Some(value.into())));
     }
 
     #[allow(dead_code)]
-    pub(super) fn remove<K: Into<sled::IVec>>(&mut self, key: K) {
-        let key = key.into();
-        self.writes.push((key.to_vec(), None));
-        self.batch.remove(key);
+    pub(super) fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), None));
     }
 }
 
@@ -85,8 +82,8 @@ pub(super) fn open_journal(
             records = missing.len(),
             "the registry lacks the journal's last records (a crash before their flush); they were never acknowledged and are replayed"
         );
-        for record in &missing {
-            apply_record(tree, record)?;
+        for entry in &missing {
+            apply_record(tree, entry)?;
         }
         db.flush().map_err(StoreError::Flush)?;
     } else if last < committed {
@@ -101,17 +98,12 @@ pub(super) fn open_journal(
     Ok(journal)
 }
 
-/// Applies one journaled batch to the tree, atomically.
-fn apply_record(tree: &sled::Tree, record: &journal::Record) -> Result<u64, StoreError> {
-    let mut batch = sled::Batch::default();
-    for (key, value) in &record.writes {
-        match value {
-            Some(value) => batch.insert(key.as_slice(), value.as_slice()),
-            None => batch.remove(key.as_slice()),
-        }
-    }
-    tree.apply_batch(batch)?;
-    Ok(record.writes.len() as u64)
+/// Applies one journaled batch to the tree, atomically, referring to its large rows where
+/// they lie in the journal, as the original commit did.
+fn apply_record(tree: &sled::Tree, entry: &journal::Located) -> Result<u64, StoreError> {
+    let writes = &entry.record.writes;
+    tree.apply_batch(in_journal::sled_batch(writes, &entry.value_positions()))?;
+    Ok(writes.len() as u64)
 }
 
 impl Registry {
@@ -120,14 +112,16 @@ impl Registry {
     pub(super) fn apply_journaled(&self, mut batch: JournaledBatch) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
         let number = journal.last() + 1;
-        batch.insert(JOURNAL_COUNTER, &number.to_be_bytes()[..]);
-        if let Err(error) = journal.append(now_ms(), batch.writes) {
+        batch.insert(JOURNAL_COUNTER, number.to_be_bytes());
+        let positions = journal::value_positions(journal.end(), &batch.writes);
+        if let Err(error) = journal.append(now_ms(), &batch.writes) {
             if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 tracing::error!(%error, "appending to the journal failed; sync is refused until the server restarts");
             }
             return Err(StoreError::Journal(error));
         }
-        if let Err(error) = self.tree.apply_batch(batch.batch) {
+        let sled_batch = in_journal::sled_batch(&batch.writes, &positions);
+        if let Err(error) = self.tree.apply_batch(sled_batch) {
             self.fail("applying a batch", &error);
             return Err(StoreError::Sled(error));
         }
@@ -136,7 +130,8 @@ impl Registry {
 }
 
 /// A summary of everything in the registry tree, to compare two registries byte for byte: a
-/// rebuilt one with its original, say.
+/// rebuilt one with its original, say. Rows kept in the journal are read and counted as the
+/// rows they are, so each is checked against its checksum on the way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Digest {
     /// Keys in the tree.
@@ -151,7 +146,8 @@ impl Registry {
         let mut bytes = Vec::new();
         let mut entries = 0u64;
         for entry in self.tree.iter() {
-            let (key, value) = entry?;
+            let (key, stored) = entry?;
+            let value = self.rows_in_journal.resolve(&key, stored)?;
             for part in [key.as_ref(), value.as_ref()] {
                 bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
                 bytes.extend_from_slice(part);
@@ -210,8 +206,8 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
     {
         let db = sled::Config::new().path(out).open().map_err(open_error)?;
         let tree = db.open_tree("registry").map_err(open_error)?;
-        for record in &records {
-            writes += apply_record(&tree, record)?;
+        for entry in &records {
+            writes += apply_record(&tree, entry)?;
         }
         db.flush().map_err(StoreError::Flush)?;
     }
@@ -270,7 +266,7 @@ mod tests {
         // Three commits journaled, none flushed into sled before the crash.
         let (mut journal, _) = Journal::open(dir.path()).expect("journal");
         for n in 1..=3 {
-            journal.append(0, record(n)).expect("append");
+            journal.append(0, &record(n)).expect("append");
         }
         drop(journal);
         let registry = open(dir.path()).expect("reopen replays");
@@ -286,7 +282,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         drop(open(dir.path()).expect("a new registry"));
         let (mut journal, _) = Journal::open(dir.path()).expect("journal");
-        journal.append(0, record(1)).expect("append");
+        journal.append(0, &record(1)).expect("append");
         drop(journal);
         drop(open(dir.path()).expect("replayed"));
         // The journal loses its record: the registry is ahead of it.

@@ -13,6 +13,9 @@
 //! | `j`    | device id (16), seq (u64)       | rejected mutation row                   |
 //! | `k`    | household id (16), rev (u32), n (u32) | classification record `n` of that revision: 0 made with it, 1… by recomputations |
 //! | `m`    | counter name                    | u64                                     |
+//!
+//! The rows under `r`, `k`, `x` and `j` are kept in the journal; sled holds a reference to each
+//! (see `in_journal`).
 
 use uuid::Uuid;
 

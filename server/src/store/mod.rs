@@ -1,7 +1,8 @@
 //! The registry's storage: the only module that opens sled.
 //!
-//! Everything lives in one sled tree, keyed by hand (the `keys` module documents the layout). Reads go
-//! straight to the tree. Writes come only as a `Commit`, built by the merge engine in memory
+//! Everything lives in one sled tree, keyed by hand (the `keys` module documents the layout),
+//! except the large rows, which sled refers to in the journal (`in_journal`). Reads go
+//! straight to the tree, and follow a reference when they meet one. Writes come only as a `Commit`, built by the merge engine in memory
 //! under the server's single writer lock, applied with one atomic `apply_batch`
 //! (`Registry::commit_pending`) and made durable by a flush (`Registry::make_durable`) before
 //! the push is answered; pushes that are written while a flush runs share the next one (group
@@ -18,6 +19,7 @@
 //! database, [`Accounts`] (the `accounts` module documents its layout), written on their own.
 
 mod accounts;
+mod in_journal;
 mod journaled;
 mod keys;
 mod rows;
@@ -248,6 +250,8 @@ pub struct Registry {
     flushing: std::sync::Mutex<()>,
     /// Every batch written to `tree` is appended here first (see `journaled`).
     journal: std::sync::Mutex<crate::journal::Journal>,
+    /// Reads the large rows, which sled refers to in the journal (see `in_journal`).
+    rows_in_journal: in_journal::JournalRows,
 }
 
 impl std::fmt::Debug for Registry {
@@ -272,6 +276,7 @@ impl Registry {
             .map_err(open_error)?;
         let tree = db.open_tree("registry").map_err(open_error)?;
         let journal = journaled::open_journal(dir, &db, &tree)?;
+        let rows_in_journal = in_journal::JournalRows::open(journal.path())?;
         Ok(Registry {
             db,
             tree,
@@ -280,6 +285,7 @@ impl Registry {
             durable: AtomicU64::new(0),
             flushing: std::sync::Mutex::new(()),
             journal: std::sync::Mutex::new(journal),
+            rows_in_journal,
         })
     }
 
@@ -297,8 +303,24 @@ impl Registry {
         }
     }
 
+    /// The row under `key`, read from the journal when sled holds a reference to it.
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.tree.get(key)?)
+        match self.tree.get(key)? {
+            None => Ok(None),
+            Some(stored) => self.rows_in_journal.resolve(key, stored).map(Some),
+        }
+    }
+
+    /// The rows of a scan, each read from the journal when sled holds a reference to it.
+    fn rows(
+        &self,
+        scan: sled::Iter,
+    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+        scan.map(|entry| {
+            let (key, stored) = entry?;
+            let row = self.rows_in_journal.resolve(&key, stored)?;
+            Ok((key, row))
+        })
     }
 
     fn corrupt(key: &[u8]) -> impl FnOnce(RowError) -> StoreError + '_ {
@@ -456,8 +478,7 @@ impl Registry {
         rev: u32,
     ) -> Result<Option<ClassificationRecord>, StoreError> {
         let Some(entry) = self
-            .tree
-            .scan_prefix(keys::classifications_of(id, rev))
+            .rows(self.tree.scan_prefix(keys::classifications_of(id, rev)))
             .next_back()
         else {
             return Ok(None);
@@ -475,7 +496,7 @@ impl Registry {
         rev: u32,
     ) -> Result<Vec<ClassificationRecord>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(keys::classifications_of(id, rev)) {
+        for entry in self.rows(self.tree.scan_prefix(keys::classifications_of(id, rev))) {
             let (key, row) = entry?;
             out.push(rows::decode_classification(&row).map_err(Self::corrupt(&key))?);
         }
@@ -536,7 +557,7 @@ impl Registry {
     /// Every revision of a household, oldest first.
     pub fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(keys::revisions_of(id)) {
+        for entry in self.rows(self.tree.scan_prefix(keys::revisions_of(id))) {
             let (key, row) = entry?;
             let rev = keys::u32_at(&key, 17).ok_or_else(|| StoreError::Corrupt {
                 key: keys::show(&key),
@@ -584,7 +605,7 @@ impl Registry {
                 }
             }
             None => {
-                for entry in self.tree.scan_prefix([keys::CONFLICT]) {
+                for entry in self.rows(self.tree.scan_prefix([keys::CONFLICT])) {
                     let (key, row) = entry?;
                     let id = keys::u64_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
                         key: keys::show(&key),
@@ -600,7 +621,7 @@ impl Registry {
     /// Every rejected mutation, by device and then seq.
     pub fn rejected(&self) -> Result<Vec<RejectedMutation>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix([keys::REJECTED]) {
+        for entry in self.rows(self.tree.scan_prefix([keys::REJECTED])) {
             let (key, row) = entry?;
             let device_id = keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
                 key: keys::show(&key),

@@ -40,6 +40,8 @@ pub enum RowError {
     Utf8,
     #[error("a protocol value in the row does not decode: {0}")]
     Codec(#[from] CodecError),
+    #[error("the row kept in the journal is unreadable: {0}")]
+    InJournal(String),
 }
 
 /// Builds a row.
