@@ -100,6 +100,8 @@ pub(crate) fn apply_push(
     let expected = last.saturating_add(1);
     let mut outcomes = Vec::with_capacity(request.mutations.len());
     let mut fresh: &[Mutation] = &[];
+    // Outcomes are stored a push at a time: the replayed ones are read in runs, not one by one.
+    let mut stored_run: Vec<MutationOutcome> = Vec::new();
     for (index, mutation) in request.mutations.iter().enumerate() {
         if mutation.seq > last {
             if mutation.seq != expected {
@@ -108,12 +110,21 @@ pub(crate) fn apply_push(
             fresh = &request.mutations[index..];
             break;
         }
-        let stored = registry.outcome(device, mutation.seq)?.ok_or_else(|| {
-            StoreError::Inconsistent(format!(
-                "device {device} is at seq {last} but the outcome of its mutation {} is missing",
-                mutation.seq
-            ))
-        })?;
+        let in_run = stored_run.binary_search_by_key(&mutation.seq, |stored| stored.seq);
+        if in_run.is_err() {
+            let wanted = request.mutations.len() - index;
+            stored_run = registry.outcomes(device, mutation.seq, wanted)?;
+        }
+        let stored = match stored_run.binary_search_by_key(&mutation.seq, |stored| stored.seq) {
+            Ok(at) => stored_run[at].clone(),
+            Err(_) => {
+                return Err(StoreError::Inconsistent(format!(
+                    "device {device} is at seq {last} but the outcome of its mutation {} is missing",
+                    mutation.seq
+                ))
+                .into())
+            }
+        };
         if stored.household_id != mutation.household_id {
             return Err(AppError::InvalidRequest(format!(
                 "thay đổi số {seq} đã được nhận cho hộ khác / mutation {seq} was already received for household {}, not {}: this device's counter was reset; set the device up again",

@@ -2,7 +2,7 @@
 //!
 //! Every batch is appended to the journal before sled applies it, so the journal already holds
 //! every row the registry writes. For the large kinds (revisions, classifications, conflicts,
-//! rejected mutations: see [`kept_in_journal`]) sled stores a 17-byte reference instead of a
+//! rejected mutations, runs of outcomes: see [`kept_in_journal`]) sled stores a 17-byte reference instead of a
 //! second copy of the row: the tag [`REFERENCE`], the row's offset in the journal file (u64),
 //! its length (u32) and its CRC-32 (u32), big-endian. Reads follow the reference with one
 //! positional read and check the checksum, so a journal restored from elsewhere or damaged
@@ -36,7 +36,13 @@ const REFERENCE_LEN: usize = 17;
 pub(super) fn kept_in_journal(key: &[u8]) -> bool {
     matches!(
         key.first(),
-        Some(&(keys::REVISION | keys::CLASSIFICATION | keys::CONFLICT | keys::REJECTED))
+        Some(
+            &(keys::REVISION
+                | keys::CLASSIFICATION
+                | keys::CONFLICT
+                | keys::REJECTED
+                | keys::OUTCOME)
+        )
     )
 }
 

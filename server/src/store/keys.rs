@@ -5,17 +5,18 @@
 //! |--------|---------------------------------|-----------------------------------------|
 //! | `h`    | household id (16)               | household row (without its fields)      |
 //! | `r`    | household id (16), rev (u32)    | revision row (with the full field map)  |
-//! | `c`    | seq (u64)                       | household id (16): the change log       |
+//! | `c`    | seq (u64)                       | household ids (16 each) of that seq and the next ones: the change log, a run a commit |
 //! | `d`    | device id (16)                  | last applied mutation seq (u64)         |
-//! | `o`    | device id (16), seq (u64)       | the stored outcome of that mutation     |
+//! | `o`    | device id (16), seq (u64)       | the stored outcomes of that mutation and the device's next ones in the same commit |
 //! | `x`    | conflict id (u64)               | conflict row                            |
 //! | `y`    | household id (16), conflict id  | empty: conflicts by household           |
 //! | `j`    | device id (16), seq (u64)       | rejected mutation row                   |
 //! | `k`    | household id (16), rev (u32), n (u32) | classification record `n` of that revision: 0 made with it, 1… by recomputations |
 //! | `m`    | counter name                    | u64                                     |
 //!
-//! The rows under `r`, `k`, `x` and `j` are kept in the journal; sled holds a reference to each
-//! (see `in_journal`).
+//! The change log and outcomes are stored in runs because sled spends about 240 bytes of disk
+//! on every entry, however small. The rows under `r`, `k`, `x`, `j` and `o` are kept in the
+//! journal; sled holds a reference to each (see `in_journal`).
 
 use uuid::Uuid;
 

@@ -660,10 +660,8 @@ impl Registry {
 
     /// The stored outcome of one of a device's mutations.
     pub fn outcome(&self, device: Uuid, seq: u64) -> Result<Option<MutationOutcome>, StoreError> {
-        let key = keys::outcome(device, seq);
-        self.get(&key)?
-            .map(|row| rows::decode_outcome(&row).map_err(Self::corrupt(&key)))
-            .transpose()
+        let first = self.outcomes(device, seq, 1)?.into_iter().next();
+        Ok(first.filter(|outcome| outcome.seq == seq))
     }
 
     /// A device's stored outcomes from mutation seq `from` on, at most `max`, ascending.
@@ -673,13 +671,33 @@ impl Registry {
         from: u64,
         max: usize,
     ) -> Result<Vec<MutationOutcome>, StoreError> {
-        let range = keys::outcome(device, from)..=keys::outcome(device, u64::MAX);
+        // Outcomes are stored in runs keyed by their first seq: the run holding `from` starts
+        // at or before it.
+        let start = self.run_holding(keys::outcome(device, 0), keys::outcome(device, from))?;
         let mut out = Vec::new();
-        for entry in self.tree.range(range).take(max) {
+        let scan = self.tree.range(start..=keys::outcome(device, u64::MAX));
+        for entry in self.rows(scan) {
             let (key, row) = entry?;
-            out.push(rows::decode_outcome(&row).map_err(Self::corrupt(&key))?);
+            for outcome in rows::decode_outcomes(&row).map_err(Self::corrupt(&key))? {
+                if out.len() == max {
+                    return Ok(out);
+                }
+                if outcome.seq >= from {
+                    out.push(outcome);
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// The key of the run that holds `key`, for keys whose rows hold runs from the one named
+    /// by the key on: the last key from `lowest` up to `key`, or `key` itself when there is
+    /// none.
+    fn run_holding(&self, lowest: Vec<u8>, key: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        match self.tree.range(lowest..=key.clone()).next_back() {
+            Some(entry) => Ok(entry?.0.to_vec()),
+            None => Ok(key),
+        }
     }
 
     /// At most `limit` change-log entries after `cursor`, in seq order.
@@ -690,20 +708,38 @@ impl Registry {
                 more: false,
             });
         };
-        let mut scan = self.tree.range(keys::change(from)..=keys::change(u64::MAX));
+        // The log is stored in runs of consecutive seqs keyed by their first seq.
+        let start = self.run_holding(keys::change(0), keys::change(from))?;
         let mut entries = Vec::with_capacity(limit.min(4_096));
-        while entries.len() < limit {
-            let Some(entry) = scan.next() else { break };
+        for entry in self.tree.range(start..=keys::change(u64::MAX)) {
             let (key, value) = entry?;
-            let seq = keys::u64_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
+            let first = keys::u64_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
                 key: keys::show(&key),
                 source: RowError::Truncated,
             })?;
-            let household = rows::decode_uuid(&value).map_err(Self::corrupt(&key))?;
-            entries.push((seq, household));
+            let households = rows::decode_uuid_run(&value).map_err(Self::corrupt(&key))?;
+            for (offset, household) in households.into_iter().enumerate() {
+                let seq = first.checked_add(offset as u64).ok_or_else(|| {
+                    StoreError::Inconsistent(format!(
+                        "the change-log run at seq {first} runs past the last seq"
+                    ))
+                })?;
+                if seq < from {
+                    continue;
+                }
+                if entries.len() == limit {
+                    return Ok(ChangePage {
+                        entries,
+                        more: true,
+                    });
+                }
+                entries.push((seq, household));
+            }
         }
-        let more = scan.next().transpose()?.is_some();
-        Ok(ChangePage { entries, more })
+        Ok(ChangePage {
+            entries,
+            more: false,
+        })
     }
 
     /// Writes a commit atomically without waiting for the flush, and returns its ticket:
@@ -731,8 +767,12 @@ impl Registry {
                 );
             }
         }
-        for (seq, id) in &commit.changes {
-            batch.insert(keys::change(*seq), &rows::encode_uuid(*id)[..]);
+        // One row for each run of consecutive seqs (a push's changes are one run).
+        for run in commit.changes.chunk_by(|a, b| Some(b.0) == a.0.checked_add(1)) {
+            batch.insert(
+                keys::change(run[0].0),
+                rows::encode_uuid_run(run.iter().map(|(_, id)| *id)),
+            );
         }
         for record in &commit.conflicts {
             batch.insert(keys::conflict(record.id), rows::encode_conflict(record));
@@ -747,10 +787,18 @@ impl Registry {
                 rows::encode_rejected(&rejected.mutation, &rejected.reason, rejected.at_ms),
             );
         }
-        for (device, outcome) in &commit.outcomes {
+        // One row for each run of a device's consecutive mutations (a push is one run).
+        let outcome_runs = commit
+            .outcomes
+            .chunk_by(|(a_device, a), (b_device, b)| {
+                a_device == b_device && Some(b.seq) == a.seq.checked_add(1)
+            });
+        for run in outcome_runs {
+            let (device, first) = &run[0];
+            let outcomes: Vec<&MutationOutcome> = run.iter().map(|(_, outcome)| outcome).collect();
             batch.insert(
-                keys::outcome(*device, outcome.seq),
-                rows::encode_outcome(outcome),
+                keys::outcome(*device, first.seq),
+                rows::encode_outcomes(&outcomes),
             );
         }
         for (device, seq) in &commit.device_last {
@@ -819,5 +867,105 @@ impl Registry {
                 "{doing} the registry failed; sync is refused until the server restarts"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::sync::Outcome;
+
+    fn outcome(seq: u64) -> MutationOutcome {
+        MutationOutcome {
+            seq,
+            household_id: Uuid::from_u128(u128::from(seq)),
+            outcome: Outcome::Applied { rev: 1 },
+        }
+    }
+
+    /// The change log and outcomes read the same from runs, from rows of one (as earlier builds
+    /// wrote them) and from a mix, at every cursor and limit.
+    #[test]
+    fn runs_read_like_one_row_an_entry_at_every_cursor_and_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("open");
+        let (device, other) = (Uuid::from_u128(7), Uuid::from_u128(8));
+        // Seqs 1–3 and 6 as earlier builds wrote them, a row each.
+        for seq in [1u64, 2, 3, 6] {
+            let id = Uuid::from_u128(u128::from(100 + seq));
+            registry
+                .tree
+                .insert(keys::change(seq), &id.into_bytes()[..])
+                .expect("insert");
+            let mut row = vec![rows::FORMAT_ONE_OUTCOME];
+            let value = protocol::codec::packed::pack(&protocol::codec::encode(&outcome(seq)));
+            row.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            row.extend_from_slice(&value);
+            registry
+                .tree
+                .insert(keys::outcome(device, seq), row)
+                .expect("insert");
+        }
+        // Seqs 4–5 and 7–11 in two commits; one of them also holds another device's outcome
+        // and a run broken by a gap.
+        let commit = |changes: Vec<u64>, outcomes: Vec<(Uuid, u64)>| Commit {
+            changes: changes
+                .into_iter()
+                .map(|seq| (seq, Uuid::from_u128(u128::from(100 + seq))))
+                .collect(),
+            outcomes: outcomes
+                .into_iter()
+                .map(|(device, seq)| (device, outcome(seq)))
+                .collect(),
+            ..Commit::default()
+        };
+        registry
+            .commit_pending(commit(vec![4, 5], vec![(device, 4), (device, 5)]))
+            .expect("commit");
+        registry
+            .commit_pending(commit(
+                vec![7, 8, 9, 10, 11],
+                vec![(device, 7), (device, 8), (other, 1), (device, 9), (device, 11)],
+            ))
+            .expect("commit");
+        registry.flush().expect("flush");
+
+        let all: Vec<(u64, Uuid)> = (1..=11)
+            .map(|seq| (seq, Uuid::from_u128(u128::from(100 + seq))))
+            .collect();
+        for cursor in 0..=12u64 {
+            for limit in 0..=12usize {
+                let after: Vec<_> = all.iter().filter(|(seq, _)| *seq > cursor).copied().collect();
+                let page = registry.changes_after(cursor, limit).expect("page");
+                assert_eq!(page.entries, after[..limit.min(after.len())], "{cursor} {limit}");
+                assert_eq!(page.more, after.len() > limit, "{cursor} {limit}");
+            }
+        }
+        let stored = [1u64, 2, 3, 4, 5, 6, 7, 8, 9, 11];
+        for from in 0..=12u64 {
+            for max in 0..=12usize {
+                let expected: Vec<_> = stored
+                    .iter()
+                    .filter(|seq| **seq >= from)
+                    .take(max)
+                    .map(|seq| outcome(*seq))
+                    .collect();
+                assert_eq!(
+                    registry.outcomes(device, from, max).expect("outcomes"),
+                    expected,
+                    "{from} {max}"
+                );
+            }
+            assert_eq!(
+                registry.outcome(device, from).expect("outcome"),
+                stored.contains(&from).then(|| outcome(from)),
+                "{from}"
+            );
+        }
+        assert_eq!(
+            registry.outcomes(other, 0, 10).expect("outcomes"),
+            vec![outcome(1)]
+        );
+        assert_eq!(registry.outcome(other, 2).expect("outcome"), None);
     }
 }

@@ -5,8 +5,12 @@
 //! length and that many bytes. Protocol values inside a row (field maps, review states,
 //! conflict fields, mutations, outcomes, classifications) are blobs in the protocol codec,
 //! which carries its own version prefix, packed (`protocol::codec::packed`: compressed against
-//! a fixed dictionary, a field map to about a seventh). Rows of format [`FORMAT_UNPACKED`],
-//! written before values were packed, are read as well.
+//! a fixed dictionary, a field map to about a seventh).
+//!
+//! Formats: [`FORMAT`] (3) is what this build writes; an outcome row in it holds the outcomes
+//! of a run of one device's consecutive mutations. Rows of [`FORMAT_ONE_OUTCOME`] (2), where
+//! an outcome row holds one outcome, and of [`FORMAT_UNPACKED`] (1), written before values
+//! were packed, are read as well.
 
 use protocol::classify::Classification;
 use protocol::codec::{self, CodecError};
@@ -18,9 +22,11 @@ use uuid::Uuid;
 
 use super::{ClassificationRecord, ConflictRecord, RevisionCause};
 
-/// The row format this build writes: protocol values packed.
-pub(super) const FORMAT: u8 = 2;
-/// The earlier format, still read: protocol values as they are.
+/// The row format this build writes: protocol values packed, outcomes in runs.
+pub(super) const FORMAT: u8 = 3;
+/// An earlier format, still read: as [`FORMAT`], with one outcome an outcome row.
+pub(super) const FORMAT_ONE_OUTCOME: u8 = 2;
+/// The first format, still read: protocol values as they are, one outcome a row.
 pub(super) const FORMAT_UNPACKED: u8 = 1;
 /// Most bytes a protocol value in a row may unpack to: the largest message there is.
 const VALUE_LIMIT: usize = protocol::sync::MAX_RESPONSE_BYTES;
@@ -98,24 +104,22 @@ impl RowWriter {
 /// Reads a row, checking every length against the bytes actually there.
 pub(super) struct RowReader<'a> {
     rest: &'a [u8],
-    /// Whether protocol values are packed (format 2 on).
-    packed: bool,
+    format: u8,
 }
 
 impl<'a> RowReader<'a> {
     pub(super) fn new(row: &'a [u8]) -> Result<RowReader<'a>, RowError> {
-        let mut reader = RowReader {
-            rest: row,
-            packed: true,
-        };
-        match reader.u8()? {
-            FORMAT => Ok(reader),
-            FORMAT_UNPACKED => {
-                reader.packed = false;
-                Ok(reader)
-            }
+        let mut reader = RowReader { rest: row, format: 0 };
+        reader.format = reader.u8()?;
+        match reader.format {
+            FORMAT | FORMAT_ONE_OUTCOME | FORMAT_UNPACKED => Ok(reader),
             other => Err(RowError::Format(other)),
         }
+    }
+
+    /// Whether protocol values are packed (format 2 on).
+    fn packed(&self) -> bool {
+        self.format != FORMAT_UNPACKED
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], RowError> {
@@ -163,7 +167,7 @@ impl<'a> RowReader<'a> {
 
     pub(super) fn protocol<T: DeserializeOwned>(&mut self) -> Result<T, RowError> {
         let bytes = self.blob()?;
-        if self.packed {
+        if self.packed() {
             let value = codec::packed::unpack(bytes, VALUE_LIMIT)?;
             Ok(codec::decode(&value, value.len())?)
         } else {
@@ -174,7 +178,7 @@ impl<'a> RowReader<'a> {
     /// A field map, checked but left encoded.
     pub(super) fn encoded_fields(&mut self) -> Result<EncodedFields, RowError> {
         let bytes = self.blob()?;
-        let value = if self.packed {
+        let value = if self.packed() {
             codec::packed::unpack(bytes, VALUE_LIMIT)?
         } else {
             bytes.to_vec()
@@ -429,15 +433,23 @@ pub(super) fn decode_rejected(row: &[u8]) -> Result<(Mutation, String, i64), Row
     Ok((mutation, reason, at_ms))
 }
 
-pub(super) fn encode_outcome(outcome: &MutationOutcome) -> Vec<u8> {
-    RowWriter::new().protocol(outcome).finish()
+/// The outcomes of a run of one device's consecutive mutations, keyed by the first one's seq:
+/// one row a push instead of one a mutation, since sled spends about 240 bytes of disk on every
+/// entry however small.
+pub(super) fn encode_outcomes(outcomes: &[&MutationOutcome]) -> Vec<u8> {
+    RowWriter::new().protocol(&outcomes).finish()
 }
 
-pub(super) fn decode_outcome(row: &[u8]) -> Result<MutationOutcome, RowError> {
+/// The outcomes in an outcome row, in seq order: a run, or the one a format-2 row holds.
+pub(super) fn decode_outcomes(row: &[u8]) -> Result<Vec<MutationOutcome>, RowError> {
     let mut reader = RowReader::new(row)?;
-    let outcome = reader.protocol()?;
+    let outcomes = if reader.format == FORMAT {
+        reader.protocol()?
+    } else {
+        vec![reader.protocol()?]
+    };
     reader.finish()?;
-    Ok(outcome)
+    Ok(outcomes)
 }
 
 /// A classification record; the household, the rev and the record's number are in its key.
@@ -471,13 +483,20 @@ pub(super) fn decode_u64(bytes: &[u8]) -> Result<u64, RowError> {
     Ok(u64::from_be_bytes(array))
 }
 
-pub(super) fn encode_uuid(value: Uuid) -> [u8; 16] {
-    *value.as_bytes()
+/// A change-log row: the households of a run of consecutive seqs, keyed by the first seq (16
+/// bytes each, no format byte). A row of one is what builds before runs wrote for every seq.
+pub(super) fn encode_uuid_run(values: impl Iterator<Item = Uuid>) -> Vec<u8> {
+    values.flat_map(Uuid::into_bytes).collect()
 }
 
-pub(super) fn decode_uuid(bytes: &[u8]) -> Result<Uuid, RowError> {
-    let array: [u8; 16] = bytes.try_into().map_err(|_| RowError::Truncated)?;
-    Ok(Uuid::from_bytes(array))
+pub(super) fn decode_uuid_run(bytes: &[u8]) -> Result<Vec<Uuid>, RowError> {
+    if bytes.is_empty() || bytes.len() % 16 != 0 {
+        return Err(RowError::Truncated);
+    }
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|chunk| Uuid::from_bytes(std::array::from_fn(|i| chunk[i])))
+        .collect())
 }
 
 #[cfg(test)]
@@ -565,10 +584,43 @@ mod tests {
             household_id: Uuid::from_u128(8),
             outcome: Outcome::Merged { rev: 3 },
         };
+        let next = MutationOutcome {
+            seq: 5,
+            household_id: Uuid::from_u128(9),
+            outcome: Outcome::Rejected {
+                reason: "lý do / reason".into(),
+            },
+        };
+        let run = encode_outcomes(&[&outcome, &next]);
         assert_eq!(
-            decode_outcome(&encode_outcome(&outcome)).ok(),
-            Some(outcome)
+            decode_outcomes(&run).ok(),
+            Some(vec![outcome.clone(), next])
         );
+        for cut in 0..run.len() {
+            assert!(decode_outcomes(&run[..cut]).is_err(), "cut at {cut}");
+        }
+        // A format-2 row holds one outcome.
+        let mut one = vec![FORMAT_ONE_OUTCOME];
+        let value = codec::packed::pack(&codec::encode(&outcome));
+        one.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        one.extend_from_slice(&value);
+        assert_eq!(decode_outcomes(&one).ok(), Some(vec![outcome]));
+
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
+        let run = encode_uuid_run(ids.into_iter());
+        assert_eq!(decode_uuid_run(&run).ok(), Some(ids.to_vec()));
+        assert_eq!(
+            decode_uuid_run(ids[0].as_bytes()).ok(),
+            Some(vec![ids[0]]),
+            "a row of one, as earlier builds wrote every change"
+        );
+        for cut in 0..run.len() {
+            assert_eq!(
+                decode_uuid_run(&run[..cut]).is_ok(),
+                cut > 0 && cut % 16 == 0,
+                "cut at {cut}"
+            );
+        }
     }
 
     /// A household of two members, as a device would send it.
