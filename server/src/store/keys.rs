@@ -11,7 +11,7 @@
 //! | `x`    | conflict id (u64)               | conflict row                            |
 //! | `y`    | household id (16), conflict id  | empty: conflicts by household           |
 //! | `j`    | device id (16), seq (u64)       | rejected mutation row                   |
-//! | `k`    | household id (16), rev (u32), n (u32) | classification record `n` of that revision: 0 made with it, 1… by recomputations |
+//! | `k`    | household id (16), rev (u32), n (u32) | classification record `n` of that revision, 1… by recomputations (record 0, made with it, is in the revision row; format-2 registries have it here) |
 //! | `m`    | counter name                    | u64                                     |
 //!
 //! The change log and outcomes are stored in runs because sled spends about 240 bytes of disk

@@ -344,10 +344,21 @@ impl Registry {
             .transpose()
     }
 
-    fn revision_row(&self, id: Uuid, rev: u32) -> Result<Option<RevisionRow>, StoreError> {
+    /// A revision's row, with the classification record it holds only when `classified`.
+    fn revision_row(
+        &self,
+        id: Uuid,
+        rev: u32,
+        classified: bool,
+    ) -> Result<Option<RevisionRow>, StoreError> {
         let key = keys::revision(id, rev);
+        let decode = if classified {
+            rows::decode_revision
+        } else {
+            rows::decode_revision_unclassified
+        };
         self.get(&key)?
-            .map(|row| rows::decode_revision(&row).map_err(Self::corrupt(&key)))
+            .map(|row| decode(&row).map_err(Self::corrupt(&key)))
             .transpose()
     }
 
@@ -360,10 +371,10 @@ impl Registry {
         classified: bool,
     ) -> Result<StoredHousehold, StoreError> {
         let revision = self
-            .revision_row(id, meta.rev)?
+            .revision_row(id, meta.rev, classified)?
             .ok_or_else(|| missing_revision(id, meta.rev))?;
         let classification = if classified {
-            self.classification(id, meta.rev)?
+            self.latest_classification(id, meta.rev, revision.classification)?
                 .map(|record| record.classification)
         } else {
             None
@@ -411,7 +422,7 @@ impl Registry {
         id: Uuid,
         rev: u32,
     ) -> Result<Option<FieldMap>, StoreError> {
-        Ok(self.revision_row(id, rev)?.map(|row| row.fields))
+        Ok(self.revision_row(id, rev, false)?.map(|row| row.fields))
     }
 
     /// The household as a pull page carries it, if its latest change is the change-log entry
@@ -457,7 +468,7 @@ impl Registry {
 
     /// One revision of a household.
     pub fn revision(&self, id: Uuid, rev: u32) -> Result<Option<Revision>, StoreError> {
-        let Some(row) = self.revision_row(id, rev)? else {
+        let Some(row) = self.revision_row(id, rev, true)? else {
             return Ok(None);
         };
         Ok(Some(Revision {
@@ -467,7 +478,7 @@ impl Registry {
             mutation_seq: row.mutation_seq,
             at_ms: row.at_ms,
             why: row.why,
-            classification: self.classification(id, rev)?,
+            classification: self.latest_classification(id, rev, row.classification)?,
         }))
     }
 
@@ -477,11 +488,23 @@ impl Registry {
         id: Uuid,
         rev: u32,
     ) -> Result<Option<ClassificationRecord>, StoreError> {
+        let made_with = self.classification_made_with(id, rev)?;
+        self.latest_classification(id, rev, made_with)
+    }
+
+    /// The latest recomputed record of a revision (a `k` row), or else `made_with`, the record
+    /// its row holds.
+    fn latest_classification(
+        &self,
+        id: Uuid,
+        rev: u32,
+        made_with: Option<ClassificationRecord>,
+    ) -> Result<Option<ClassificationRecord>, StoreError> {
         let Some(entry) = self
             .rows(self.tree.scan_prefix(keys::classifications_of(id, rev)))
             .next_back()
         else {
-            return Ok(None);
+            return Ok(made_with);
         };
         let (key, row) = entry?;
         rows::decode_classification(&row)
@@ -489,13 +512,30 @@ impl Registry {
             .map_err(Self::corrupt(&key))
     }
 
-    /// Every classification record of a revision, oldest first.
+    /// The classification record a revision's row holds (record 0), read without its fields.
+    fn classification_made_with(
+        &self,
+        id: Uuid,
+        rev: u32,
+    ) -> Result<Option<ClassificationRecord>, StoreError> {
+        let key = keys::revision(id, rev);
+        match self.get(&key)? {
+            None => Ok(None),
+            Some(row) => rows::decode_revision_classification(&row).map_err(Self::corrupt(&key)),
+        }
+    }
+
+    /// Every classification record of a revision, oldest first: the one its row holds, then
+    /// the `k` rows (which start at 0 for a revision whose row holds none).
     pub fn classifications(
         &self,
         id: Uuid,
         rev: u32,
     ) -> Result<Vec<ClassificationRecord>, StoreError> {
-        let mut out = Vec::new();
+        let mut out: Vec<_> = self
+            .classification_made_with(id, rev)?
+            .into_iter()
+            .collect();
         for entry in self.rows(self.tree.scan_prefix(keys::classifications_of(id, rev))) {
             let (key, row) = entry?;
             out.push(rows::decode_classification(&row).map_err(Self::corrupt(&key))?);
@@ -518,7 +558,8 @@ impl Registry {
                 .scan_prefix(keys::classifications_of(*id, *rev))
                 .next_back()
             {
-                None => 0,
+                // Record 0 is the one made with the revision, in its row when it has one.
+                None => u32::from(self.classification_made_with(*id, *rev)?.is_some()),
                 Some(entry) => {
                     let (key, _) = entry?;
                     let last = keys::u32_at(&key, 21).ok_or_else(|| StoreError::Corrupt {
@@ -571,7 +612,7 @@ impl Registry {
                 mutation_seq: row.mutation_seq,
                 at_ms: row.at_ms,
                 why: row.why,
-                classification: self.classification(id, rev)?,
+                classification: self.latest_classification(id, rev, row.classification)?,
             });
         }
         Ok(out)
@@ -755,20 +796,17 @@ impl Registry {
             );
         }
         for (id, revision) in &commit.revisions {
+            // The row holds the revision's first classification record too.
             batch.insert(
                 keys::revision(*id, revision.rev),
                 rows::encode_new_revision(revision),
             );
-            // A new revision's first classification record.
-            if let Some(record) = &revision.classification {
-                batch.insert(
-                    keys::classification(*id, revision.rev, 0),
-                    rows::encode_classification(record),
-                );
-            }
         }
         // One row for each run of consecutive seqs (a push's changes are one run).
-        for run in commit.changes.chunk_by(|a, b| Some(b.0) == a.0.checked_add(1)) {
+        for run in commit
+            .changes
+            .chunk_by(|a, b| Some(b.0) == a.0.checked_add(1))
+        {
             batch.insert(
                 keys::change(run[0].0),
                 rows::encode_uuid_run(run.iter().map(|(_, id)| *id)),
@@ -788,11 +826,9 @@ impl Registry {
             );
         }
         // One row for each run of a device's consecutive mutations (a push is one run).
-        let outcome_runs = commit
-            .outcomes
-            .chunk_by(|(a_device, a), (b_device, b)| {
-                a_device == b_device && Some(b.seq) == a.seq.checked_add(1)
-            });
+        let outcome_runs = commit.outcomes.chunk_by(|(a_device, a), (b_device, b)| {
+            a_device == b_device && Some(b.seq) == a.seq.checked_add(1)
+        });
         for run in outcome_runs {
             let (device, first) = &run[0];
             let outcomes: Vec<&MutationOutcome> = run.iter().map(|(_, outcome)| outcome).collect();
@@ -897,7 +933,7 @@ mod tests {
                 .tree
                 .insert(keys::change(seq), &id.into_bytes()[..])
                 .expect("insert");
-            let mut row = vec![rows::FORMAT_ONE_OUTCOME];
+            let mut row = vec![rows::FORMAT_PACKED];
             let value = protocol::codec::packed::pack(&protocol::codec::encode(&outcome(seq)));
             row.extend_from_slice(&(value.len() as u32).to_be_bytes());
             row.extend_from_slice(&value);
@@ -925,7 +961,13 @@ mod tests {
         registry
             .commit_pending(commit(
                 vec![7, 8, 9, 10, 11],
-                vec![(device, 7), (device, 8), (other, 1), (device, 9), (device, 11)],
+                vec![
+                    (device, 7),
+                    (device, 8),
+                    (other, 1),
+                    (device, 9),
+                    (device, 11),
+                ],
             ))
             .expect("commit");
         registry.flush().expect("flush");
@@ -935,9 +977,17 @@ mod tests {
             .collect();
         for cursor in 0..=12u64 {
             for limit in 0..=12usize {
-                let after: Vec<_> = all.iter().filter(|(seq, _)| *seq > cursor).copied().collect();
+                let after: Vec<_> = all
+                    .iter()
+                    .filter(|(seq, _)| *seq > cursor)
+                    .copied()
+                    .collect();
                 let page = registry.changes_after(cursor, limit).expect("page");
-                assert_eq!(page.entries, after[..limit.min(after.len())], "{cursor} {limit}");
+                assert_eq!(
+                    page.entries,
+                    after[..limit.min(after.len())],
+                    "{cursor} {limit}"
+                );
                 assert_eq!(page.more, after.len() > limit, "{cursor} {limit}");
             }
         }
@@ -967,5 +1017,91 @@ mod tests {
             vec![outcome(1)]
         );
         assert_eq!(registry.outcome(other, 2).expect("outcome"), None);
+    }
+
+    fn classification_record(at_ms: i64) -> ClassificationRecord {
+        ClassificationRecord {
+            classification: Classification {
+                standard_id: None,
+                reference_date: protocol::household::Date::new(2026, 1, 1).expect("a date"),
+                class: protocol::classify::PovertyClass::CannotClassify {
+                    missing: vec![format!("thu nhập / income {at_ms}")],
+                },
+                deprivations: Vec::new(),
+                not_assessed: Vec::new(),
+                score_a: None,
+                b1_table_id: None,
+                score_b: 0,
+                income_mode: None,
+                rural_or_urban: None,
+                decided_by: "kiểm tra / test".into(),
+            },
+            at_ms,
+            reference: "fingerprint".into(),
+        }
+    }
+
+    /// A revision's first classification record is in its row; one stored in a `k` row of its
+    /// own (as format 2 did) reads the same, and recomputations number on from either.
+    #[test]
+    fn the_first_classification_reads_from_the_revision_row_or_a_row_of_its_own() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("open");
+        let (in_row, own_row) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let revision = |classification| rows::RevisionRow {
+            fields: FieldMap::new(),
+            device_id: Uuid::from_u128(9),
+            mutation_seq: 1,
+            at_ms: 0,
+            why: RevisionCause::Create,
+            classification,
+        };
+        let mut batch = journaled::JournaledBatch::default();
+        batch.insert(
+            keys::revision(in_row, 1),
+            rows::encode_revision(&revision(Some(classification_record(10)))),
+        );
+        // Format 2: the revision row without the record, the record under `k` number 0.
+        let mut old = rows::encode_revision(&revision(None));
+        old.pop();
+        old[0] = rows::FORMAT_PACKED;
+        batch.insert(keys::revision(own_row, 1), old);
+        batch.insert(
+            keys::classification(own_row, 1, 0),
+            rows::encode_classification(&classification_record(20)),
+        );
+        registry.apply_journaled(batch).expect("write");
+
+        for (id, first) in [(in_row, 10), (own_row, 20)] {
+            assert_eq!(
+                registry.classifications(id, 1).expect("read"),
+                vec![classification_record(first)]
+            );
+            assert_eq!(
+                registry.classification(id, 1).expect("read"),
+                Some(classification_record(first))
+            );
+            let stored = registry.revision(id, 1).expect("read").expect("there");
+            assert_eq!(stored.classification, Some(classification_record(first)));
+            registry
+                .record_classifications(&[(id, 1, classification_record(first + 1))])
+                .expect("recompute");
+            assert_eq!(
+                registry.classifications(id, 1).expect("read"),
+                vec![
+                    classification_record(first),
+                    classification_record(first + 1)
+                ]
+            );
+            assert_eq!(
+                registry.classification(id, 1).expect("read"),
+                Some(classification_record(first + 1))
+            );
+            assert!(registry
+                .tree
+                .get(keys::classification(id, 1, 1))
+                .expect("read")
+                .is_some());
+        }
     }
 }

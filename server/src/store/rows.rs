@@ -8,8 +8,9 @@
 //! a fixed dictionary, a field map to about a seventh).
 //!
 //! Formats: [`FORMAT`] (3) is what this build writes; an outcome row in it holds the outcomes
-//! of a run of one device's consecutive mutations. Rows of [`FORMAT_ONE_OUTCOME`] (2), where
-//! an outcome row holds one outcome, and of [`FORMAT_UNPACKED`] (1), written before values
+//! of a run of one device's consecutive mutations, and a revision row the classification record
+//! made with the revision. Rows of [`FORMAT_PACKED`] (2), where an outcome row holds one
+//! outcome and a revision's first classification has a `k` row of its own, and of [`FORMAT_UNPACKED`] (1), written before values
 //! were packed, are read as well.
 
 use protocol::classify::Classification;
@@ -22,10 +23,12 @@ use uuid::Uuid;
 
 use super::{ClassificationRecord, ConflictRecord, RevisionCause};
 
-/// The row format this build writes: protocol values packed, outcomes in runs.
+/// The row format this build writes: protocol values packed, outcomes in runs, a revision's
+/// first classification in its row.
 pub(super) const FORMAT: u8 = 3;
-/// An earlier format, still read: as [`FORMAT`], with one outcome an outcome row.
-pub(super) const FORMAT_ONE_OUTCOME: u8 = 2;
+/// An earlier format, still read: as [`FORMAT`], with one outcome an outcome row and a
+/// revision's first classification in a row of its own.
+pub(super) const FORMAT_PACKED: u8 = 2;
 /// The first format, still read: protocol values as they are, one outcome a row.
 pub(super) const FORMAT_UNPACKED: u8 = 1;
 /// Most bytes a protocol value in a row may unpack to: the largest message there is.
@@ -109,10 +112,13 @@ pub(super) struct RowReader<'a> {
 
 impl<'a> RowReader<'a> {
     pub(super) fn new(row: &'a [u8]) -> Result<RowReader<'a>, RowError> {
-        let mut reader = RowReader { rest: row, format: 0 };
+        let mut reader = RowReader {
+            rest: row,
+            format: 0,
+        };
         reader.format = reader.u8()?;
         match reader.format {
-            FORMAT | FORMAT_ONE_OUTCOME | FORMAT_UNPACKED => Ok(reader),
+            FORMAT | FORMAT_PACKED | FORMAT_UNPACKED => Ok(reader),
             other => Err(RowError::Format(other)),
         }
     }
@@ -249,6 +255,9 @@ pub(super) struct RevisionRow {
     pub(super) mutation_seq: u64,
     pub(super) at_ms: i64,
     pub(super) why: RevisionCause,
+    /// The classification record made with the revision (record 0), which a format-3 row
+    /// holds after its fields; earlier rows left it to a `k` row of its own.
+    pub(super) classification: Option<ClassificationRecord>,
 }
 
 fn cause_tag(why: RevisionCause) -> u8 {
@@ -287,6 +296,7 @@ pub(super) fn encode_revision(row: &RevisionRow) -> Vec<u8> {
         row.at_ms,
         row.why,
         &row.fields,
+        row.classification.as_ref(),
     )
 }
 
@@ -298,23 +308,85 @@ pub(super) fn encode_new_revision(revision: &super::Revision) -> Vec<u8> {
         revision.at_ms,
         revision.why,
         &revision.fields,
+        revision.classification.as_ref(),
     )
 }
 
+/// A revision row: its maker, its fields and, in format 3, a flag and the classification
+/// record made with it (one row where there were two: sled spends about 240 bytes of disk on
+/// every entry).
 fn write_revision(
     device_id: Uuid,
     mutation_seq: u64,
     at_ms: i64,
     why: RevisionCause,
     fields: &FieldMap,
+    classification: Option<&ClassificationRecord>,
 ) -> Vec<u8> {
-    RowWriter::new()
+    let row = RowWriter::new()
         .uuid(device_id)
         .u64(mutation_seq)
         .i64(at_ms)
         .u8(cause_tag(why))
-        .protocol(fields)
-        .finish()
+        .protocol(fields);
+    match classification {
+        None => row.u8(0),
+        Some(record) => write_classification(row.u8(1), record),
+    }
+    .finish()
+}
+
+/// Past a revision row's maker and fields, at the classification it may hold.
+fn past_revision_fields(row: &[u8]) -> Result<RowReader<'_>, RowError> {
+    let mut reader = RowReader::new(row)?;
+    reader.take(16 + 8 + 8 + 1)?;
+    reader.blob()?;
+    Ok(reader)
+}
+
+/// The classification record a revision row holds, read without its fields; `None` for a row
+/// that holds none (made before classifications, or before they moved into the row).
+pub(super) fn decode_revision_classification(
+    row: &[u8],
+) -> Result<Option<ClassificationRecord>, RowError> {
+    let mut reader = past_revision_fields(row)?;
+    let record = read_made_with(&mut reader)?;
+    reader.finish()?;
+    Ok(record)
+}
+
+fn read_made_with(reader: &mut RowReader<'_>) -> Result<Option<ClassificationRecord>, RowError> {
+    if reader.format != FORMAT {
+        return Ok(None);
+    }
+    match reader.u8()? {
+        0 => Ok(None),
+        1 => read_classification(reader).map(Some),
+        tag => Err(RowError::Tag {
+            what: "the classification made with a revision",
+            tag,
+        }),
+    }
+}
+
+/// Skips the classification record a revision row may hold, without decoding it.
+fn skip_made_with(reader: &mut RowReader<'_>) -> Result<(), RowError> {
+    if reader.format != FORMAT {
+        return Ok(());
+    }
+    match reader.u8()? {
+        0 => Ok(()),
+        1 => {
+            reader.i64()?;
+            reader.blob()?;
+            reader.blob()?;
+            Ok(())
+        }
+        tag => Err(RowError::Tag {
+            what: "the classification made with a revision",
+            tag,
+        }),
+    }
 }
 
 /// The device whose mutation made a revision, read from the front of its row without the
@@ -329,17 +401,34 @@ pub(super) fn decode_revision_fields_encoded(row: &[u8]) -> Result<EncodedFields
     // The device, the mutation seq, the time and the cause come first.
     reader.take(16 + 8 + 8 + 1)?;
     let fields = reader.encoded_fields()?;
+    skip_made_with(&mut reader)?;
     reader.finish()?;
     Ok(fields)
 }
 
 pub(super) fn decode_revision(row: &[u8]) -> Result<RevisionRow, RowError> {
+    read_revision(row, true)
+}
+
+/// A revision row without the classification record it may hold (`None`), which is left
+/// undecoded.
+pub(super) fn decode_revision_unclassified(row: &[u8]) -> Result<RevisionRow, RowError> {
+    read_revision(row, false)
+}
+
+fn read_revision(row: &[u8], classified: bool) -> Result<RevisionRow, RowError> {
     let mut reader = RowReader::new(row)?;
     let device_id = reader.uuid()?;
     let mutation_seq = reader.u64()?;
     let at_ms = reader.i64()?;
     let why = cause_of(reader.u8()?)?;
     let fields = reader.protocol()?;
+    let classification = if classified {
+        read_made_with(&mut reader)?
+    } else {
+        skip_made_with(&mut reader)?;
+        None
+    };
     reader.finish()?;
     Ok(RevisionRow {
         fields,
@@ -347,6 +436,7 @@ pub(super) fn decode_revision(row: &[u8]) -> Result<RevisionRow, RowError> {
         mutation_seq,
         at_ms,
         why,
+        classification,
     })
 }
 
@@ -454,19 +544,26 @@ pub(super) fn decode_outcomes(row: &[u8]) -> Result<Vec<MutationOutcome>, RowErr
 
 /// A classification record; the household, the rev and the record's number are in its key.
 pub(super) fn encode_classification(record: &ClassificationRecord) -> Vec<u8> {
-    RowWriter::new()
-        .i64(record.at_ms)
+    write_classification(RowWriter::new(), record).finish()
+}
+
+fn write_classification(row: RowWriter, record: &ClassificationRecord) -> RowWriter {
+    row.i64(record.at_ms)
         .blob(record.reference.as_bytes())
         .protocol(&record.classification)
-        .finish()
 }
 
 pub(super) fn decode_classification(row: &[u8]) -> Result<ClassificationRecord, RowError> {
     let mut reader = RowReader::new(row)?;
+    let record = read_classification(&mut reader)?;
+    reader.finish()?;
+    Ok(record)
+}
+
+fn read_classification(reader: &mut RowReader<'_>) -> Result<ClassificationRecord, RowError> {
     let at_ms = reader.i64()?;
     let reference = reader.text()?;
     let classification: Classification = reader.protocol()?;
-    reader.finish()?;
     Ok(ClassificationRecord {
         classification,
         at_ms,
@@ -537,6 +634,7 @@ mod tests {
             mutation_seq: 12,
             at_ms: -3,
             why: RevisionCause::Conflict,
+            classification: None,
         };
         assert_eq!(
             decode_revision(&encode_revision(&revision)).ok(),
@@ -600,7 +698,7 @@ mod tests {
             assert!(decode_outcomes(&run[..cut]).is_err(), "cut at {cut}");
         }
         // A format-2 row holds one outcome.
-        let mut one = vec![FORMAT_ONE_OUTCOME];
+        let mut one = vec![FORMAT_PACKED];
         let value = codec::packed::pack(&codec::encode(&outcome));
         one.extend_from_slice(&(value.len() as u32).to_be_bytes());
         one.extend_from_slice(&value);
@@ -652,6 +750,7 @@ mod tests {
             mutation_seq: 12,
             at_ms: 1_764_000_000_000,
             why: RevisionCause::Create,
+            classification: None,
         };
         let packed = encode_revision(&revision);
         let unpacked_value = codec::encode(&revision.fields);
@@ -703,10 +802,55 @@ mod tests {
             reference: "0123456789abcdef".into(),
         };
         let row = encode_classification(&record);
-        assert_eq!(decode_classification(&row).ok(), Some(record));
+        assert_eq!(decode_classification(&row).ok(), Some(record.clone()));
         for cut in 0..row.len() {
             assert!(decode_classification(&row[..cut]).is_err(), "cut at {cut}");
         }
+
+        // A revision row holding the record made with it.
+        let revision = RevisionRow {
+            fields: protocol::fields::flatten(&household),
+            device_id: Uuid::from_u128(5),
+            mutation_seq: 12,
+            at_ms: 1_764_000_000_000,
+            why: RevisionCause::Create,
+            classification: Some(record.clone()),
+        };
+        let row = encode_revision(&revision);
+        assert_eq!(decode_revision(&row).ok(), Some(revision.clone()));
+        assert_eq!(
+            decode_revision_classification(&row).ok(),
+            Some(Some(record))
+        );
+        let unclassified = RevisionRow {
+            classification: None,
+            ..revision.clone()
+        };
+        assert_eq!(
+            decode_revision_unclassified(&row).ok(),
+            Some(unclassified.clone())
+        );
+        assert_eq!(
+            decode_revision_fields_encoded(&row).ok(),
+            Some(EncodedFields::encode(&revision.fields))
+        );
+        for cut in 0..row.len() {
+            assert!(decode_revision(&row[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_revision_classification(&row[..cut]).is_err(),
+                "cut at {cut}"
+            );
+            assert!(
+                decode_revision_fields_encoded(&row[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // The same revision as format 2 wrote it: the record was in a row of its own.
+        let without = encode_revision(&unclassified);
+        let mut format_2 = without[..without.len() - 1].to_vec();
+        format_2[0] = FORMAT_PACKED;
+        assert_eq!(decode_revision(&format_2).ok(), Some(unclassified));
+        assert_eq!(decode_revision_classification(&format_2).ok(), Some(None));
     }
 
     #[test]
@@ -717,6 +861,7 @@ mod tests {
             mutation_seq: 12,
             at_ms: 0,
             why: RevisionCause::Create,
+            classification: None,
         });
         for cut in 0..row.len() {
             assert!(decode_revision(&row[..cut]).is_err(), "cut at {cut}");
