@@ -117,11 +117,13 @@ pub(crate) fn apply_push(
         }
         let stored = match stored_run.binary_search_by_key(&mutation.seq, |stored| stored.seq) {
             Ok(at) => stored_run[at].clone(),
-            Err(_) => return Err(StoreError::Inconsistent(format!(
+            Err(_) => {
+                return Err(StoreError::Inconsistent(format!(
                 "device {device} is at seq {last} but the outcome of its mutation {} is missing",
                 mutation.seq
             ))
-            .into()),
+                .into())
+            }
         };
         if stored.household_id != mutation.household_id {
             return Err(AppError::InvalidRequest(format!(

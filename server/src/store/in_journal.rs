@@ -15,6 +15,11 @@
 //! large row. sled is an index that the journal can always rebuild; a damaged sled store still
 //! costs only a rebuild (`server rebuild`).
 //!
+//! A household's current revision is not a sled entry at all: it is written under a key only
+//! the journal holds ([`only_in_journal`]), and the household row ends with the reference to
+//! it, filled in when the batch is appended (`JournaledBatch::insert_referring`). When a later
+//! revision supersedes it, the reference moves into an `r` row as it is.
+//!
 //! A reference depends only on where the record lies in the journal, so a replay (on open, or
 //! a rebuild, which copies the journal first) writes the same references as the original
 //! commit. A row starts with its format byte (1 or 2) and never with [`REFERENCE`], so rows
@@ -30,7 +35,10 @@ use super::{RowError, StoreError};
 
 /// The first byte of a reference; no row format starts with it.
 pub(super) const REFERENCE: u8 = 0xFE;
-const REFERENCE_LEN: usize = 17;
+pub(super) const REFERENCE_LEN: usize = 17;
+
+/// A row's place in the journal: [`REFERENCE`], offset, length, CRC-32.
+pub(super) type Reference = [u8; REFERENCE_LEN];
 
 /// Whether rows under this key are kept in the journal (sled holding a reference).
 pub(super) fn kept_in_journal(key: &[u8]) -> bool {
@@ -46,7 +54,14 @@ pub(super) fn kept_in_journal(key: &[u8]) -> bool {
     )
 }
 
-fn reference(position: u64, value: &[u8]) -> [u8; REFERENCE_LEN] {
+/// Whether writes under this key go to the journal only, never to sled: rows that sled refers
+/// to from another row (a household's current revision, from its `h` row).
+pub(super) fn only_in_journal(key: &[u8]) -> bool {
+    key.first() == Some(&keys::CURRENT_REVISION)
+}
+
+/// The reference to `value`, lying at `position` in the journal.
+pub(super) fn reference(position: u64, value: &[u8]) -> Reference {
     let mut out = [0u8; REFERENCE_LEN];
     out[0] = REFERENCE;
     out[1..9].copy_from_slice(&position.to_be_bytes());
@@ -57,12 +72,19 @@ fn reference(position: u64, value: &[u8]) -> [u8; REFERENCE_LEN] {
 }
 
 /// The sled batch for a journal record's writes, given where the record's values lie in the
-/// journal ([`journal::value_positions`]): large rows become references, the rest is as is.
+/// journal ([`journal::value_positions`]): large rows become references (a value that already
+/// is one, a superseded revision's, stays as it is), rows only for the journal are left out,
+/// the rest is as is.
 pub(super) fn sled_batch(writes: &[Write], positions: &[Option<u64>]) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for ((key, value), position) in writes.iter().zip(positions) {
+        if only_in_journal(key) {
+            continue;
+        }
         match (value, position) {
-            (Some(value), Some(position)) if kept_in_journal(key) => {
+            (Some(value), Some(position))
+                if kept_in_journal(key) && value.first() != Some(&REFERENCE) =>
+            {
                 batch.insert(key.as_slice(), &reference(*position, value)[..]);
             }
             (Some(value), _) => batch.insert(key.as_slice(), value.as_slice()),
@@ -99,12 +121,15 @@ impl JournalRows {
         if stored.first() != Some(&REFERENCE) || !kept_in_journal(key) {
             return Ok(stored);
         }
-        self.read(&stored)
-            .map(sled::IVec::from)
-            .map_err(|source| StoreError::Corrupt {
-                key: keys::show(key),
-                source,
-            })
+        self.read_for(key, &stored).map(sled::IVec::from)
+    }
+
+    /// The row a reference found under `key` refers to.
+    pub(super) fn read_for(&self, key: &[u8], reference: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.read(reference).map_err(|source| StoreError::Corrupt {
+            key: keys::show(key),
+            source,
+        })
     }
 
     fn read(&self, reference: &[u8]) -> Result<Vec<u8>, RowError> {
@@ -114,6 +139,12 @@ impl JournalRows {
                 reference.len()
             ))
         })?;
+        if reference[0] != REFERENCE {
+            return Err(RowError::InJournal(format!(
+                "its reference starts with {:#04x}, not the reference tag",
+                reference[0]
+            )));
+        }
         let field = |at: usize| -> [u8; 4] { std::array::from_fn(|i| reference[at + i]) };
         let position = u64::from_be_bytes(std::array::from_fn(|i| reference[1 + i]));
         let len = u32::from_be_bytes(field(9));
@@ -199,10 +230,7 @@ mod tests {
         let mut batch = JournaledBatch::default();
         for &n in rows {
             batch.insert(revision_key(n), row(n));
-            batch.insert(
-                keys::household(uuid::Uuid::from_bytes([n; 16])),
-                vec![2, n, n],
-            );
+            batch.insert(keys::device(uuid::Uuid::from_bytes([n; 16])), vec![n; 8]);
         }
         registry.apply_journaled(batch).expect("commit");
         registry.flush().expect("flush");
@@ -228,9 +256,9 @@ mod tests {
                 .expect("there");
             assert_eq!(read.as_ref(), row(n).as_slice());
             // Small rows stay in sled as they are.
-            let small = keys::household(uuid::Uuid::from_bytes([n; 16]));
+            let small = keys::device(uuid::Uuid::from_bytes([n; 16]));
             let stored = registry.tree.get(&small).expect("read").expect("there");
-            assert_eq!(stored.as_ref(), &[2, n, n]);
+            assert_eq!(stored.as_ref(), &[n; 8]);
         }
         let digest = registry.digest().expect("digest");
         drop(registry);

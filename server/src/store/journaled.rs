@@ -17,7 +17,7 @@ use std::sync::PoisonError;
 
 use crate::journal::{self, Journal, Write};
 
-use super::in_journal;
+use super::{in_journal, keys, rows};
 use super::{Registry, StoreError};
 
 /// The registry key holding the number of the last journaled batch.
@@ -28,11 +28,56 @@ pub(super) const JOURNAL_COUNTER: &[u8] = b"mjournal";
 #[derive(Default)]
 pub(super) struct JournaledBatch {
     writes: Vec<Write>,
+    /// References to fill in once the batch's place in the journal is known: write, byte
+    /// offset in its value, and the write whose value it refers to.
+    referring: Vec<(usize, usize, usize)>,
 }
 
 impl JournaledBatch {
-    pub(super) fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    /// Adds a write; returns its index in the batch.
+    pub(super) fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> usize {
         self.writes.push((key.into(), Some(value.into())));
+        self.writes.len() - 1
+    }
+
+    /// Adds a write whose value holds, at byte `at`, a reference to the value of the earlier
+    /// write `target`; the journal is where it will be, so it is filled in on appending. The
+    /// value has room for it there.
+    pub(super) fn insert_referring(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        at: usize,
+        target: usize,
+    ) {
+        let index = self.insert(key, value);
+        self.referring.push((index, at, target));
+    }
+
+    /// Fills in the references, given where each write's value will lie in the journal.
+    fn fill_references(&mut self, positions: &[Option<u64>]) -> Result<(), StoreError> {
+        for &(index, at, target) in &self.referring {
+            let position = positions.get(target).copied().flatten();
+            let reference = match (position, self.writes.get(target)) {
+                (Some(position), Some((_, Some(value)))) => in_journal::reference(position, value),
+                _ => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "write {index} of a batch refers to write {target}, which has no value"
+                    )))
+                }
+            };
+            let room = match self.writes.get_mut(index) {
+                Some((_, Some(value))) => value.get_mut(at..at + reference.len()),
+                _ => None,
+            };
+            let Some(room) = room else {
+                return Err(StoreError::Inconsistent(format!(
+                    "write {index} of a batch has no room for a reference at byte {at}"
+                )));
+            };
+            room.copy_from_slice(&reference);
+        }
+        Ok(())
     }
 
     #[allow(dead_code)]
@@ -114,6 +159,7 @@ impl Registry {
         let number = journal.last() + 1;
         batch.insert(JOURNAL_COUNTER, number.to_be_bytes());
         let positions = journal::value_positions(journal.end(), &batch.writes);
+        batch.fill_references(&positions)?;
         if let Err(error) = journal.append(now_ms(), &batch.writes) {
             if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 tracing::error!(%error, "appending to the journal failed; sync is refused until the server restarts");
@@ -130,8 +176,9 @@ impl Registry {
 }
 
 /// A summary of everything in the registry tree, to compare two registries byte for byte: a
-/// rebuilt one with its original, say. Rows kept in the journal are read and counted as the
-/// rows they are, so each is checked against its checksum on the way.
+/// rebuilt one with its original, say. Rows kept in the journal, and the current revisions
+/// household rows refer to, are read and counted as the rows they are, so each is checked
+/// against its checksum on the way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Digest {
     /// Keys in the tree.
@@ -151,6 +198,16 @@ impl Registry {
             for part in [key.as_ref(), value.as_ref()] {
                 bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
                 bytes.extend_from_slice(part);
+            }
+            // A household row's current revision, where the row refers to.
+            if key.first() == Some(&keys::HOUSEHOLD) {
+                let (_, current) =
+                    rows::decode_household_row(&value).map_err(Registry::corrupt(&key))?;
+                if let Some(reference) = current {
+                    let row = self.rows_in_journal.read_for(&key, &reference)?;
+                    bytes.extend_from_slice(&(row.len() as u64).to_be_bytes());
+                    bytes.extend_from_slice(&row);
+                }
             }
             entries += 1;
         }
@@ -234,11 +291,11 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Opens a registry, waiting while sled's threads release the previous handle's lock.
-    fn open(dir: &Path) -> Result<Registry, StoreError> {
+    pub(in crate::store) fn open(dir: &Path) -> Result<Registry, StoreError> {
         for _ in 0..400 {
             match Registry::open(dir) {
                 Err(StoreError::Open { source, .. })

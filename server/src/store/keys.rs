@@ -13,10 +13,13 @@
 //! | `j`    | device id (16), seq (u64)       | rejected mutation row                   |
 //! | `k`    | household id (16), rev (u32), n (u32) | classification record `n` of that revision, 1… by recomputations (record 0, made with it, is in the revision row; format-2 registries have it here) |
 //! | `m`    | counter name                    | u64                                     |
+//! | `v`    | household id (16), rev (u32)    | journal only, never in sled: the row of a household's current revision, which its `h` row refers to |
 //!
-//! The change log and outcomes are stored in runs because sled spends about 240 bytes of disk
-//! on every entry, however small. The rows under `r`, `k`, `x`, `j` and `o` are kept in the
-//! journal; sled holds a reference to each (see `in_journal`).
+//! sled spends about 240 bytes of disk on every entry, however small, so a household has one
+//! entry while it has one revision: its `h` row, which refers to the current revision's row in
+//! the journal (written under `v`). When a revision is superseded, its reference moves to an `r`
+//! row. The change log and outcomes are stored in runs. The rows under `r`, `k`, `x`, `j` and
+//! `o` are kept in the journal; sled holds a reference to each (see `in_journal`).
 
 use uuid::Uuid;
 
@@ -29,6 +32,7 @@ pub(super) const CONFLICT: u8 = b'x';
 pub(super) const CONFLICT_BY_HOUSEHOLD: u8 = b'y';
 pub(super) const REJECTED: u8 = b'j';
 pub(super) const CLASSIFICATION: u8 = b'k';
+pub(super) const CURRENT_REVISION: u8 = b'v';
 
 // Counters live under the prefix `m`.
 
@@ -55,6 +59,11 @@ pub(super) fn household(id: Uuid) -> Vec<u8> {
 
 pub(super) fn revision(id: Uuid, rev: u32) -> Vec<u8> {
     key(REVISION, &[id.as_bytes(), &rev.to_be_bytes()])
+}
+
+/// The journal-only key of a household's current revision row (see the table above).
+pub(super) fn current_revision(id: Uuid, rev: u32) -> Vec<u8> {
+    key(CURRENT_REVISION, &[id.as_bytes(), &rev.to_be_bytes()])
 }
 
 /// Every revision key of one household starts with this.

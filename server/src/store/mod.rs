@@ -24,6 +24,7 @@ mod journaled;
 mod keys;
 mod rows;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -38,6 +39,7 @@ pub use accounts::{
     Accounts, AccountsBatch, AuditDraft, AuditEntry, AuditEvent, DeviceRecord, Revocation,
     SessionRecord, TokenHash, UserRecord,
 };
+use in_journal::Reference;
 pub use journaled::{rebuild, Digest, Rebuilt};
 pub use rows::RowError;
 use rows::{HouseholdMeta, RevisionRow};
@@ -115,6 +117,9 @@ pub struct PulledHousehold {
     pub in_conflict: bool,
     pub created_by: Uuid,
 }
+
+/// A row read from the registry, with the key that names it in errors.
+type KeyedRow = (Vec<u8>, Vec<u8>);
 
 /// A household whose current revision's row is not there.
 fn missing_revision(id: Uuid, rev: u32) -> StoreError {
@@ -337,11 +342,53 @@ impl Registry {
         }
     }
 
-    fn meta(&self, id: Uuid) -> Result<Option<HouseholdMeta>, StoreError> {
+    /// A household's row, and the reference to its current revision's row when it holds one.
+    fn household_row(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(HouseholdMeta, Option<Reference>)>, StoreError> {
         let key = keys::household(id);
         self.get(&key)?
-            .map(|row| rows::decode_household(&row).map_err(Self::corrupt(&key)))
+            .map(|row| rows::decode_household_row(&row).map_err(Self::corrupt(&key)))
             .transpose()
+    }
+
+    /// The row of a household's current revision `rev`, with the key to name in errors: where
+    /// its household row refers to, or, for a household row that refers to none (format 2),
+    /// its `r` row.
+    fn current_revision_bytes(
+        &self,
+        id: Uuid,
+        rev: u32,
+        current: Option<&Reference>,
+    ) -> Result<KeyedRow, StoreError> {
+        match current {
+            Some(reference) => {
+                let key = keys::household(id);
+                let row = self.rows_in_journal.read_for(&key, reference)?;
+                Ok((key, row))
+            }
+            None => {
+                let key = keys::revision(id, rev);
+                let row = self.get(&key)?.ok_or_else(|| missing_revision(id, rev))?;
+                Ok((key, row.to_vec()))
+            }
+        }
+    }
+
+    /// The row of any revision, with the key to name in errors: an `r` row, or the current
+    /// revision's, which its household row refers to.
+    fn revision_bytes(&self, id: Uuid, rev: u32) -> Result<Option<KeyedRow>, StoreError> {
+        let key = keys::revision(id, rev);
+        if let Some(row) = self.get(&key)? {
+            return Ok(Some((key, row.to_vec())));
+        }
+        match self.household_row(id)? {
+            Some((meta, Some(current))) if meta.rev == rev => self
+                .current_revision_bytes(id, rev, Some(&current))
+                .map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// A revision's row, with the classification record it holds only when `classified`.
@@ -351,15 +398,22 @@ impl Registry {
         rev: u32,
         classified: bool,
     ) -> Result<Option<RevisionRow>, StoreError> {
-        let key = keys::revision(id, rev);
+        self.revision_bytes(id, rev)?
+            .map(|(key, row)| Self::decode_revision_row(&key, &row, classified))
+            .transpose()
+    }
+
+    fn decode_revision_row(
+        key: &[u8],
+        row: &[u8],
+        classified: bool,
+    ) -> Result<RevisionRow, StoreError> {
         let decode = if classified {
             rows::decode_revision
         } else {
             rows::decode_revision_unclassified
         };
-        self.get(&key)?
-            .map(|row| decode(&row).map_err(Self::corrupt(&key)))
-            .transpose()
+        decode(row).map_err(Self::corrupt(key))
     }
 
     /// The household with the fields of its current revision, and its classification when
@@ -368,11 +422,11 @@ impl Registry {
         &self,
         id: Uuid,
         meta: HouseholdMeta,
+        current: Option<Reference>,
         classified: bool,
     ) -> Result<StoredHousehold, StoreError> {
-        let revision = self
-            .revision_row(id, meta.rev, classified)?
-            .ok_or_else(|| missing_revision(id, meta.rev))?;
+        let (key, row) = self.current_revision_bytes(id, meta.rev, current.as_ref())?;
+        let revision = Self::decode_revision_row(&key, &row, classified)?;
         let classification = if classified {
             self.latest_classification(id, meta.rev, revision.classification)?
                 .map(|record| record.classification)
@@ -410,9 +464,9 @@ impl Registry {
         id: Uuid,
         classified: bool,
     ) -> Result<Option<StoredHousehold>, StoreError> {
-        match self.meta(id)? {
+        match self.household_row(id)? {
             None => Ok(None),
-            Some(meta) => self.with_fields(id, meta, classified).map(Some),
+            Some((meta, current)) => self.with_fields(id, meta, current, classified).map(Some),
         }
     }
 
@@ -434,7 +488,7 @@ impl Registry {
         id: Uuid,
         seq: u64,
     ) -> Result<Option<PulledHousehold>, StoreError> {
-        let meta = self.meta(id)?.ok_or_else(|| {
+        let (meta, current) = self.household_row(id)?.ok_or_else(|| {
             StoreError::Inconsistent(format!(
                 "change-log entry {seq} names household {id}, which is missing"
             ))
@@ -442,10 +496,7 @@ impl Registry {
         if meta.last_seq != seq {
             return Ok(None);
         }
-        let key = keys::revision(id, meta.rev);
-        let row = self
-            .get(&key)?
-            .ok_or_else(|| missing_revision(id, meta.rev))?;
+        let (key, row) = self.current_revision_bytes(id, meta.rev, current.as_ref())?;
         let fields = rows::decode_revision_fields_encoded(&row).map_err(Self::corrupt(&key))?;
         Ok(Some(PulledHousehold {
             id,
@@ -460,18 +511,21 @@ impl Registry {
     /// The device whose mutation made one revision of a household, without reading the
     /// revision's fields.
     pub(crate) fn revision_author(&self, id: Uuid, rev: u32) -> Result<Option<Uuid>, StoreError> {
-        let key = keys::revision(id, rev);
-        self.get(&key)?
-            .map(|row| rows::decode_revision_author(&row).map_err(Self::corrupt(&key)))
+        self.revision_bytes(id, rev)?
+            .map(|(key, row)| rows::decode_revision_author(&row).map_err(Self::corrupt(&key)))
             .transpose()
     }
 
     /// One revision of a household.
     pub fn revision(&self, id: Uuid, rev: u32) -> Result<Option<Revision>, StoreError> {
-        let Some(row) = self.revision_row(id, rev, true)? else {
-            return Ok(None);
-        };
-        Ok(Some(Revision {
+        self.revision_row(id, rev, true)?
+            .map(|row| self.revision_of(id, rev, row))
+            .transpose()
+    }
+
+    /// A revision from its row, with its latest classification record.
+    fn revision_of(&self, id: Uuid, rev: u32, row: RevisionRow) -> Result<Revision, StoreError> {
+        Ok(Revision {
             rev,
             fields: row.fields,
             device_id: row.device_id,
@@ -479,7 +533,7 @@ impl Registry {
             at_ms: row.at_ms,
             why: row.why,
             classification: self.latest_classification(id, rev, row.classification)?,
-        }))
+        })
     }
 
     /// The latest classification record of a revision.
@@ -518,10 +572,11 @@ impl Registry {
         id: Uuid,
         rev: u32,
     ) -> Result<Option<ClassificationRecord>, StoreError> {
-        let key = keys::revision(id, rev);
-        match self.get(&key)? {
+        match self.revision_bytes(id, rev)? {
             None => Ok(None),
-            Some(row) => rows::decode_revision_classification(&row).map_err(Self::corrupt(&key)),
+            Some((key, row)) => {
+                rows::decode_revision_classification(&row).map_err(Self::corrupt(&key))
+            }
         }
     }
 
@@ -604,16 +659,15 @@ impl Registry {
                 key: keys::show(&key),
                 source: RowError::Truncated,
             })?;
-            let row = rows::decode_revision(&row).map_err(Self::corrupt(&key))?;
-            out.push(Revision {
-                rev,
-                fields: row.fields,
-                device_id: row.device_id,
-                mutation_seq: row.mutation_seq,
-                at_ms: row.at_ms,
-                why: row.why,
-                classification: self.latest_classification(id, rev, row.classification)?,
-            });
+            let row = Self::decode_revision_row(&key, &row, true)?;
+            out.push(self.revision_of(id, rev, row)?);
+        }
+        // The current revision, where its household row refers to (superseded ones are `r`
+        // rows, as every revision is in a format-2 registry).
+        if let Some((meta, Some(current))) = self.household_row(id)? {
+            let (key, row) = self.current_revision_bytes(id, meta.rev, Some(&current))?;
+            let row = Self::decode_revision_row(&key, &row, true)?;
+            out.push(self.revision_of(id, meta.rev, row)?);
         }
         Ok(out)
     }
@@ -789,18 +843,56 @@ impl Registry {
     pub(crate) fn commit_pending(&self, commit: Commit) -> Result<u64, StoreError> {
         self.check_healthy()?;
         let mut batch = journaled::JournaledBatch::default();
-        for household in &commit.households {
-            batch.insert(
-                keys::household(household.id),
-                rows::encode_household(&household.meta()),
-            );
-        }
+        // A household's current revision goes to the journal only, and its household row
+        // refers to it there; a revision superseded within this commit is an `r` row. Either
+        // row holds the revision's first classification record too.
+        let current_revs: HashMap<Uuid, u32> = commit
+            .households
+            .iter()
+            .map(|household| (household.id, household.rev))
+            .collect();
+        let mut current_writes: HashMap<Uuid, usize> = HashMap::new();
         for (id, revision) in &commit.revisions {
-            // The row holds the revision's first classification record too.
-            batch.insert(
-                keys::revision(*id, revision.rev),
-                rows::encode_new_revision(revision),
-            );
+            let row = rows::encode_new_revision(revision);
+            if current_revs.get(id) == Some(&revision.rev) {
+                let write = batch.insert(keys::current_revision(*id, revision.rev), row);
+                current_writes.insert(*id, write);
+            } else {
+                batch.insert(keys::revision(*id, revision.rev), row);
+            }
+        }
+        for household in &commit.households {
+            let key = keys::household(household.id);
+            // What the household row refers to now, if anything (a format-2 row refers to
+            // nothing: its current revision is an `r` row already).
+            let before = match self.tree.get(&key)? {
+                None => None,
+                Some(row) => {
+                    let (meta, current) =
+                        rows::decode_household_row(&row).map_err(Self::corrupt(&key))?;
+                    current.map(|reference| (meta.rev, reference))
+                }
+            };
+            match current_writes.get(&household.id) {
+                Some(&write) => {
+                    // A new current revision: the one it supersedes moves to an `r` row,
+                    // still referring to where it lies.
+                    if let Some((rev, reference)) = before {
+                        batch.insert(keys::revision(household.id, rev), reference.to_vec());
+                    }
+                    let placeholder = [0u8; in_journal::REFERENCE_LEN];
+                    let row = rows::encode_household(&household.meta(), Some(&placeholder));
+                    let at = row.len() - placeholder.len();
+                    batch.insert_referring(key, row, at, write);
+                }
+                None => {
+                    let current = before.map(|(_, reference)| reference);
+                    batch.insert(
+                        key,
+                        rows::encode_household(&household.meta(), current.as_ref()),
+                    );
+                }
+            }
         }
         // One row for each run of consecutive seqs (a push's changes are one run).
         for run in commit
@@ -1103,5 +1195,160 @@ mod tests {
                 .expect("read")
                 .is_some());
         }
+    }
+
+    fn revision_numbered(rev: u32) -> Revision {
+        let fields: FieldMap = [(
+            "address".to_string(),
+            protocol::fields::FieldValue::Text(format!("Số {rev}, thôn Đông")),
+        )]
+        .into_iter()
+        .collect();
+        Revision {
+            rev,
+            fields,
+            device_id: Uuid::from_u128(9),
+            mutation_seq: u64::from(rev),
+            at_ms: i64::from(rev),
+            why: RevisionCause::Mutation,
+            classification: Some(classification_record(i64::from(rev))),
+        }
+    }
+
+    fn stored_at(id: Uuid, rev: u32, seq: u64) -> StoredHousehold {
+        StoredHousehold {
+            id,
+            rev,
+            fields: revision_numbered(rev).fields,
+            review: ReviewState::Submitted,
+            open_conflicts: Vec::new(),
+            created_by: Uuid::from_u128(9),
+            last_seq: seq,
+            classification: None,
+        }
+    }
+
+    /// One commit: the household at `rev` with the revisions `made` (the last of them `rev`,
+    /// or none for a change of its row alone).
+    fn commit_revisions(registry: &Registry, id: Uuid, rev: u32, made: &[u32], seq: u64) {
+        let commit = Commit {
+            households: vec![stored_at(id, rev, seq)],
+            revisions: made
+                .iter()
+                .map(|rev| (id, revision_numbered(*rev)))
+                .collect(),
+            changes: vec![(seq, id)],
+            head_seq: seq,
+            ..Commit::default()
+        };
+        registry.commit_pending(commit).expect("commit");
+    }
+
+    /// A household's current revision is not an entry of sled: its row refers to where the
+    /// revision lies in the journal, until a later revision supersedes it and the reference
+    /// moves to an `r` row. Every reader finds every revision, before and after a reopen and a
+    /// rebuild, in registries of this layout and of format 2.
+    #[test]
+    fn the_current_revision_is_referred_to_by_its_household_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("open");
+        let id = Uuid::from_u128(1);
+        let check = |registry: &Registry, revs: u32| {
+            let history = registry.history(id).expect("history");
+            assert_eq!(
+                history,
+                (1..=revs).map(revision_numbered).collect::<Vec<_>>(),
+                "history"
+            );
+            for rev in 1..=revs {
+                assert_eq!(
+                    registry.revision(id, rev).expect("read"),
+                    Some(revision_numbered(rev))
+                );
+                assert_eq!(
+                    registry.revision_author(id, rev).expect("read"),
+                    Some(Uuid::from_u128(9))
+                );
+            }
+            assert_eq!(registry.revision(id, revs + 1).expect("read"), None);
+            let stored = registry.household(id).expect("read").expect("there");
+            assert_eq!(
+                (stored.rev, &stored.fields),
+                (revs, &revision_numbered(revs).fields)
+            );
+            let pulled = registry
+                .pulled_household(id, stored.last_seq)
+                .expect("read")
+                .expect("current");
+            assert_eq!(
+                pulled.fields,
+                EncodedFields::encode(&revision_numbered(revs).fields)
+            );
+        };
+
+        commit_revisions(&registry, id, 1, &[1], 1);
+        assert!(registry
+            .tree
+            .scan_prefix(keys::revisions_of(id))
+            .next()
+            .is_none());
+        check(&registry, 1);
+        // Two revisions in one commit: the first is superseded at once.
+        commit_revisions(&registry, id, 3, &[2, 3], 2);
+        check(&registry, 3);
+        let superseded: Vec<_> = registry
+            .tree
+            .scan_prefix(keys::revisions_of(id))
+            .map(|entry| entry.expect("read").1.len())
+            .collect();
+        assert_eq!(superseded, vec![in_journal::REFERENCE_LEN; 2]);
+        // A change of the household row alone keeps the reference.
+        commit_revisions(&registry, id, 3, &[], 3);
+        check(&registry, 3);
+        registry.flush().expect("flush");
+        let digest = registry.digest().expect("digest");
+        drop(registry);
+
+        let registry = super::journaled::tests::open(dir.path()).expect("reopen");
+        check(&registry, 3);
+        drop(registry);
+        let out = tempfile::tempdir().expect("temp dir");
+        let rebuilt = rebuild(dir.path(), out.path()).expect("rebuild");
+        assert_eq!(rebuilt.digest, digest);
+        let registry = super::journaled::tests::open(out.path()).expect("open rebuilt");
+        check(&registry, 3);
+
+        // A household as format 2 stored it: every revision an `r` row, the household row
+        // referring to none. A new revision moves it to this layout; the old rows stay.
+        let old = Uuid::from_u128(2);
+        let mut batch = journaled::JournaledBatch::default();
+        for rev in 1..=2 {
+            batch.insert(
+                keys::revision(old, rev),
+                rows::encode_new_revision(&revision_numbered(rev)),
+            );
+        }
+        let mut row = rows::encode_household(&stored_at(old, 2, 10).meta(), None);
+        row.pop();
+        row[0] = rows::FORMAT_PACKED;
+        batch.insert(keys::household(old), row);
+        registry.apply_journaled(batch).expect("write");
+        let id = old;
+        let check_old = |registry: &Registry, revs: u32| {
+            let history = registry.history(id).expect("history");
+            assert_eq!(
+                history,
+                (1..=revs).map(revision_numbered).collect::<Vec<_>>()
+            );
+            let stored = registry.household(id).expect("read").expect("there");
+            assert_eq!(stored.rev, revs);
+        };
+        check_old(&registry, 2);
+        commit_revisions(&registry, id, 2, &[], 11);
+        check_old(&registry, 2);
+        commit_revisions(&registry, id, 3, &[3], 12);
+        check_old(&registry, 3);
+        commit_revisions(&registry, id, 4, &[4], 13);
+        check_old(&registry, 4);
     }
 }

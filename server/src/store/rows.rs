@@ -8,8 +8,8 @@
 //! a fixed dictionary, a field map to about a seventh).
 //!
 //! Formats: [`FORMAT`] (3) is what this build writes; an outcome row in it holds the outcomes
-//! of a run of one device's consecutive mutations, and a revision row the classification record
-//! made with the revision. Rows of [`FORMAT_PACKED`] (2), where an outcome row holds one
+//! of a run of one device's consecutive mutations, a revision row the classification record
+//! made with the revision, and a household row the reference to its current revision. Rows of [`FORMAT_PACKED`] (2), where an outcome row holds one
 //! outcome and a revision's first classification has a `k` row of its own, and of [`FORMAT_UNPACKED`] (1), written before values
 //! were packed, are read as well.
 
@@ -21,6 +21,7 @@ use protocol::sync::{Mutation, MutationOutcome, ReviewState};
 use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
+use super::in_journal::{Reference, REFERENCE_LEN};
 use super::{ClassificationRecord, ConflictRecord, RevisionCause};
 
 /// The row format this build writes: protocol values packed, outcomes in runs, a revision's
@@ -83,6 +84,11 @@ impl RowWriter {
 
     pub(super) fn uuid(mut self, value: Uuid) -> RowWriter {
         self.0.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    pub(super) fn bytes(mut self, bytes: &[u8]) -> RowWriter {
+        self.0.extend_from_slice(bytes);
         self
     }
 
@@ -211,7 +217,10 @@ pub(super) struct HouseholdMeta {
     pub(super) review: ReviewState,
 }
 
-pub(super) fn encode_household(meta: &HouseholdMeta) -> Vec<u8> {
+/// A household row. In format 3 it ends with a flag and, when set, the reference to its current
+/// revision's row in the journal (the last [`REFERENCE_LEN`] bytes); without one, the current
+/// revision is an `r` row, as every revision was in format 2.
+pub(super) fn encode_household(meta: &HouseholdMeta, current: Option<&Reference>) -> Vec<u8> {
     let count = u32::try_from(meta.open_conflicts.len()).unwrap_or(u32::MAX);
     let mut row = RowWriter::new()
         .u32(meta.rev)
@@ -221,10 +230,18 @@ pub(super) fn encode_household(meta: &HouseholdMeta) -> Vec<u8> {
     for id in meta.open_conflicts.iter().take(count as usize) {
         row = row.u64(*id);
     }
-    row.protocol(&meta.review).finish()
+    let row = row.protocol(&meta.review);
+    match current {
+        None => row.u8(0),
+        Some(reference) => row.u8(1).bytes(reference),
+    }
+    .finish()
 }
 
-pub(super) fn decode_household(row: &[u8]) -> Result<HouseholdMeta, RowError> {
+/// A household row and the reference to its current revision's row, when it holds one.
+pub(super) fn decode_household_row(
+    row: &[u8],
+) -> Result<(HouseholdMeta, Option<Reference>), RowError> {
     let mut reader = RowReader::new(row)?;
     let rev = reader.u32()?;
     let last_seq = reader.u64()?;
@@ -237,14 +254,28 @@ pub(super) fn decode_household(row: &[u8]) -> Result<HouseholdMeta, RowError> {
     }
     let open_conflicts = (0..count).map(|_| reader.u64()).collect::<Result<_, _>>()?;
     let review = reader.protocol()?;
+    let current = match reader.format {
+        FORMAT => match reader.u8()? {
+            0 => None,
+            1 => Some(reader.array::<REFERENCE_LEN>()?),
+            tag => {
+                return Err(RowError::Tag {
+                    what: "a household's current revision",
+                    tag,
+                })
+            }
+        },
+        _ => None,
+    };
     reader.finish()?;
-    Ok(HouseholdMeta {
+    let meta = HouseholdMeta {
         rev,
         last_seq,
         created_by,
         open_conflicts,
         review,
-    })
+    };
+    Ok((meta, current))
 }
 
 /// A revision row; the household id and the rev are in its key.
@@ -623,7 +654,22 @@ mod tests {
                 comment: "thiếu ngày sinh".into(),
             },
         };
-        assert_eq!(decode_household(&encode_household(&meta)).ok(), Some(meta));
+        let reference: Reference = std::array::from_fn(|i| (i as u8).wrapping_add(0xF0));
+        for current in [None, Some(reference)] {
+            let row = encode_household(&meta, current.as_ref());
+            assert_eq!(
+                decode_household_row(&row).ok(),
+                Some((meta.clone(), current))
+            );
+            for cut in 0..row.len() {
+                assert!(decode_household_row(&row[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        // Format 2 rows end after the review state and refer to nothing.
+        let row = encode_household(&meta, None);
+        let mut format_2 = row[..row.len() - 1].to_vec();
+        format_2[0] = FORMAT_PACKED;
+        assert_eq!(decode_household_row(&format_2).ok(), Some((meta, None)));
     }
 
     #[test]
@@ -879,6 +925,9 @@ mod tests {
         let mut lying = vec![FORMAT];
         lying.extend_from_slice(&[0; 4 + 8 + 16]);
         lying.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(decode_household(&lying), Err(RowError::Truncated)));
+        assert!(matches!(
+            decode_household_row(&lying),
+            Err(RowError::Truncated)
+        ));
     }
 }
