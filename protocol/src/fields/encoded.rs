@@ -74,14 +74,16 @@ impl EncodedFields {
 
     /// The text at `path`, read in place; `None` when the map has no text there.
     pub fn text(&self, path: &str) -> Option<&str> {
+        // The bytes were checked when this was made, so the walk to `path` only skips: it
+        // compares paths as bytes (the order of UTF-8 text) and checks no text on the way.
         let mut scanner = Scanner::new(self.body());
         for _ in 0..scanner.varint().ok()? {
-            let at = scanner.text().ok()?;
-            let text = scanner.value(0).ok()?;
+            let at = scanner.text_bytes().ok()?;
+            let text = scanner.skip_value(0).ok()?;
             // Paths are in order (see the type's docs): past `path`, it is not there.
-            match at.cmp(path) {
+            match at.cmp(path.as_bytes()) {
                 Ordering::Less => {}
-                Ordering::Equal => return text,
+                Ordering::Equal => return text.and_then(|text| std::str::from_utf8(text).ok()),
                 Ordering::Greater => return None,
             }
         }
@@ -211,8 +213,41 @@ impl<'a> Scanner<'a> {
     }
 
     fn text(&mut self) -> Result<&'a str, CodecError> {
+        std::str::from_utf8(self.text_bytes()?).map_err(|_| malformed("a text is not UTF-8"))
+    }
+
+    /// A text's bytes, not checked as UTF-8.
+    fn text_bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let len = usize::try_from(self.varint()?).map_err(|_| CodecError::Truncated)?;
-        std::str::from_utf8(self.take(len)?).map_err(|_| malformed("a text is not UTF-8"))
+        self.take(len)
+    }
+
+    /// Skips a value of a map already scanned (inside `depth` lists), checking only that it
+    /// is there; its text's bytes when it is one.
+    fn skip_value(&mut self, depth: usize) -> Result<Option<&'a [u8]>, CodecError> {
+        match self.varint()? {
+            0 => {}
+            1 => {
+                self.take(1)?;
+            }
+            2 => {
+                self.varint()?;
+            }
+            3 => {
+                self.take(8)?;
+            }
+            4 => return self.text_bytes().map(Some),
+            5 => {
+                if depth >= MAX_LIST_DEPTH {
+                    return Err(malformed("lists nest too deep"));
+                }
+                for _ in 0..self.varint()? {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            _ => return Err(malformed("a value of an unknown kind")),
+        }
+        Ok(None)
     }
 
     /// A `FieldValue` inside `depth` lists; its text when it is one.
@@ -303,6 +338,16 @@ mod tests {
         assert_eq!(encoded.text("a.int"), None);
         assert_eq!(encoded.text("no.such.path"), None);
         assert_eq!(encoded.text("zzz"), None);
+        // Every path reads what the decoded map holds there, and every path between two of
+        // them reads nothing.
+        for (path, value) in &fields {
+            let expected = match value {
+                crate::fields::FieldValue::Text(text) => Some(text.as_str()),
+                _ => None,
+            };
+            assert_eq!(encoded.text(path), expected, "{path}");
+            assert_eq!(encoded.text(&format!("{path}\0")), None, "{path}");
+        }
         assert!(format!("{encoded:?}").contains("Thôn Đông"));
         assert_eq!(EncodedFields::default().decode(), Ok(FieldMap::new()));
     }
