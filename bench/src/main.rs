@@ -83,7 +83,7 @@ struct RunArgs {
     /// A short run (about a minute): 2,000 households, registry size 10k, one run.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
-    /// Also the 1M-household registry (adds several minutes and several GB of temp disk).
+    /// Also the 1M-household registry (adds a few minutes and about 1.5 GB of temp disk).
     #[arg(long)]
     full: bool,
     /// A tiny run for the smoke test.
