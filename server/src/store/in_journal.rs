@@ -2,17 +2,18 @@
 //!
 //! Every batch is appended to the journal before sled applies it, so the journal already holds
 //! every row the registry writes. For the large kinds (revisions, classifications, conflicts,
-//! rejected mutations, runs of outcomes: see [`kept_in_journal`]) sled stores a 17-byte reference instead of a
-//! second copy of the row: the tag [`REFERENCE`], the row's offset in the journal file (u64),
+//! rejected mutations, runs of outcomes: see [`kept_in_journal`]) sled stores a 17-byte
+//! reference instead of a second copy of the row: the tag [`REFERENCE`], the row's offset in
+//! the journal file (u64),
 //! its length (u32) and its CRC-32 (u32), big-endian. Reads follow the reference with one
 //! positional read and check the checksum, so a journal restored from elsewhere or damaged
 //! under a row is reported as a damaged row, never read as another one.
 //!
 //! Why: a second copy costs more than the first. sled keeps about three bytes on disk for every
-//! live byte (its log segments are cleaned only below half live), so rows of about a kilobyte
-//! a household made the registry about nine times the size of the records it holds. With the
-//! references, sled holds keys, small rows and references, and the journal one copy of each
-//! large row. sled is an index that the journal can always rebuild; a damaged sled store still
+//! live byte (its log segments are cleaned only below half live), and about 240 bytes for every
+//! entry however small, so rows of about a kilobyte a household made the registry about nine
+//! times the size of the records it holds. With the references, sled holds keys, small rows and
+//! references, and the journal one copy of each large row. sled is an index that the journal can always rebuild; a damaged sled store still
 //! costs only a rebuild (`server rebuild`).
 //!
 //! A household's current revision is not a sled entry at all: it is written under a key only
@@ -22,7 +23,7 @@
 //!
 //! A reference depends only on where the record lies in the journal, so a replay (on open, or
 //! a rebuild, which copies the journal first) writes the same references as the original
-//! commit. A row starts with its format byte (1 or 2) and never with [`REFERENCE`], so rows
+//! commit. A row starts with its format byte (1 to 3) and never with [`REFERENCE`], so rows
 //! written inline before references existed are still read as they are.
 
 use std::fs::File;

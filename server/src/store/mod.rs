@@ -886,6 +886,13 @@ impl Registry {
                     batch.insert_referring(key, row, at, write);
                 }
                 None => {
+                    // The same revision: the row keeps referring to it.
+                    if let Some((rev, _)) = before.filter(|(rev, _)| *rev != household.rev) {
+                        return Err(StoreError::Inconsistent(format!(
+                            "household {} moves from revision {rev} to {} without the revision",
+                            household.id, household.rev
+                        )));
+                    }
                     let current = before.map(|(_, reference)| reference);
                     batch.insert(
                         key,
