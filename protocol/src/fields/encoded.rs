@@ -79,7 +79,7 @@ impl EncodedFields {
         let mut scanner = Scanner::new(self.body());
         for _ in 0..scanner.varint().ok()? {
             let at = scanner.text_bytes().ok()?;
-            let text = scanner.skip_value(0).ok()?;
+            let text = scanner.value(0, false).ok()?;
             // Paths are in order (see the type's docs): past `path`, it is not there.
             match at.cmp(path.as_bytes()) {
                 Ordering::Less => {}
@@ -156,7 +156,7 @@ fn scan_field_map(body: &[u8]) -> Result<Scan, CodecError> {
             scanner.canonical = false;
         }
         previous = Some(path);
-        scanner.value(0)?;
+        scanner.value(0, true)?;
     }
     Ok(Scan {
         len: scanner.at,
@@ -222,41 +222,14 @@ impl<'a> Scanner<'a> {
         self.take(len)
     }
 
-    /// Skips a value of a map already scanned (inside `depth` lists), checking only that it
-    /// is there; its text's bytes when it is one.
-    fn skip_value(&mut self, depth: usize) -> Result<Option<&'a [u8]>, CodecError> {
-        match self.varint()? {
-            0 => {}
-            1 => {
-                self.take(1)?;
-            }
-            2 => {
-                self.varint()?;
-            }
-            3 => {
-                self.take(8)?;
-            }
-            4 => return self.text_bytes().map(Some),
-            5 => {
-                if depth >= MAX_LIST_DEPTH {
-                    return Err(malformed("lists nest too deep"));
-                }
-                for _ in 0..self.varint()? {
-                    self.skip_value(depth + 1)?;
-                }
-            }
-            _ => return Err(malformed("a value of an unknown kind")),
-        }
-        Ok(None)
-    }
-
-    /// A `FieldValue` inside `depth` lists; its text when it is one.
-    fn value(&mut self, depth: usize) -> Result<Option<&'a str>, CodecError> {
+    /// A `FieldValue` inside `depth` lists; its text's bytes when it is one. `check` checks
+    /// what a scan must (yes/no bytes, UTF-8); a map already scanned is only walked.
+    fn value(&mut self, depth: usize, check: bool) -> Result<Option<&'a [u8]>, CodecError> {
         // The variant, in `FieldValue`'s order.
         match self.varint()? {
             0 => {}
             1 => {
-                if self.array::<1>()?[0] > 1 {
+                if self.array::<1>()?[0] > 1 && check {
                     return Err(malformed("a yes/no value is neither"));
                 }
             }
@@ -266,13 +239,19 @@ impl<'a> Scanner<'a> {
             3 => {
                 self.take(8)?;
             }
-            4 => return self.text().map(Some),
+            4 => {
+                let text = self.text_bytes()?;
+                if check {
+                    std::str::from_utf8(text).map_err(|_| malformed("a text is not UTF-8"))?;
+                }
+                return Ok(Some(text));
+            }
             5 => {
                 if depth >= MAX_LIST_DEPTH {
                     return Err(malformed("lists nest too deep"));
                 }
                 for _ in 0..self.varint()? {
-                    self.value(depth + 1)?;
+                    self.value(depth + 1, check)?;
                 }
             }
             _ => return Err(malformed("a value of an unknown kind")),
