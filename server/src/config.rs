@@ -36,6 +36,17 @@ pub enum Command {
     /// Dựng lại sổ đăng ký từ nhật ký vào thư mục mới / rebuild the registry from its journal
     /// alone into a new directory, when the store is damaged (run with the server stopped).
     Rebuild(RebuildArgs),
+    /// Kiểm tra nhật ký và sổ đăng ký, đọc mọi bản ghi / check the journal and the registry:
+    /// read every record and row and check every checksum (run with the server stopped, for
+    /// instance on a restored backup).
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// Directory that holds the registry and its journal.
+    #[arg(long, env = "HO_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, Args)]

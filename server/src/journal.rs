@@ -91,7 +91,7 @@ impl Located {
 
 /// For a record whose header starts at `record_offset`, the file offset of each write's value
 /// bytes (`None` for a removal): the registry keeps large rows only here and refers to them by
-/// position, so this follows the layout [`encode_payload`] writes.
+/// position, so this follows the layout `encode_payload` writes.
 pub fn value_positions(record_offset: u64, writes: &[Write]) -> Vec<Option<u64>> {
     // Header (length, checksum), then format, number, time and write count.
     let mut at = record_offset + 8 + 1 + 8 + 8 + 4;

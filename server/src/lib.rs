@@ -7,7 +7,8 @@
 //!   the change log, conflicts, rejections, per-device seqs and outcomes, each under its own
 //!   hand-built key prefix in one tree.
 //! - [`journal`]: the append-only, checksummed journal of every registry write, synced before
-//!   sled applies it; [`store::rebuild`] rebuilds a registry from it (`server rebuild`).
+//!   sled applies it; [`store::rebuild`] rebuilds a registry from it (`server rebuild`) and
+//!   [`store::check`] reads a data directory whole, checking every checksum (`server check`).
 //! - [`merge_engine`]: checks a push, applies it with the three-way merge against an overlay
 //!   of the registry and commits it as one durable write; reads pull pages.
 //! - [`scope`]: [`scope::Caller`] and the `may_read` / `may_write` checks on every household

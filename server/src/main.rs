@@ -60,6 +60,17 @@ fn main() -> std::process::ExitCode {
                 )
             })
             .map_err(anyhow::Error::from),
+        Command::Check(args) => server::store::check(&args.data_dir)
+            .map(|checked| {
+                println!(
+                    "{}: the journal's {} records and the registry's {} entries, with every row they refer to, read and checked (crc32 {:08x})",
+                    args.data_dir.display(),
+                    checked.records,
+                    checked.digest.entries,
+                    checked.digest.crc32
+                )
+            })
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

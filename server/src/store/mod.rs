@@ -40,7 +40,7 @@ pub use accounts::{
     SessionRecord, TokenHash, UserRecord,
 };
 use in_journal::Reference;
-pub use journaled::{rebuild, Digest, Rebuilt};
+pub use journaled::{check, rebuild, Checked, Digest, Rebuilt};
 pub use rows::RowError;
 use rows::{HouseholdMeta, RevisionRow};
 
