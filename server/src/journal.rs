@@ -478,66 +478,121 @@ fn count_records(file: &mut File, end: u64) -> std::io::Result<u64> {
 }
 
 /// Every record of a data directory's journal, each checksum and number checked. A torn last
-/// record is left out (it was never acknowledged); damage anywhere else is an error.
+/// record is left out (it was never acknowledged); damage anywhere else is an error. The whole
+/// journal is held in memory: [`for_each`] reads one record at a time.
 pub fn read_all(data_dir: &Path) -> Result<Vec<Located>, JournalError> {
+    let mut records = Vec::new();
+    for_each(data_dir, |entry| {
+        records.push(entry);
+        Ok::<(), JournalError>(())
+    })?;
+    Ok(records)
+}
+
+/// Reads a data directory's journal one record at a time, as [`read_all`] checks them, and
+/// hands each to `each`: a rebuild or a check of a province's journal needs one record in
+/// memory, not the journal. Returns how many records there were.
+pub fn for_each<E: From<JournalError>>(
+    data_dir: &Path,
+    each: impl FnMut(Located) -> Result<(), E>,
+) -> Result<u64, E> {
     let path = Journal::path_in(data_dir);
-    let bytes = std::fs::read(&path).map_err(|source| JournalError::Io {
+    let io = |source| JournalError::Io {
         path: path.clone(),
         source,
-    })?;
-    parse(&bytes).map_err(|(offset, problem)| match offset {
-        None => JournalError::NotAJournal { path: path.clone() },
-        Some(offset) => JournalError::Damaged {
+    };
+    let file = File::open(&path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    read_records(reader, len, each).map_err(|error| match error {
+        ReadError::Io(source) => E::from(io(source)),
+        ReadError::NotAJournal => E::from(JournalError::NotAJournal { path: path.clone() }),
+        ReadError::Damaged(offset, problem) => E::from(JournalError::Damaged {
             path: path.clone(),
             offset,
             problem,
-        },
+        }),
+        ReadError::Stopped(error) => error,
     })
 }
 
 /// Parses a whole journal file. The error names the offset of the damage (`None`: the mark).
 pub fn parse(bytes: &[u8]) -> Result<Vec<Located>, (Option<u64>, String)> {
-    if bytes.len() < MAGIC.len() {
-        return Ok(Vec::new());
+    let mut records = Vec::new();
+    let read = read_records(bytes, bytes.len() as u64, |entry| {
+        records.push(entry);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match read {
+        Ok(_) => Ok(records),
+        Err(ReadError::NotAJournal) => Err((None, "no journal mark".to_string())),
+        Err(ReadError::Damaged(offset, problem)) => Err((Some(offset), problem)),
+        Err(ReadError::Io(error)) => Err((None, error.to_string())),
+        Err(ReadError::Stopped(never)) => match never {},
     }
-    if &bytes[..8] != MAGIC {
-        return Err((None, "no journal mark".to_string()));
+}
+
+/// Why reading records stopped early.
+enum ReadError<E> {
+    Io(std::io::Error),
+    NotAJournal,
+    Damaged(u64, String),
+    /// The caller's own error, from handling a record.
+    Stopped(E),
+}
+
+/// Reads the records of a journal of `len` bytes from `reader`, checking each, and hands each
+/// to `each`. A torn last record ends the journal; damage before it is an error.
+fn read_records<E>(
+    mut reader: impl Read,
+    len: u64,
+    mut each: impl FnMut(Located) -> Result<(), E>,
+) -> Result<u64, ReadError<E>> {
+    if len < HEADER {
+        return Ok(0);
     }
-    let mut records: Vec<Located> = Vec::new();
-    let mut at = 8usize;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        if rest.len() < 8 {
+    let mut magic = [0u8; 8];
+    reader.read_exact(&mut magic).map_err(ReadError::Io)?;
+    if &magic != MAGIC {
+        return Err(ReadError::NotAJournal);
+    }
+    let mut at = HEADER;
+    let mut count = 0u64;
+    while at < len {
+        let rest = len - at;
+        if rest < 8 {
             break; // a torn header
         }
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if rest.len() - 8 < len {
+        let mut header = [0u8; 8];
+        reader.read_exact(&mut header).map_err(ReadError::Io)?;
+        let payload_len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if rest - 8 < u64::from(payload_len) {
             break; // a torn payload
         }
-        let payload = &rest[8..8 + len];
-        let is_last = 8 + len == rest.len();
-        if crc32(payload) != crc {
+        // The length is within the bytes the file has, so this allocates no more than that.
+        let mut payload = vec![0u8; payload_len as usize];
+        reader.read_exact(&mut payload).map_err(ReadError::Io)?;
+        let is_last = 8 + u64::from(payload_len) == rest;
+        if crc32(&payload) != crc {
             if is_last {
                 break; // a torn append that happened to reach the full length
             }
-            return Err((Some(at as u64), "checksum mismatch".to_string()));
+            return Err(ReadError::Damaged(at, "checksum mismatch".to_string()));
         }
-        let record = Record::decode(payload).map_err(|problem| (Some(at as u64), problem))?;
-        let expected = records.last().map_or(1, |r| r.record.number + 1);
+        let record = Record::decode(&payload).map_err(|problem| ReadError::Damaged(at, problem))?;
+        let expected = count + 1;
         if record.number != expected {
-            return Err((
-                Some(at as u64),
+            return Err(ReadError::Damaged(
+                at,
                 format!("record number {} where {expected} was due", record.number),
             ));
         }
-        records.push(Located {
-            offset: at as u64,
-            record,
-        });
-        at += 8 + len;
+        each(Located { offset: at, record }).map_err(ReadError::Stopped)?;
+        count += 1;
+        at += 8 + u64::from(payload_len);
     }
-    Ok(records)
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -660,8 +715,21 @@ mod tests {
         assert_eq!(
             journal.records_after(0).expect("read again"),
             located,
-            "both readers locate records alike"
+            "the readers locate records alike"
         );
+        assert_eq!(parse(&bytes), Ok(located.clone()));
+        // A record's handler can stop the reading with its own error.
+        let mut seen = 0;
+        let stopped = for_each(dir.path(), |_| {
+            seen += 1;
+            Err(JournalError::NotAJournal {
+                path: PathBuf::from("stop"),
+            })
+        });
+        assert!(
+            matches!(stopped, Err(JournalError::NotAJournal { path }) if path == Path::new("stop"))
+        );
+        assert_eq!(seen, 1);
         for (entry, positions) in located.iter().zip(&expected) {
             assert_eq!(&entry.value_positions(), positions);
             for ((_, value), position) in entry.record.writes.iter().zip(positions) {

@@ -190,30 +190,31 @@ pub struct Digest {
 impl Registry {
     /// The [`Digest`] of the registry tree.
     pub fn digest(&self) -> Result<Digest, StoreError> {
-        let mut bytes = Vec::new();
+        // Hashed as it is read: a province's registry is more than memory should hold.
+        let mut crc = crc32fast::Hasher::new();
+        let mut add = |part: &[u8]| {
+            crc.update(&(part.len() as u64).to_be_bytes());
+            crc.update(part);
+        };
         let mut entries = 0u64;
         for entry in self.tree.iter() {
             let (key, stored) = entry?;
             let value = self.rows_in_journal.resolve(&key, stored)?;
-            for part in [key.as_ref(), value.as_ref()] {
-                bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
-                bytes.extend_from_slice(part);
-            }
+            add(&key);
+            add(&value);
             // A household row's current revision, where the row refers to.
             if key.first() == Some(&keys::HOUSEHOLD) {
                 let (_, current) =
                     rows::decode_household_row(&value).map_err(Registry::corrupt(&key))?;
                 if let Some(reference) = current {
-                    let row = self.rows_in_journal.read_for(&key, &reference)?;
-                    bytes.extend_from_slice(&(row.len() as u64).to_be_bytes());
-                    bytes.extend_from_slice(&row);
+                    add(&self.rows_in_journal.read_for(&key, &reference)?);
                 }
             }
             entries += 1;
         }
         Ok(Digest {
             entries,
-            crc32: journal::crc32(&bytes),
+            crc32: crc.finalize(),
         })
     }
 }
@@ -232,10 +233,10 @@ pub struct Checked {
 /// those rows, so this is how a restored backup, or a disk in doubt, is checked. Opening the
 /// registry replays records it lacks, as a server start would.
 pub fn check(data_dir: &Path) -> Result<Checked, StoreError> {
-    let records = journal::read_all(data_dir)?;
+    let records = journal::for_each(data_dir, |_| Ok::<(), StoreError>(()))?;
     let registry = Registry::open(data_dir)?;
     Ok(Checked {
-        records: records.len() as u64,
+        records,
         digest: registry.digest()?,
     })
 }
@@ -265,7 +266,9 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
             out.display()
         )));
     }
-    let records = journal::read_all(data_dir)?;
+    // The whole journal is checked before anything is written, one record at a time: a
+    // province's journal need not fit in memory.
+    let records = journal::for_each(data_dir, |_| Ok::<(), StoreError>(()))?;
     let target = Journal::path_in(out);
     let io = |source| {
         StoreError::Journal(journal::JournalError::Io {
@@ -283,11 +286,17 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
     };
     let mut writes = 0u64;
     {
-        let db = sled::Config::new().path(out).open().map_err(open_error)?;
+        let db = sled::Config::new()
+            .path(out)
+            .cache_capacity(super::CACHE_BYTES)
+            .open()
+            .map_err(open_error)?;
         let tree = db.open_tree("registry").map_err(open_error)?;
-        for entry in &records {
-            writes += apply_record(&tree, entry)?;
-        }
+        // Replayed from the copy: the references it writes point into the copy's bytes.
+        journal::for_each(out, |entry| {
+            writes += apply_record(&tree, &entry)?;
+            Ok::<(), StoreError>(())
+        })?;
         db.flush().map_err(StoreError::Flush)?;
     }
     // Opening it checks that the journal and the rebuilt registry match. sled's background
@@ -306,7 +315,7 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
         }
     };
     Ok(Rebuilt {
-        records: records.len() as u64,
+        records,
         writes,
         digest,
     })
