@@ -199,19 +199,8 @@ mod tests {
     use super::*;
     use crate::journal::Journal;
 
-    /// Opens a registry, waiting while sled's threads release the previous handle's lock.
     fn open(dir: &Path) -> Registry {
-        for _ in 0..400 {
-            match Registry::open(dir) {
-                Err(StoreError::Open { source, .. })
-                    if source.to_string().contains("could not acquire lock") =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                other => return other.expect("the registry opens"),
-            }
-        }
-        Registry::open(dir).expect("the registry opens")
+        super::super::journaled::tests::open(dir).expect("the registry opens")
     }
 
     fn revision_key(n: u8) -> Vec<u8> {
