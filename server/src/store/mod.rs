@@ -57,7 +57,9 @@ pub enum StoreError {
     Failed,
     #[error("the registry row {key} is damaged: {source}")]
     Corrupt { key: String, source: RowError },
-    #[error("the registry's journal failed: {0}")]
+    /// The journal's own message names the journal and what failed; a chain printed whole
+    /// (`{:#}`) would say it twice if this wrapped it.
+    #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error("the registry is inconsistent: {0}")]
     Inconsistent(String),
