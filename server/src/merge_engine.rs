@@ -100,8 +100,9 @@ pub(crate) fn apply_push(
     let expected = last.saturating_add(1);
     let mut outcomes = Vec::with_capacity(request.mutations.len());
     let mut fresh: &[Mutation] = &[];
-    // Outcomes are stored a push at a time: the replayed ones are read in runs, not one by one.
-    let mut stored_run: Vec<MutationOutcome> = Vec::new();
+    // Outcomes are stored a push at a time: the replayed ones are read from the store in
+    // stretches (`stored_ahead`, from the first replayed seq not yet read), not one by one.
+    let mut stored_ahead: Vec<MutationOutcome> = Vec::new();
     for (index, mutation) in request.mutations.iter().enumerate() {
         if mutation.seq > last {
             if mutation.seq != expected {
@@ -110,19 +111,23 @@ pub(crate) fn apply_push(
             fresh = &request.mutations[index..];
             break;
         }
-        let in_run = stored_run.binary_search_by_key(&mutation.seq, |stored| stored.seq);
-        if in_run.is_err() {
-            let wanted = request.mutations.len() - index;
-            stored_run = registry.outcomes(device, mutation.seq, wanted)?;
-        }
-        let stored = match stored_run.binary_search_by_key(&mutation.seq, |stored| stored.seq) {
-            Ok(at) => stored_run[at].clone(),
-            Err(_) => {
-                return Err(StoreError::Inconsistent(format!(
-                "device {device} is at seq {last} but the outcome of its mutation {} is missing",
-                mutation.seq
-            ))
-                .into())
+        let find = |stored: &[MutationOutcome]| {
+            let at = stored
+                .binary_search_by_key(&mutation.seq, |outcome| outcome.seq)
+                .ok()?;
+            stored.get(at).cloned()
+        };
+        let stored = match find(&stored_ahead) {
+            Some(stored) => stored,
+            None => {
+                let wanted = request.mutations.len() - index;
+                stored_ahead = registry.outcomes(device, mutation.seq, wanted)?;
+                find(&stored_ahead).ok_or_else(|| {
+                    StoreError::Inconsistent(format!(
+                        "device {device} is at seq {last} but the outcome of its mutation {} is missing",
+                        mutation.seq
+                    ))
+                })?
             }
         };
         if stored.household_id != mutation.household_id {

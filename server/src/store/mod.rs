@@ -2,7 +2,8 @@
 //!
 //! Everything lives in one sled tree, keyed by hand (the `keys` module documents the layout),
 //! except the large rows, which sled refers to in the journal (`in_journal`). Reads go
-//! straight to the tree, and follow a reference when they meet one. Writes come only as a `Commit`, built by the merge engine in memory
+//! straight to the tree, and follow a reference when they meet one. Writes come only as a
+//! `Commit`, built by the merge engine in memory
 //! under the server's single writer lock, applied with one atomic `apply_batch`
 //! (`Registry::commit_pending`) and made durable by a flush (`Registry::make_durable`) before
 //! the push is answered; pushes that are written while a flush runs share the next one (group
@@ -867,14 +868,9 @@ impl Registry {
             let key = keys::household(household.id);
             // What the household row refers to now, if anything (a format-2 row refers to
             // nothing: its current revision is an `r` row already).
-            let before = match self.tree.get(&key)? {
-                None => None,
-                Some(row) => {
-                    let (meta, current) =
-                        rows::decode_household_row(&row).map_err(Self::corrupt(&key))?;
-                    current.map(|reference| (meta.rev, reference))
-                }
-            };
+            let before = self
+                .household_row(household.id)?
+                .and_then(|(meta, current)| current.map(|reference| (meta.rev, reference)));
             match current_writes.get(&household.id) {
                 Some(&write) => {
                     // A new current revision: the one it supersedes moves to an `r` row,

@@ -9,9 +9,10 @@
 //!
 //! Formats: [`FORMAT`] (3) is what this build writes; an outcome row in it holds the outcomes
 //! of a run of one device's consecutive mutations, a revision row the classification record
-//! made with the revision, and a household row the reference to its current revision. Rows of [`FORMAT_PACKED`] (2), where an outcome row holds one
-//! outcome and a revision's first classification has a `k` row of its own, and of [`FORMAT_UNPACKED`] (1), written before values
-//! were packed, are read as well.
+//! made with the revision, and a household row the reference to its current revision. Rows of
+//! [`FORMAT_PACKED`] (2), where an outcome row holds one outcome and a revision's first
+//! classification has a `k` row of its own, and of [`FORMAT_UNPACKED`] (1), written before
+//! values were packed, are read as well.
 
 use protocol::classify::Classification;
 use protocol::codec::{self, CodecError};
@@ -367,11 +368,10 @@ fn write_revision(
     .finish()
 }
 
-/// Past a revision row's maker and fields, at the classification it may hold.
-fn past_revision_fields(row: &[u8]) -> Result<RowReader<'_>, RowError> {
+/// Past a revision row's maker (device, mutation seq, time, cause), at its fields.
+fn past_revision_maker(row: &[u8]) -> Result<RowReader<'_>, RowError> {
     let mut reader = RowReader::new(row)?;
     reader.take(16 + 8 + 8 + 1)?;
-    reader.blob()?;
     Ok(reader)
 }
 
@@ -380,38 +380,30 @@ fn past_revision_fields(row: &[u8]) -> Result<RowReader<'_>, RowError> {
 pub(super) fn decode_revision_classification(
     row: &[u8],
 ) -> Result<Option<ClassificationRecord>, RowError> {
-    let mut reader = past_revision_fields(row)?;
-    let record = read_made_with(&mut reader)?;
+    let mut reader = past_revision_maker(row)?;
+    reader.blob()?;
+    let record = made_with(&mut reader, true)?;
     reader.finish()?;
     Ok(record)
 }
 
-fn read_made_with(reader: &mut RowReader<'_>) -> Result<Option<ClassificationRecord>, RowError> {
+/// The classification record a format-3 revision row holds after its fields, decoded when
+/// `decode` (else skipped, and `None`).
+fn made_with(
+    reader: &mut RowReader<'_>,
+    decode: bool,
+) -> Result<Option<ClassificationRecord>, RowError> {
     if reader.format != FORMAT {
         return Ok(None);
     }
     match reader.u8()? {
         0 => Ok(None),
-        1 => read_classification(reader).map(Some),
-        tag => Err(RowError::Tag {
-            what: "the classification made with a revision",
-            tag,
-        }),
-    }
-}
-
-/// Skips the classification record a revision row may hold, without decoding it.
-fn skip_made_with(reader: &mut RowReader<'_>) -> Result<(), RowError> {
-    if reader.format != FORMAT {
-        return Ok(());
-    }
-    match reader.u8()? {
-        0 => Ok(()),
+        1 if decode => read_classification(reader).map(Some),
         1 => {
             reader.i64()?;
             reader.blob()?;
             reader.blob()?;
-            Ok(())
+            Ok(None)
         }
         tag => Err(RowError::Tag {
             what: "the classification made with a revision",
@@ -428,11 +420,9 @@ pub(super) fn decode_revision_author(row: &[u8]) -> Result<Uuid, RowError> {
 
 /// A revision's field map, left encoded, for a pull page to copy.
 pub(super) fn decode_revision_fields_encoded(row: &[u8]) -> Result<EncodedFields, RowError> {
-    let mut reader = RowReader::new(row)?;
-    // The device, the mutation seq, the time and the cause come first.
-    reader.take(16 + 8 + 8 + 1)?;
+    let mut reader = past_revision_maker(row)?;
     let fields = reader.encoded_fields()?;
-    skip_made_with(&mut reader)?;
+    made_with(&mut reader, false)?;
     reader.finish()?;
     Ok(fields)
 }
@@ -454,12 +444,7 @@ fn read_revision(row: &[u8], classified: bool) -> Result<RevisionRow, RowError> 
     let at_ms = reader.i64()?;
     let why = cause_of(reader.u8()?)?;
     let fields = reader.protocol()?;
-    let classification = if classified {
-        read_made_with(&mut reader)?
-    } else {
-        skip_made_with(&mut reader)?;
-        None
-    };
+    let classification = made_with(&mut reader, classified)?;
     reader.finish()?;
     Ok(RevisionRow {
         fields,
@@ -787,17 +772,25 @@ mod tests {
         .expect("valid household")
     }
 
-    #[test]
-    fn a_whole_record_packs_small_and_unpacked_rows_still_read() {
-        let household = two_member_household();
-        let revision = RevisionRow {
-            fields: protocol::fields::flatten(&household),
+    /// The revision row that created `household`, holding `classification`.
+    fn created(
+        household: &protocol::household::Household,
+        classification: Option<ClassificationRecord>,
+    ) -> RevisionRow {
+        RevisionRow {
+            fields: protocol::fields::flatten(household),
             device_id: Uuid::from_u128(5),
             mutation_seq: 12,
             at_ms: 1_764_000_000_000,
             why: RevisionCause::Create,
-            classification: None,
-        };
+            classification,
+        }
+    }
+
+    #[test]
+    fn a_whole_record_packs_small_and_unpacked_rows_still_read() {
+        let household = two_member_household();
+        let revision = created(&household, None);
         let packed = encode_revision(&revision);
         let unpacked_value = codec::encode(&revision.fields);
         assert!(
@@ -854,14 +847,7 @@ mod tests {
         }
 
         // A revision row holding the record made with it.
-        let revision = RevisionRow {
-            fields: protocol::fields::flatten(&household),
-            device_id: Uuid::from_u128(5),
-            mutation_seq: 12,
-            at_ms: 1_764_000_000_000,
-            why: RevisionCause::Create,
-            classification: Some(record.clone()),
-        };
+        let revision = created(&household, Some(record.clone()));
         let row = encode_revision(&revision);
         assert_eq!(decode_revision(&row).ok(), Some(revision.clone()));
         assert_eq!(
