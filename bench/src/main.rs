@@ -20,11 +20,13 @@
 //! - [`proxy`]: the counting TCP proxy.
 //! - [`peer`]: runs the PouchDB peer's server and scripts.
 //! - [`figures`]: figures, targets, medians, the table.
+//! - [`page_sizes`]: `bench page-sizes`, the pull page's bytes in each layout.
 
 mod device;
 mod figures;
 mod fill;
 mod gen;
+mod page_sizes;
 mod peer;
 mod proxy;
 mod server_proc;
@@ -75,6 +77,19 @@ enum Command {
     RowDictionary {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Prints the bytes of a commune's pull pages in each layout, raw and compressed, and the
+    /// time to write and read them (no server, no device).
+    PageSizes {
+        /// Households of the commune.
+        #[arg(long, default_value_t = 5_000)]
+        households: usize,
+        /// Households in a page.
+        #[arg(long, default_value_t = 500)]
+        page: usize,
+        /// Seed of the generated households.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
 }
 
@@ -244,6 +259,11 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Some(Command::ServeChild { data_dir }) => server_proc::serve_child(&data_dir),
         Some(Command::RowDictionary { out }) => gen::write_row_dictionary(&out),
+        Some(Command::PageSizes {
+            households,
+            page,
+            seed,
+        }) => page_sizes::run(households, page, seed),
         None => Config::from_args(cli.run).and_then(run),
     };
     match outcome {

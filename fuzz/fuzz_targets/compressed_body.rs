@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocol::codec::{decode, decompress};
-use protocol::sync::{PullResponse, PushRequest, MAX_PUSH_BYTES, MAX_RESPONSE_BYTES};
+use protocol::codec::{decode, decompress, pull_page};
+use protocol::sync::{PushRequest, MAX_PUSH_BYTES, MAX_RESPONSE_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let Some((which, body)) = data.split_first() else {
@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = server::merge_engine::validate_push(&request);
         }
     } else {
-        let _ = decode::<PullResponse>(&message, limit);
+        let _ = pull_page::decode(&message, limit);
     }
 });

@@ -16,11 +16,13 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again, reply);
         }
     } else {
-        // The device reads pages with `pull_page`, which must read what the generic decoder
-        // reads.
+        // The device reads pages with `pull_page`, which must read a layout-1 page as the
+        // generic decoder reads it, and write back any page it reads.
         let page = pull_page::decode(body, MAX_RESPONSE_BYTES);
-        let generic = decode::<PullResponse>(body, MAX_RESPONSE_BYTES);
-        assert_eq!(page.as_ref().ok(), generic.as_ref().ok());
+        if !body.starts_with(&pull_page::LAYOUT.to_le_bytes()) {
+            let generic = decode::<PullResponse>(body, MAX_RESPONSE_BYTES);
+            assert_eq!(page.as_ref().ok(), generic.as_ref().ok());
+        }
         let Ok(page) = page else { return };
         let again = pull_page::decode(&pull_page::encode(&page), MAX_RESPONSE_BYTES);
         assert_eq!(again.as_ref(), Ok(&page));

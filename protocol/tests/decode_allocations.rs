@@ -78,3 +78,35 @@ fn other_lying_counts_allocate_nothing_big() {
         assert!(allocated < 64 * 1024, "{what}: allocated {allocated} bytes");
     }
 }
+
+#[test]
+fn a_layout_2_page_with_lying_counts_allocates_nothing_big() {
+    use protocol::codec::{pull_page, CodecError};
+    let layout = pull_page::LAYOUT.to_le_bytes();
+    let count = [0xfc, 0xff, 0xff, 0xff, 0xff];
+    // Each of the page's counts in turn (templates, shapes, the ids' bytes, households…)
+    // claims 2^32, those before it zero.
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for zeros_before in 0..5 {
+        let mut bytes = layout.to_vec();
+        bytes.extend(std::iter::repeat_n(0u8, zeros_before));
+        bytes.extend_from_slice(&count);
+        cases.push(bytes);
+    }
+    for bytes in cases {
+        let region = Region::new(GLOBAL);
+        let result = pull_page::decode(&bytes, MAX_RESPONSE_BYTES);
+        let allocated = region.change().bytes_allocated;
+        assert!(
+            matches!(
+                result,
+                Err(CodecError::Truncated | CodecError::Malformed(_))
+            ),
+            "{bytes:?}: {result:?}"
+        );
+        assert!(
+            allocated < 64 * 1024,
+            "{bytes:?}: allocated {allocated} bytes"
+        );
+    }
+}

@@ -240,9 +240,11 @@ async fn sync_reply(
 ) -> Result<Response, AppError> {
     let compressible = accepts_compressed(request) && message.len() >= codec::COMPRESS_FROM_BYTES;
     let (body, compressed) = if compressible {
-        zstd_work(message.len(), move || match codec::compress(&message) {
-            Some(compressed) => (compressed, true),
-            None => (message, false),
+        zstd_work(message.len(), move || {
+            match codec::compress_reply(&message) {
+                Some(compressed) => (compressed, true),
+                None => (message, false),
+            }
         })
         .await?
     } else {

@@ -468,7 +468,8 @@ async fn every_route_with_every_caller_answers_the_exact_status_and_leaks_no_hou
             }
             if route == Route::Pull && answer.status == 200 {
                 let page: PullResponse =
-                    protocol::codec::decode(&answer.body, MAX_RESPONSE_BYTES).expect("a page");
+                    protocol::codec::pull_page::decode(&answer.body, MAX_RESPONSE_BYTES)
+                        .expect("a page");
                 for change in &page.changes {
                     if hidden_ids(who).contains(&change.household_id) {
                         leaks.push(format!(
@@ -586,7 +587,7 @@ async fn an_enumerator_of_one_village_cannot_read_or_change_another_villages_hou
     .await;
     assert_eq!(answer.status, 200);
     let page: PullResponse =
-        protocol::codec::decode(&answer.body, MAX_RESPONSE_BYTES).expect("page");
+        protocol::codec::pull_page::decode(&answer.body, MAX_RESPONSE_BYTES).expect("page");
     assert!(page.changes.iter().all(|c| c.household_id != theirs.id));
     assert!(!answer.text().contains("Trần Thị Bích"));
     // Nor by naming the other device, to read its outcomes: refused and recorded.

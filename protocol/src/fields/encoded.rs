@@ -90,6 +90,15 @@ impl EncodedFields {
         None
     }
 
+    /// The map's entries in order, each path with its value's codec bytes: for a page that lays
+    /// maps out its own way (`codec::pull_page`).
+    pub(crate) fn entries(&self) -> Entries<'_> {
+        let mut scanner = Scanner::new(self.body());
+        // The bytes were checked when this was made; a count that does not read is no entries.
+        let left = scanner.varint().unwrap_or(0);
+        Entries { scanner, left }
+    }
+
     /// The codec bytes, as `codec::encode` writes the map.
     pub fn codec_bytes(&self) -> &[u8] {
         &self.0
@@ -133,6 +142,34 @@ impl<'de> Deserialize<'de> for EncodedFields {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EncodedFields, D::Error> {
         FieldMap::deserialize(deserializer).map(|fields| EncodedFields::encode(&fields))
     }
+}
+
+/// A map's entries, walked without checking again (see [`EncodedFields::entries`]).
+pub(crate) struct Entries<'a> {
+    scanner: Scanner<'a>,
+    left: u64,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    /// A path's bytes (UTF-8) and its value's codec bytes.
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.left = self.left.checked_sub(1)?;
+        let path = self.scanner.text_bytes().ok()?;
+        let start = self.scanner.at;
+        self.scanner.value(0, false).ok()?;
+        let value = self.scanner.bytes.get(start..self.scanner.at)?;
+        Some((path, value))
+    }
+}
+
+/// How many bytes the `FieldValue` at the front of `bytes` takes. Only its extent is read; the
+/// map it goes into is checked as a whole ([`EncodedFields::from_codec_bytes`]).
+pub(crate) fn value_len(bytes: &[u8]) -> Result<usize, CodecError> {
+    let mut scanner = Scanner::new(bytes);
+    scanner.value(0, false)?;
+    Ok(scanner.at)
 }
 
 /// What a scan found: the map's length in bytes, and whether it is as `codec::encode` writes
