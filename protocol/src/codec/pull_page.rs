@@ -24,9 +24,10 @@
 //! - The ids lie side by side: ids made close in time share their first bytes.
 //! - A value is a `FieldValue` as the codec writes it (variants 0 to 5), or a tag that stands
 //!   for one. `HOUSEHOLD_ID` is the household's own id as text. `ID_IN_SLOT` and a slot is
-//!   one of its ids as text. `REPEATED` and a number is a value written in full earlier in
-//!   the same column: answers repeat, and the number takes a byte where the text took ten or
-//!   twenty.
+//!   one of its ids as text. `DATE` and two bytes is a date as text (`YYYY-MM-DD`). `DIGITS`,
+//!   a count and a number is a text of 8 to 19 digits (an ID card's number) in 4 to 8 bytes.
+//!   `REPEATED` and a number is a value written in full earlier in the same column: answers
+//!   repeat, and the number takes a byte where the text took ten or twenty.
 //! - Only a uuid in its canonical text (lowercase, hyphenated) is cut out of a path or a
 //!   value, so what is put back is the same bytes.
 //! - A page that would need more than `MAX_TEMPLATES`, `MAX_SHAPES` or
@@ -43,8 +44,9 @@
 //! accepts could hold, so a template used many times cannot make a small page large.
 //!
 //! # Size
-//! The bench's commune, 5,000 households in pages of 500, takes 437 bytes a household in
-//! layout 2 and 4,235 in layout 1. Compressed for the wire, that is 177 and 454 bytes.
+//! The bench's commune, 5,000 households in pages of 500, takes 386 bytes a household in
+//! layout 2 and 4,236 in layout 1. Compressed for the wire, that is 167 and 453 bytes; in
+//! pages of 1,000, 158 (`bench page-sizes`).
 
 use fxhash::FxHashMap as HashMap;
 use serde::Deserialize;
@@ -65,6 +67,8 @@ pub const LAYOUT: u16 = 2;
 const LAYOUTS: &[u16] = &[PROTOCOL_VERSION, LAYOUT];
 /// A uuid as canonical text.
 const ID_TEXT_BYTES: usize = 36;
+/// A date as text: `YYYY-MM-DD`.
+const DATE_TEXT_BYTES: usize = 10;
 /// `FieldValue::Text`'s variant number.
 const TEXT: u8 = 4;
 /// A value that is the household's own id as text.
@@ -82,6 +86,16 @@ const MAX_SHAPES: usize = 1 << 16;
 const MAX_SHAPE_ENTRIES: usize = 1 << 20;
 /// No template: `follows` before a template has been followed.
 const NO_TEMPLATE: u32 = u32::MAX;
+/// A value that is a date as text (`YYYY-MM-DD`, from 1900 on); its day follows as two bytes
+/// (see [`date_in_text`]).
+const DATE: u8 = 9;
+/// A value that is a long number as text (an ID card's or a phone's, [`DIGITS_TEXT`] digits);
+/// its number of digits follows as a byte, then the number in as few bytes as that many
+/// digits need ([`bytes_for_digits`]).
+const DIGITS: u8 = 10;
+/// The texts of digits written as numbers: 8 digits or more (shorter ones repeat, and are
+/// written as they are the first time), up to 19, which fit in 8 bytes.
+const DIGITS_TEXT: std::ops::RangeInclusive<usize> = 8..=19;
 /// Most values of one template that a later value may repeat: numbers below 251 take a byte.
 const MAX_REPEATABLE: usize = 250;
 
@@ -149,6 +163,84 @@ fn canonical_id(text: &[u8]) -> Option<Uuid> {
     let id = Uuid::try_parse_ascii(text).ok()?;
     let mut canonical = [0u8; ID_TEXT_BYTES];
     (id.hyphenated().encode_lower(&mut canonical).as_bytes() == text).then_some(id)
+}
+
+/// The day a value holds as a date in text, `YYYY-MM-DD` (as `Date` writes itself), numbered
+/// from 1900-01-01 in months of 31 days: any month and day of two digits, 01 to 12 and 01 to
+/// 31, so that every such text, a real date or not, is written back the same. Years from 1900
+/// to 2076 fit in two bytes; other texts are written as they are.
+fn date_in_text(value: &[u8]) -> Option<u16> {
+    let text = value.strip_prefix(&[TEXT, DATE_TEXT_BYTES as u8])?;
+    let [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2] = *text else {
+        return None;
+    };
+    let digits = [y1, y2, y3, y4, m1, m2, d1, d2];
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = |digits: &[u8]| {
+        digits
+            .iter()
+            .fold(0u32, |number, digit| number * 10 + u32::from(digit - b'0'))
+    };
+    let (year, month, day) = (
+        number(&digits[..4]),
+        number(&digits[4..6]),
+        number(&digits[6..]),
+    );
+    if !(1900..).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    u16::try_from((year - 1900) * 372 + (month - 1) * 31 + (day - 1)).ok()
+}
+
+/// The number a value holds as a text of [`DIGITS_TEXT`] digits, leading zeros and all, with
+/// its number of digits.
+fn digits_in_text(value: &[u8]) -> Option<(usize, u64)> {
+    let (&len, text) = value.strip_prefix(&[TEXT])?.split_first()?;
+    let len = usize::from(len);
+    if !DIGITS_TEXT.contains(&len) || text.len() != len || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = text
+        .iter()
+        .fold(0u64, |number, digit| number * 10 + u64::from(digit - b'0'));
+    Some((len, number))
+}
+
+/// The bytes a number of `digits` decimal digits takes: the fewest whose values reach 10^digits.
+fn bytes_for_digits(digits: usize) -> usize {
+    let limit = 10u128.pow(digits as u32);
+    (1..=16)
+        .find(|bytes| 1u128 << (8 * bytes) >= limit)
+        .unwrap_or(16)
+}
+
+/// The text of `number` in exactly `digits` digits, or `None` when it has more.
+fn digits_text(digits: usize, mut number: u64) -> Option<ShortText> {
+    let mut text = ShortText {
+        bytes: [b'0'; ID_TEXT_BYTES],
+        len: digits,
+    };
+    for digit in text.bytes[..digits].iter_mut().rev() {
+        *digit = b'0' + (number % 10) as u8;
+        number /= 10;
+    }
+    (number == 0).then_some(text)
+}
+
+/// The text of a day [`date_in_text`] numbered.
+fn date_text(day: u16) -> [u8; DATE_TEXT_BYTES] {
+    let day = u32::from(day);
+    let (year, month, day) = (1900 + day / 372, day % 372 / 31 + 1, day % 31 + 1);
+    let mut text = *b"0000-00-00";
+    for (at, mut number, width) in [(0, year, 4), (5, month, 2), (8, day, 2)] {
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (number % 10) as u8;
+            number /= 10;
+        }
+    }
+    text
 }
 
 /// The id a value holds as canonical text, as the codec writes a `FieldValue::Text`.
@@ -257,6 +349,16 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
                 last_id = Some((text, id));
             }
             let values = &mut columns[number as usize];
+            if let Some(day) = date_in_text(value) {
+                values.push(DATE);
+                values.extend_from_slice(&day.to_le_bytes());
+                continue;
+            }
+            if let Some((digits, number)) = digits_in_text(value) {
+                values.extend_from_slice(&[DIGITS, digits as u8]);
+                values.extend_from_slice(&number.to_le_bytes()[..bytes_for_digits(digits)]);
+                continue;
+            }
             match id_in_text(value) {
                 Some(id) if id == change.household_id => values.push(HOUSEHOLD_ID),
                 Some(id) => {
@@ -404,7 +506,28 @@ const NO_SLOT: u32 = u32::MAX;
 /// A value as read: its codec bytes, or an id that goes back in as text.
 enum Value<'a> {
     Full(&'a [u8]),
-    Id([u8; ID_TEXT_BYTES]),
+    /// A text of at most 36 bytes made from a tag: an id, a date, digits.
+    Text(ShortText),
+}
+
+/// A text of at most [`ID_TEXT_BYTES`], the longest a tag makes.
+#[derive(Clone, Copy)]
+struct ShortText {
+    bytes: [u8; ID_TEXT_BYTES],
+    len: usize,
+}
+
+impl ShortText {
+    fn of(text: &[u8]) -> ShortText {
+        let mut bytes = [0u8; ID_TEXT_BYTES];
+        let len = text.len().min(ID_TEXT_BYTES);
+        bytes[..len].copy_from_slice(&text[..len]);
+        ShortText { bytes, len }
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 impl Value<'_> {
@@ -412,7 +535,7 @@ impl Value<'_> {
     fn len(&self) -> usize {
         match self {
             Value::Full(value) => value.len(),
-            Value::Id(text) => text.len() + 2,
+            Value::Text(text) => text.len + 2,
         }
     }
 }
@@ -536,11 +659,34 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
             let value = match tag {
                 HOUSEHOLD_ID => {
                     *column = after_tag;
-                    Value::Id(household_text)
+                    Value::Text(ShortText::of(&household_text))
                 }
                 ID_IN_SLOT => {
                     *column = after_tag;
-                    Value::Id(id_in(decode_part(column)?)?)
+                    Value::Text(ShortText::of(&id_in(decode_part(column)?)?))
+                }
+                DATE => {
+                    let (day, after) = after_tag
+                        .split_first_chunk::<2>()
+                        .ok_or(CodecError::Truncated)?;
+                    *column = after;
+                    Value::Text(ShortText::of(&date_text(u16::from_le_bytes(*day))))
+                }
+                DIGITS => {
+                    let (&digits, after) = after_tag.split_first().ok_or(CodecError::Truncated)?;
+                    let digits = usize::from(digits);
+                    if !DIGITS_TEXT.contains(&digits) {
+                        return Err(malformed("a number as text has too few or too many digits"));
+                    }
+                    let bytes = bytes_for_digits(digits);
+                    let number = after.get(..bytes).ok_or(CodecError::Truncated)?;
+                    *column = &after[bytes..];
+                    let mut little_endian = [0u8; 8];
+                    little_endian[..bytes].copy_from_slice(number);
+                    let text = digits_text(digits, u64::from_le_bytes(little_endian)).ok_or_else(
+                        || malformed("a number as text has more digits than it says"),
+                    )?;
+                    Value::Text(text)
                 }
                 REPEATED => {
                     *column = after_tag;
@@ -582,9 +728,9 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
             map.extend_from_slice(after);
             match value {
                 Value::Full(value) => map.extend_from_slice(value),
-                Value::Id(text) => {
-                    map.extend_from_slice(&[TEXT, ID_TEXT_BYTES as u8]);
-                    map.extend_from_slice(&text);
+                Value::Text(text) => {
+                    map.extend_from_slice(&[TEXT, text.len as u8]);
+                    map.extend_from_slice(text.text());
                 }
             }
         }
@@ -799,6 +945,118 @@ mod tests {
     }
 
     #[test]
+    fn dates_in_text_are_written_as_their_day_and_put_back_the_same() {
+        let value = |text: &str| codec::encode(&FieldValue::Text(text.into()))[2..].to_vec();
+        for day in 0..=u16::MAX {
+            let text = date_text(day);
+            let text = std::str::from_utf8(&text).expect("ASCII");
+            assert_eq!(date_in_text(&value(text)), Some(day), "{text}");
+        }
+        assert_eq!(date_in_text(&value("1900-01-01")), Some(0));
+        assert_eq!(date_in_text(&value("1980-05-02")), Some(29_885));
+        assert_eq!(date_in_text(&value("2076-12-31")), None);
+        for other in [
+            "1899-12-31",
+            "2023-13-01",
+            "2023-00-10",
+            "2023-01-32",
+            "20x3-01-01",
+            "2023/01/01",
+            "2023-01-011",
+            "+023-01-01",
+        ] {
+            assert_eq!(date_in_text(&value(other)), None, "{other}");
+        }
+        // In a page, each of them reads back as it was.
+        let mut fields = FieldMap::new();
+        for (n, text) in [
+            "1980-05-02",
+            "2023-02-31",
+            "1899-12-31",
+            "9999-99-99",
+            "2023-1-1",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fields.insert(format!("d{n}"), FieldValue::Text(text.to_string()));
+        }
+        let page = PullResponse {
+            changes: vec![HouseholdChange {
+                fields: EncodedFields::encode(&fields),
+                ..change(1, true, ReviewState::Submitted)
+            }],
+            ..empty_page()
+        };
+        assert_eq!(decode(&encode(&page), usize::MAX), Ok(page));
+    }
+
+    #[test]
+    fn long_numbers_in_text_are_written_as_numbers_and_put_back_the_same() {
+        let value = |text: &str| codec::encode(&FieldValue::Text(text.into()))[2..].to_vec();
+        assert_eq!(
+            digits_in_text(&value("001080012345")),
+            Some((12, 1_080_012_345))
+        );
+        assert_eq!(bytes_for_digits(8), 4);
+        assert_eq!(bytes_for_digits(12), 5);
+        assert_eq!(bytes_for_digits(19), 8);
+        for other in [
+            "1234567",
+            "12345678901234567890",
+            "0012-3456",
+            "１２３４５６７８",
+            "",
+        ] {
+            assert_eq!(digits_in_text(&value(other)), None, "{other}");
+        }
+        let mut fields = FieldMap::new();
+        for (n, text) in [
+            "001080012345",
+            "00000000",
+            "99999999",
+            "9999999999999999999",
+            "0000000000000000000",
+            "1234567",
+            "12345678901234567890",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fields.insert(format!("p{n}"), FieldValue::Text(text.to_string()));
+        }
+        let page = PullResponse {
+            changes: vec![HouseholdChange {
+                fields: EncodedFields::encode(&fields),
+                ..change(1, true, ReviewState::Submitted)
+            }],
+            ..empty_page()
+        };
+        let bytes = encode(&page);
+        assert_eq!(decode(&bytes, usize::MAX), Ok(page));
+        // A number with more digits than its count says is refused: 10^8 in 8 digits.
+        let mut fields = FieldMap::new();
+        fields.insert("p".into(), FieldValue::Text("12345678".into()));
+        let page = PullResponse {
+            changes: vec![HouseholdChange {
+                fields: EncodedFields::encode(&fields),
+                ..change(1, true, ReviewState::Submitted)
+            }],
+            ..empty_page()
+        };
+        let mut bytes = encode(&page);
+        let at = bytes
+            .windows(6)
+            .position(|window| window == [DIGITS, 8, 0x4e, 0x61, 0xbc, 0x00])
+            .expect("12345678 as a number");
+        bytes[at + 2..at + 6].copy_from_slice(&100_000_000u32.to_le_bytes());
+        assert!(matches!(
+            decode(&bytes, usize::MAX),
+            Err(CodecError::Malformed(m)) if m.contains("more digits")
+        ));
+    }
+
+    #[test]
     fn a_page_of_households_compresses_to_under_half_of_layout_1() {
         let page = PullResponse {
             changes: (1..=200u128)
@@ -867,7 +1125,7 @@ mod tests {
             Err(CodecError::TrailingBytes)
         );
         for at in 2..bytes.len() {
-            for byte in [0, 1, 3, 6, 7, 8, 0x24, 0x7f, 0xfb, 0xfd, 0xff] {
+            for byte in [0, 1, 3, 6, 7, 8, 9, 10, 0x24, 0x7f, 0xfb, 0xfd, 0xff] {
                 let mut damaged = bytes.clone();
                 damaged[at] = byte;
                 if let Ok(page) = decode(&damaged, usize::MAX) {
