@@ -158,7 +158,11 @@ pub enum SyncError {
 pub struct SyncOptions {
     /// Most mutations per push (capped at `MAX_PUSH_MUTATIONS`).
     pub push_batch: usize,
-    /// Most household changes per pull page (capped at `MAX_PULL_LIMIT`).
+    /// Most household changes per pull page (capped at `MAX_PULL_LIMIT`). 1,000 by default: a
+    /// page compresses better the more households it holds (the bench's commune takes 172, 158
+    /// and 151 bytes a household in pages of 500, 1,000 and 2,000), while a first pull of 5,000
+    /// took 0.20, 0.19 and 0.24 s (with fewer pages, fewer go out ahead of the answers). A page
+    /// of 1,000 is about 160 KB on the wire.
     pub pull_limit: u32,
 }
 
@@ -166,7 +170,7 @@ impl Default for SyncOptions {
     fn default() -> SyncOptions {
         SyncOptions {
             push_batch: 200,
-            pull_limit: 500,
+            pull_limit: 1_000,
         }
     }
 }
