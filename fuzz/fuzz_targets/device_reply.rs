@@ -27,9 +27,10 @@ fuzz_target!(|data: &[u8]| {
         let again = pull_page::decode(&pull_page::encode(&page), MAX_RESPONSE_BYTES);
         assert_eq!(again.as_ref(), Ok(&page));
         for change in &page.changes {
-            if let Ok(map) = change.fields.decode() {
-                let _ = protocol::fields::unflatten(&map);
-            }
+            // A map read from a page is as `codec::encode` writes it.
+            let map = change.fields.decode().expect("a map read decodes");
+            assert_eq!(change.fields, protocol::fields::EncodedFields::encode(&map));
+            let _ = protocol::fields::unflatten(&map);
         }
     }
 });

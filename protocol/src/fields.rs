@@ -24,7 +24,7 @@ mod encoded;
 #[cfg(test)]
 mod through_json;
 mod tree;
-pub(crate) use encoded::value_len;
+pub(crate) use encoded::checked_value_len;
 pub use encoded::EncodedFields;
 
 /// Collections of objects that are keyed by their `id` field in paths.

@@ -223,9 +223,10 @@ fn exercise(target: &str, data: &[u8]) {
                 }
                 let Ok(page) = page else { return };
                 for change in &page.changes {
-                    if let Ok(map) = change.fields.decode() {
-                        let _ = fields::unflatten(&map);
-                    }
+                    // A map read from a page is as `codec::encode` writes it.
+                    let map = change.fields.decode().expect("a map read decodes");
+                    assert_eq!(change.fields, fields::EncodedFields::encode(&map));
+                    let _ = fields::unflatten(&map);
                 }
                 assert_eq!(
                     pull_page::decode(&pull_page::encode(&page), MAX_RESPONSE_BYTES),

@@ -54,7 +54,7 @@ use uuid::Uuid;
 
 use super::{body, bounded_vec, decode_part, encode_body_into, versioned, CodecError};
 use crate::access::Scope;
-use crate::fields::{value_len, EncodedFields};
+use crate::fields::{checked_value_len, EncodedFields};
 use crate::sync::{
     HouseholdChange, MutationOutcome, PullResponse, ReviewState, MAX_RESPONSE_BYTES,
     PROTOCOL_VERSION,
@@ -569,7 +569,11 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
             1 => Some(read_bytes(&mut rest)?),
             _ => return Err(malformed("a path's end is neither there nor absent")),
         };
-        // Paths are checked as UTF-8 with the map they go into.
+        // A path is a template's two parts around an id (ASCII): UTF-8 when both parts are.
+        let utf8 = |part: &[u8]| std::str::from_utf8(part).is_ok();
+        if !utf8(before) || !after.is_none_or(utf8) {
+            return Err(malformed("a path is not UTF-8 text"));
+        }
         templates.push(ReadTemplate {
             before,
             after,
@@ -605,6 +609,9 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
 
     // Bytes of maps put back so far, against `MAX_RESPONSE_BYTES`.
     let mut put_back = 0usize;
+    // No value read so far has a number in a longer form than it needs. A value written in
+    // full goes into the maps that repeat it, so this holds for the page so far, not a map.
+    let mut in_shortest_form = true;
     let mut ids: Vec<[u8; ID_TEXT_BYTES]> = Vec::new();
     let mut id_stream = read_bytes(&mut rest)?;
     let mut next_id = || -> Result<[u8; 16], CodecError> {
@@ -644,6 +651,8 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
         };
 
         let mut map = Vec::with_capacity(4096);
+        let mut previous_path: Option<std::ops::Range<usize>> = None;
+        let mut in_order = true;
         map.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
         encode_body_into(&mut map, &(shape.len() as u64));
         for entry in shape {
@@ -698,9 +707,9 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
                     Value::Full(value)
                 }
                 _ => {
-                    let value = column
-                        .get(..value_len(column)?)
-                        .ok_or(CodecError::Truncated)?;
+                    let (len, shortest) = checked_value_len(column)?;
+                    in_shortest_form &= shortest;
+                    let value = column.get(..len).ok_or(CodecError::Truncated)?;
                     *column = &column[value.len()..];
                     if is_repeatable(value, template.repeatable.len()) {
                         template.repeatable.push(value);
@@ -721,11 +730,15 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
                 });
             }
             encode_body_into(&mut map, &(path_len as u64));
+            let path_at = map.len();
             map.extend_from_slice(template.before);
             if let Some(id) = id {
                 map.extend_from_slice(&id);
             }
             map.extend_from_slice(after);
+            let path = path_at..map.len();
+            in_order &= previous_path.is_none_or(|previous| map[previous] < map[path.clone()]);
+            previous_path = Some(path);
             match value {
                 Value::Full(value) => map.extend_from_slice(value),
                 Value::Text(text) => {
@@ -735,7 +748,12 @@ fn decode_layout_2(mut rest: &[u8]) -> Result<PullResponse, CodecError> {
             }
         }
         put_back += map.len();
-        let fields = EncodedFields::from_codec_bytes(map)?;
+        // Every part was checked as it was read: a map in order of parts in their shortest
+        // form is as `codec::encode` writes it. Any other is written again, as a scan would.
+        let fields = match in_order && in_shortest_form {
+            true => EncodedFields::from_checked_parts(map),
+            false => EncodedFields::from_codec_bytes(map)?,
+        };
         let tail: Tail = decode_part(&mut rest)?;
         changes.push(HouseholdChange {
             seq,
@@ -1129,6 +1147,11 @@ mod tests {
                 let mut damaged = bytes.clone();
                 damaged[at] = byte;
                 if let Ok(page) = decode(&damaged, usize::MAX) {
+                    // Each map is as `codec::encode` writes it, however it was sent.
+                    for change in &page.changes {
+                        let map = change.fields.decode().expect("a map read decodes");
+                        assert_eq!(change.fields, EncodedFields::encode(&map), "byte {at}");
+                    }
                     assert_eq!(
                         decode(&encode(&page), usize::MAX),
                         Ok(page),
@@ -1136,6 +1159,57 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn maps_sent_out_of_order_or_in_longer_forms_are_put_back_as_encode_writes_them() {
+        // Paths "a" and "b" in either order, with 24 under "a" in its shortest form ([48]) or
+        // as a marker and two bytes ([251, 48, 0]).
+        let page_with = |paths: [&str; 2], number: &[u8]| {
+            let mut bytes = LAYOUT.to_le_bytes().to_vec();
+            encode_body_into(&mut bytes, &2u64);
+            for path in paths {
+                encode_body_into(&mut bytes, &(path, None::<String>));
+            }
+            encode_body_into(&mut bytes, &(1u64, 2u64, 0u32, 1u32));
+            for path in paths {
+                let value: Vec<u8> = match path {
+                    "a" => [&[2u8][..], number].concat(),
+                    _ => vec![1, 0],
+                };
+                encode_body_into(&mut bytes, &(value.len() as u64));
+                bytes.extend(value);
+            }
+            encode_body_into(&mut bytes, &16u64);
+            bytes.extend(Uuid::from_u128(1).as_bytes());
+            encode_body_into(&mut bytes, &(1u64, 1u64, 1u32, 0u32, 0u64));
+            encode_body_into(&mut bytes, &(ReviewState::Submitted, false));
+            let rest = empty_page();
+            encode_body_into(
+                &mut bytes,
+                &(
+                    rest.next_cursor,
+                    rest.more,
+                    &rest.outcomes,
+                    &rest.left_scope,
+                    &rest.scope,
+                ),
+            );
+            decode(&bytes, usize::MAX).expect("reads")
+        };
+        let mut expected = FieldMap::new();
+        expected.insert("a".into(), FieldValue::Int(24));
+        expected.insert("b".into(), FieldValue::Bool(false));
+        let expected = EncodedFields::encode(&expected);
+        for (paths, number) in [
+            (["a", "b"], &[48u8][..]),
+            (["b", "a"], &[48]),
+            (["a", "b"], &[251, 48, 0]),
+            (["b", "a"], &[251, 48, 0]),
+        ] {
+            let page = page_with(paths, number);
+            assert_eq!(page.changes[0].fields, expected, "{paths:?} {number:?}");
         }
     }
 

@@ -44,6 +44,15 @@ impl EncodedFields {
         EncodedFields::as_encode_writes(bytes, scan.canonical)
     }
 
+    /// Takes a map's codec bytes from a caller that built them from parts it checked as a scan
+    /// checks them, and found as `codec::encode` writes the map: paths UTF-8 and strictly
+    /// ascending, every value checked by [`checked_value_len`] and in its shortest form, counts
+    /// and lengths as the codec writes them. `codec::pull_page` builds maps so, from paths and
+    /// values it checks once a page, not once a map.
+    pub(crate) fn from_checked_parts(bytes: Vec<u8>) -> EncodedFields {
+        EncodedFields(bytes)
+    }
+
     /// Reads the field map at the front of `body` (a message's bytes after its version) and
     /// says how many bytes it took.
     pub(crate) fn read_from(body: &[u8]) -> Result<(EncodedFields, usize), CodecError> {
@@ -164,12 +173,13 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-/// How many bytes the `FieldValue` at the front of `bytes` takes. Only its extent is read; the
-/// map it goes into is checked as a whole ([`EncodedFields::from_codec_bytes`]).
-pub(crate) fn value_len(bytes: &[u8]) -> Result<usize, CodecError> {
+/// How many bytes the `FieldValue` at the front of `bytes` takes, checked as a scan of a map
+/// checks its values (texts are UTF-8, yes/no bytes are 0 or 1, lists nest at most
+/// [`MAX_LIST_DEPTH`]), and whether its numbers are in their shortest form.
+pub(crate) fn checked_value_len(bytes: &[u8]) -> Result<(usize, bool), CodecError> {
     let mut scanner = Scanner::new(bytes);
-    scanner.value(0, false)?;
-    Ok(scanner.at)
+    scanner.value(0, true)?;
+    Ok((scanner.at, scanner.canonical))
 }
 
 /// What a scan found: the map's length in bytes, and whether it is as `codec::encode` writes
