@@ -354,9 +354,9 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
                 values.extend_from_slice(&day.to_le_bytes());
                 continue;
             }
-            if let Some((digits, number)) = digits_in_text(value) {
+            if let Some((digits, as_number)) = digits_in_text(value) {
                 values.extend_from_slice(&[DIGITS, digits as u8]);
-                values.extend_from_slice(&number.to_le_bytes()[..bytes_for_digits(digits)]);
+                values.extend_from_slice(&as_number.to_le_bytes()[..bytes_for_digits(digits)]);
                 continue;
             }
             match id_in_text(value) {
