@@ -46,11 +46,12 @@ pub const MAX_RECORD_BYTES: u32 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("the journal at {path} cannot be read or written: {source}")]
+    /// The cause is part of the message and not an error source: a chain printed whole
+    /// (`{:#}`) would say it twice.
+    #[error("the journal at {path} cannot be read or written: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a registry journal (its first bytes are not the journal's mark)")]
     NotAJournal { path: PathBuf },
@@ -246,7 +247,7 @@ impl Journal {
         let path = Journal::path_in(data_dir);
         let io = |source| JournalError::Io {
             path: path.clone(),
-            source,
+            error: source,
         };
         std::fs::create_dir_all(data_dir.join(JOURNAL_DIR)).map_err(io)?;
         let mut file = OpenOptions::new()
@@ -370,7 +371,7 @@ impl Journal {
         bytes.extend_from_slice(&payload);
         let io = |source| JournalError::Io {
             path: self.path.clone(),
-            source,
+            error: source,
         };
         self.file.write_all(&bytes).map_err(io)?;
         self.file.sync_data().map_err(io)?;
@@ -383,7 +384,7 @@ impl Journal {
     pub fn records_after(&mut self, after: u64) -> Result<Vec<Located>, JournalError> {
         let io = |source| JournalError::Io {
             path: self.path.clone(),
-            source,
+            error: source,
         };
         let mut records = Vec::new();
         let mut offset = HEADER;
@@ -434,7 +435,7 @@ fn check_magic(file: &mut File, path: &Path) -> Result<(), JournalError> {
         .and_then(|_| file.read_exact(&mut magic))
         .map_err(|source| JournalError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
     if &magic != MAGIC {
         return Err(JournalError::NotAJournal {
@@ -499,7 +500,7 @@ pub fn for_each<E: From<JournalError>>(
     let path = Journal::path_in(data_dir);
     let io = |source| JournalError::Io {
         path: path.clone(),
-        source,
+        error: source,
     };
     let file = File::open(&path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();

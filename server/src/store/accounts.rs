@@ -285,7 +285,7 @@ fn show(key: &[u8]) -> String {
 fn corrupt(key: &[u8]) -> impl FnOnce(RowError) -> StoreError + '_ {
     move |source| StoreError::Corrupt {
         key: show(key),
-        source,
+        problem: source,
     }
 }
 

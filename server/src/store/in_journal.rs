@@ -108,7 +108,7 @@ impl JournalRows {
         let file = File::open(path).map_err(|source| {
             StoreError::Journal(journal::JournalError::Io {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             })
         })?;
         Ok(JournalRows {
@@ -129,7 +129,7 @@ impl JournalRows {
     pub(super) fn read_for(&self, key: &[u8], reference: &[u8]) -> Result<Vec<u8>, StoreError> {
         self.read(reference).map_err(|source| StoreError::Corrupt {
             key: keys::show(key),
-            source,
+            problem: source,
         })
     }
 
@@ -155,6 +155,27 @@ impl JournalRows {
                 "its reference claims {len} bytes"
             )));
         }
+        // Rows are a few kilobytes. A longer claim, as a damaged reference may make, is held
+        // against the journal's length before anything is allocated for it.
+        if len > CHECKED_AGAINST_LENGTH_FROM {
+            let journal_len = self
+                .file
+                .metadata()
+                .map(|meta| meta.len())
+                .map_err(|error| {
+                    RowError::InJournal(format!(
+                        "the length of {} cannot be read: {error}",
+                        self.path.display()
+                    ))
+                })?;
+            if position.saturating_add(u64::from(len)) > journal_len {
+                return Err(RowError::InJournal(format!(
+                    "its reference claims {len} bytes at offset {position}, past the end of {} \
+                     ({journal_len} bytes)",
+                    self.path.display()
+                )));
+            }
+        }
         let mut row = vec![0u8; len as usize];
         read_exact_at(&self.file, &mut row, position).map_err(|error| {
             RowError::InJournal(format!(
@@ -171,6 +192,10 @@ impl JournalRows {
         Ok(row)
     }
 }
+
+/// Rows claimed longer than this are checked against the journal's length before they are
+/// read (1 MiB: a revision row is a few kilobytes).
+const CHECKED_AGAINST_LENGTH_FROM: u32 = 1 << 20;
 
 #[cfg(unix)]
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -335,7 +360,10 @@ mod tests {
         bytes[position as usize + 50] ^= 0x10;
         std::fs::write(&path, &bytes).expect("damage the journal");
         match registry.get(&revision_key(4)) {
-            Err(StoreError::Corrupt { key, source }) => {
+            Err(StoreError::Corrupt {
+                key,
+                problem: source,
+            }) => {
                 assert!(key.contains('r'), "{key}");
                 let message = source.to_string();
                 assert!(message.contains("checksum"), "{message}");
@@ -360,5 +388,18 @@ mod tests {
             registry.get(&revision_key(6)),
             Err(StoreError::Corrupt { .. })
         ));
+        // So is a claim of 900 MB, before anything is allocated for it.
+        let mut huge = reference(0, &row(7)).to_vec();
+        huge[9..13].copy_from_slice(&900_000_000u32.to_be_bytes());
+        registry.tree.insert(revision_key(7), huge).expect("insert");
+        match registry.get(&revision_key(7)) {
+            Err(StoreError::Corrupt {
+                problem: source, ..
+            }) => {
+                let message = source.to_string();
+                assert!(message.contains("past the end"), "{message}");
+            }
+            other => panic!("a reference past the end read as {other:?}"),
+        }
     }
 }

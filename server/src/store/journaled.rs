@@ -273,7 +273,7 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
     let io = |source| {
         StoreError::Journal(journal::JournalError::Io {
             path: target.clone(),
-            source,
+            error: source,
         })
     };
     if let Some(parent) = target.parent() {
@@ -282,7 +282,7 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
     std::fs::copy(Journal::path_in(data_dir), &target).map_err(io)?;
     let open_error = |source| StoreError::Open {
         path: out.to_path_buf(),
-        source,
+        error: source,
     };
     let mut writes = 0u64;
     {
@@ -305,7 +305,7 @@ pub fn rebuild(data_dir: &Path, out: &Path) -> Result<Rebuilt, StoreError> {
     let digest = loop {
         match Registry::open(out) {
             Ok(registry) => break registry.digest()?,
-            Err(StoreError::Open { source, .. })
+            Err(StoreError::Open { error: source, .. })
                 if tries < 400 && source.to_string().contains("could not acquire lock") =>
             {
                 tries += 1;
@@ -329,7 +329,7 @@ pub(super) mod tests {
     pub(in crate::store) fn open(dir: &Path) -> Result<Registry, StoreError> {
         for _ in 0..400 {
             match Registry::open(dir) {
-                Err(StoreError::Open { source, .. })
+                Err(StoreError::Open { error: source, .. })
                     if source.to_string().contains("could not acquire lock") =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(5));
@@ -382,7 +382,7 @@ pub(super) mod tests {
     fn check_waiting(dir: &Path) -> Result<Checked, StoreError> {
         for _ in 0..400 {
             match check(dir) {
-                Err(StoreError::Open { source, .. })
+                Err(StoreError::Open { error: source, .. })
                     if source.to_string().contains("could not acquire lock") =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(5));

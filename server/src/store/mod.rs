@@ -48,22 +48,30 @@ use rows::{HouseholdMeta, RevisionRow};
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the registry at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
+    // The causes below are part of each message and not error sources: a chain printed whole
+    // (`{:#}`) would say them twice.
+    #[error("cannot open the registry at {path}: {error}")]
+    Open { path: PathBuf, error: sled::Error },
     #[error("the registry store failed: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     #[error("flushing the registry to disk failed: {0}")]
     Flush(sled::Error),
     #[error("an earlier write to the registry failed; restart the server before syncing again")]
     Failed,
-    #[error("the registry row {key} is damaged: {source}")]
-    Corrupt { key: String, source: RowError },
+    #[error("the registry row {key} is damaged: {problem}")]
+    Corrupt { key: String, problem: RowError },
     /// The journal's own message names the journal and what failed; a chain printed whole
     /// (`{:#}`) would say it twice if this wrapped it.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error("the registry is inconsistent: {0}")]
     Inconsistent(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> StoreError {
+        StoreError::Sled(error)
+    }
 }
 
 /// A household as the registry holds it now.
@@ -275,7 +283,7 @@ impl Registry {
     pub fn open(dir: &Path) -> Result<Registry, StoreError> {
         let open_error = |source| StoreError::Open {
             path: dir.to_path_buf(),
-            source,
+            error: source,
         };
         let db = sled::Config::new()
             .path(dir)
@@ -334,7 +342,7 @@ impl Registry {
     fn corrupt(key: &[u8]) -> impl FnOnce(RowError) -> StoreError + '_ {
         move |source| StoreError::Corrupt {
             key: keys::show(key),
-            source,
+            problem: source,
         }
     }
 
@@ -622,7 +630,7 @@ impl Registry {
                     let (key, _) = entry?;
                     let last = keys::u32_at(&key, 21).ok_or_else(|| StoreError::Corrupt {
                         key: keys::show(&key),
-                        source: RowError::Truncated,
+                        problem: RowError::Truncated,
                     })?;
                     last.checked_add(1).ok_or_else(|| {
                         StoreError::Inconsistent(format!(
@@ -647,7 +655,7 @@ impl Registry {
             let (key, _) = entry?;
             out.push(keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
                 key: keys::show(&key),
-                source: RowError::Truncated,
+                problem: RowError::Truncated,
             })?);
         }
         Ok(out)
@@ -660,7 +668,7 @@ impl Registry {
             let (key, row) = entry?;
             let rev = keys::u32_at(&key, 17).ok_or_else(|| StoreError::Corrupt {
                 key: keys::show(&key),
-                source: RowError::Truncated,
+                problem: RowError::Truncated,
             })?;
             let row = Self::decode_revision_row(&key, &row, true)?;
             out.push(self.revision_of(id, rev, row)?);
@@ -692,7 +700,7 @@ impl Registry {
                     let (key, _) = entry?;
                     let id = keys::u64_at(&key, 17).ok_or_else(|| StoreError::Corrupt {
                         key: keys::show(&key),
-                        source: RowError::Truncated,
+                        problem: RowError::Truncated,
                     })?;
                     let record = self.conflict(id)?.ok_or_else(|| {
                         StoreError::Inconsistent(format!(
@@ -707,7 +715,7 @@ impl Registry {
                     let (key, row) = entry?;
                     let id = keys::u64_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
                         key: keys::show(&key),
-                        source: RowError::Truncated,
+                        problem: RowError::Truncated,
                     })?;
                     out.push(rows::decode_conflict(id, &row).map_err(Self::corrupt(&key))?);
                 }
@@ -723,7 +731,7 @@ impl Registry {
             let (key, row) = entry?;
             let device_id = keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
                 key: keys::show(&key),
-                source: RowError::Truncated,
+                problem: RowError::Truncated,
             })?;
             let (mutation, reason, at_ms) =
                 rows::decode_rejected(&row).map_err(Self::corrupt(&key))?;
@@ -813,7 +821,7 @@ impl Registry {
             let (key, value) = entry?;
             let first = keys::u64_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
                 key: keys::show(&key),
-                source: RowError::Truncated,
+                problem: RowError::Truncated,
             })?;
             let households = rows::decode_uuid_run(&value).map_err(Self::corrupt(&key))?;
             for (offset, household) in households.into_iter().enumerate() {
