@@ -885,6 +885,26 @@ mod tests {
         }
     }
 
+    /// A page of one household with `fields` as its map.
+    fn page_with_map(fields: &FieldMap) -> PullResponse {
+        PullResponse {
+            changes: vec![HouseholdChange {
+                fields: EncodedFields::encode(fields),
+                ..change(1, true, ReviewState::Submitted)
+            }],
+            ..empty_page()
+        }
+    }
+
+    /// A map of `texts`, at the paths `{prefix}0`, `{prefix}1`…
+    fn texts_at(prefix: &str, texts: &[&str]) -> FieldMap {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(n, text)| (format!("{prefix}{n}"), FieldValue::Text(text.to_string())))
+            .collect()
+    }
+
     #[test]
     fn pages_read_back_as_written_and_layout_1_as_the_generic_codec_reads_it() {
         for page in [page_of(false), page_of(true), empty_page()] {
@@ -986,26 +1006,17 @@ mod tests {
             assert_eq!(date_in_text(&value(other)), None, "{other}");
         }
         // In a page, each of them reads back as it was.
-        let mut fields = FieldMap::new();
-        for (n, text) in [
-            "1980-05-02",
-            "2023-02-31",
-            "1899-12-31",
-            "9999-99-99",
-            "2023-1-1",
-        ]
-        .iter()
-        .enumerate()
-        {
-            fields.insert(format!("d{n}"), FieldValue::Text(text.to_string()));
-        }
-        let page = PullResponse {
-            changes: vec![HouseholdChange {
-                fields: EncodedFields::encode(&fields),
-                ..change(1, true, ReviewState::Submitted)
-            }],
-            ..empty_page()
-        };
+        let fields = texts_at(
+            "d",
+            &[
+                "1980-05-02",
+                "2023-02-31",
+                "1899-12-31",
+                "9999-99-99",
+                "2023-1-1",
+            ],
+        );
+        let page = page_with_map(&fields);
         assert_eq!(decode(&encode(&page), usize::MAX), Ok(page));
     }
 
@@ -1028,40 +1039,23 @@ mod tests {
         ] {
             assert_eq!(digits_in_text(&value(other)), None, "{other}");
         }
-        let mut fields = FieldMap::new();
-        for (n, text) in [
-            "001080012345",
-            "00000000",
-            "99999999",
-            "9999999999999999999",
-            "0000000000000000000",
-            "1234567",
-            "12345678901234567890",
-        ]
-        .iter()
-        .enumerate()
-        {
-            fields.insert(format!("p{n}"), FieldValue::Text(text.to_string()));
-        }
-        let page = PullResponse {
-            changes: vec![HouseholdChange {
-                fields: EncodedFields::encode(&fields),
-                ..change(1, true, ReviewState::Submitted)
-            }],
-            ..empty_page()
-        };
+        let fields = texts_at(
+            "p",
+            &[
+                "001080012345",
+                "00000000",
+                "99999999",
+                "9999999999999999999",
+                "0000000000000000000",
+                "1234567",
+                "12345678901234567890",
+            ],
+        );
+        let page = page_with_map(&fields);
         let bytes = encode(&page);
         assert_eq!(decode(&bytes, usize::MAX), Ok(page));
         // A number with more digits than its count says is refused: 10^8 in 8 digits.
-        let mut fields = FieldMap::new();
-        fields.insert("p".into(), FieldValue::Text("12345678".into()));
-        let page = PullResponse {
-            changes: vec![HouseholdChange {
-                fields: EncodedFields::encode(&fields),
-                ..change(1, true, ReviewState::Submitted)
-            }],
-            ..empty_page()
-        };
+        let page = page_with_map(&texts_at("p", &["12345678"]));
         let mut bytes = encode(&page);
         let at = bytes
             .windows(6)
@@ -1304,13 +1298,7 @@ mod tests {
         let fields: FieldMap = (0..MAX_TEMPLATES + 1)
             .map(|n| (format!("income.b1_answers.Q{n}"), FieldValue::Null))
             .collect();
-        let page = PullResponse {
-            changes: vec![HouseholdChange {
-                fields: EncodedFields::encode(&fields),
-                ..change(1, true, ReviewState::Submitted)
-            }],
-            ..empty_page()
-        };
+        let page = page_with_map(&fields);
         let bytes = encode(&page);
         assert_eq!(bytes, codec::encode(&page));
         assert_eq!(decode(&bytes, usize::MAX), Ok(page));
