@@ -158,8 +158,9 @@ pub const COMPRESS_FROM_BYTES: usize = 1024;
 /// level 3 (429 and 430 bytes a household) in four fifths of the time.
 const REQUEST_LEVEL: i32 = 1;
 /// The zstd level of a reply (a pull page): level 3. A layout-2 page ([`pull_page`]) has no
-/// repeated paths left; its columns of values gain from the longer search: 177 bytes a
-/// household where level 1 gives 186, for about 0.6 µs more a household (`bench`'s commune).
+/// repeated paths left; its columns of values gain from the longer search: 158 bytes a
+/// household where level 1 gives 172, for about half a microsecond more a household (`bench
+/// page-sizes`, pages of 1,000).
 const REPLY_LEVEL: i32 = 3;
 /// The largest match window a compressed message may ask the decoder for (2 MiB, what level 3
 /// uses), so that a small hostile frame cannot make it allocate the 128 MiB zstd allows.
