@@ -27,7 +27,7 @@ pub enum CodecError {
     Empty,
     #[error("thông điệp dài {got} byte, vượt giới hạn {limit} / the message is {got} bytes, over the limit of {limit}: send fewer items per request")]
     TooLarge { got: usize, limit: usize },
-    #[error("phiên bản giao thức {got} không được hỗ trợ / protocol version {got} is not supported (this server speaks {supported:?}): update the field app")]
+    #[error("phiên bản giao thức {got} không được hỗ trợ / protocol version {got} is not supported (this build reads {supported:?}): update the field app, or the server if the app is newer")]
     UnsupportedVersion { got: u16, supported: Vec<u16> },
     #[error("thông điệp bị cắt cụt / the message is truncated: it ends before its last field; resend it whole")]
     Truncated,
