@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use client_core::sync::PushBatch;
 use client_core::{Request, Response, Transport};
 use protocol::fields::{self, FieldMap};
-use protocol::sync::{Base, Mutation, PushReply, PushRequest, MAX_PUSH_MUTATIONS};
+use protocol::sync::{Base, Mutation, PushReply, MAX_PUSH_MUTATIONS};
 use tokio::runtime::Handle;
 use uuid::Uuid;
 
@@ -95,10 +96,7 @@ pub fn fill(
                             );
                             mutations.push(mutation);
                         }
-                        let request = Request::Push(PushRequest {
-                            device_id,
-                            mutations,
-                        });
+                        let request = Request::Push(PushBatch::new(device_id, &mutations));
                         let reply = rt
                             .block_on(transport.send(&request))
                             .context("pushing a fill batch")?;

@@ -60,13 +60,12 @@
 //! while let Some(request) = engine.next_request(&store)? {
 //!     let response = match request {
 //!         Request::Push(push) => Response::Push(PushReply::Accepted {
-//!             last_seq: push.mutations.last().map_or(0, |m| m.seq),
+//!             last_seq: push.last_seq().unwrap_or(0),
 //!             outcomes: push
-//!                 .mutations
-//!                 .iter()
-//!                 .map(|m| MutationOutcome {
-//!                     seq: m.seq,
-//!                     household_id: m.household_id,
+//!                 .seqs()
+//!                 .map(|(seq, household_id)| MutationOutcome {
+//!                     seq,
+//!                     household_id,
 //!                     outcome: Outcome::Applied { rev: 1 },
 //!                 })
 //!                 .collect(),
@@ -90,8 +89,7 @@
 //! ```
 
 use protocol::sync::{
-    PullRequest, PullResponse, PushReply, PushRequest, MAX_PULL_LIMIT, MAX_PUSH_BYTES,
-    MAX_PUSH_MUTATIONS,
+    PullRequest, PullResponse, PushReply, MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS,
 };
 use uuid::Uuid;
 
@@ -101,10 +99,13 @@ use crate::transport::{Transport, TransportError};
 /// Room left in a push request for everything but the mutations.
 const PUSH_ENVELOPE_BYTES: usize = 4 * 1024;
 
+pub(crate) mod push_batch;
+pub use push_batch::PushBatch;
+
 /// A request the engine wants sent.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
-    Push(PushRequest),
+    Push(PushBatch),
     Pull(PullRequest),
 }
 
@@ -307,10 +308,7 @@ impl SyncEngine {
                     if let Some(ahead) = ahead.take_if(|ahead| ahead.entries == entries) {
                         return Ok(Some((ahead.request, true)));
                     }
-                    let request = Request::Push(PushRequest {
-                        device_id: self.device_id,
-                        mutations: Store::decode_batch(&entries)?,
-                    });
+                    let request = Request::Push(Store::push_batch(self.device_id, &entries)?);
                     return Ok(Some((request, false)));
                 }
                 State::Pulling => {
@@ -411,7 +409,7 @@ impl SyncEngine {
     ) -> Result<Option<Ahead>, SyncError> {
         match (sent, response) {
             (Request::Push(sent), Response::Push(PushReply::Accepted { last_seq, .. })) => {
-                if sent.mutations.last().map(|mutation| mutation.seq) != Some(*last_seq) {
+                if sent.last_seq() != Some(*last_seq) {
                     return Ok(None);
                 }
                 let entries = store.push_batch_entries(
@@ -422,10 +420,7 @@ impl SyncEngine {
                 if entries.is_empty() {
                     return Ok(None);
                 }
-                let request = Request::Push(PushRequest {
-                    device_id: self.device_id,
-                    mutations: Store::decode_batch(&entries)?,
-                });
+                let request = Request::Push(Store::push_batch(self.device_id, &entries)?);
                 Ok(Some(Ahead { request, entries }))
             }
             (Request::Pull(sent), Response::Pull(page)) => {

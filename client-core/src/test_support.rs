@@ -101,7 +101,9 @@ impl FakeServer {
 
     pub fn respond(&mut self, request: &Request) -> Response {
         match request {
-            Request::Push(push) => Response::Push(self.push(push)),
+            Request::Push(push) => {
+                Response::Push(self.push(&push.request().expect("a batch decodes")))
+            }
             Request::Pull(pull) => Response::Pull(self.pull(pull)),
         }
     }

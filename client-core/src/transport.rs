@@ -207,7 +207,7 @@ pub fn check_base_url(base_url: &str) -> Result<String, TransportError> {
 impl Transport for HttpTransport {
     async fn send(&self, request: &Request) -> Result<Response, TransportError> {
         let (endpoint, body) = match request {
-            Request::Push(push) => ("push", codec::encode(push)),
+            Request::Push(push) => ("push", push.encode()),
             Request::Pull(pull) => ("pull", codec::encode(pull)),
         };
         let url = format!("{}/v1/sync/{endpoint}", self.base);
@@ -354,7 +354,7 @@ fn refusal_message(bytes: &[u8], status: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::sync::{PullRequest, PullResponse, PushReply, PushRequest};
+    use protocol::sync::{PullRequest, PullResponse, PushReply};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
 
@@ -410,10 +410,7 @@ mod tests {
     }
 
     fn push() -> Request {
-        Request::Push(PushRequest {
-            device_id: uuid::Uuid::from_u128(1),
-            mutations: vec![],
-        })
+        Request::Push(crate::sync::PushBatch::new(uuid::Uuid::from_u128(1), &[]))
     }
 
     fn pull() -> Request {

@@ -344,7 +344,10 @@ impl Transport for InProcess {
             message: error.to_string(),
         };
         match request {
-            Request::Push(push) => self.0.push(push.clone()).await.map(Response::Push),
+            Request::Push(push) => {
+                let push = push.request().expect("a batch decodes");
+                self.0.push(push).await.map(Response::Push)
+            }
             Request::Pull(pull) => self.0.pull(pull.clone()).await.map(Response::Pull),
         }
         .map_err(refused)

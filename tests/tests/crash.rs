@@ -259,13 +259,11 @@ impl Transport for Recording {
                 .acknowledged
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for mutation in push.mutations.iter().filter(|m| m.seq <= *last_seq) {
-                acknowledged
-                    .entry((push.device_id, mutation.seq))
-                    .or_insert(None);
+            for (seq, _) in push.seqs().filter(|(seq, _)| seq <= last_seq) {
+                acknowledged.entry((push.device_id(), seq)).or_insert(None);
             }
             for outcome in outcomes {
-                acknowledged.insert((push.device_id, outcome.seq), Some(outcome.clone()));
+                acknowledged.insert((push.device_id(), outcome.seq), Some(outcome.clone()));
             }
         }
         Ok(response)

@@ -168,7 +168,10 @@ impl client_core::Transport for Direct<'_> {
         };
         match request {
             client_core::Request::Push(push) => Ok(client_core::Response::Push(
-                self.0.push(push.clone()).await.map_err(refused)?,
+                self.0
+                    .push(push.request().expect("a batch decodes"))
+                    .await
+                    .map_err(refused)?,
             )),
             client_core::Request::Pull(pull) => Ok(client_core::Response::Pull(
                 self.0.pull(pull.clone()).await.map_err(refused)?,

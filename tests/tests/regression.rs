@@ -35,7 +35,8 @@ impl Transport for Lossy {
         };
         match request {
             Request::Push(push) => {
-                let reply = self.state.push(push.clone()).await.map_err(refused)?;
+                let push = push.request().expect("a batch decodes");
+                let reply = self.state.push(push).await.map_err(refused)?;
                 if self.lose_push_replies.get() {
                     return Err(lost("the push reply was lost"));
                 }

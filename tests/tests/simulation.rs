@@ -167,6 +167,7 @@ async fn deliver(
 ) -> Result<Response, String> {
     match request {
         Request::Push(push) => {
+            let push = push.request().map_err(|e| e.to_string())?;
             let last_before = server
                 .registry()
                 .device_last_seq(push.device_id)
@@ -204,7 +205,7 @@ fn lost(detail: &str) -> TransportError {
 fn describe(request: &Request) -> String {
     match request {
         Request::Push(push) => {
-            let seqs: Vec<u64> = push.mutations.iter().map(|m| m.seq).collect();
+            let seqs: Vec<u64> = push.seqs().map(|(seq, _)| seq).collect();
             format!("push {seqs:?}")
         }
         Request::Pull(pull) => format!("pull from {}", pull.cursor),

@@ -1,9 +1,10 @@
 //! Sync without conflicts: offline creates, field merges, member lists, replays, seq gaps,
 //! pages, and the cost of a sync with nothing new.
 
+use client_core::sync::PushBatch;
 use client_core::{Request, Response, Transport};
 use protocol::household::{Relationship, Sex};
-use protocol::sync::{Base, Mutation, PullRequest, PushReply, PushRequest};
+use protocol::sync::{Base, Mutation, PullRequest, PushReply};
 
 use crate::util::{household, member, registry_household, Device, TestServer};
 
@@ -121,11 +122,8 @@ async fn members_added_on_two_devices_to_one_household_both_survive() {
     assert_eq!(minh.view(original.id), merged);
 }
 
-fn push_of(device: &Device) -> PushRequest {
-    PushRequest {
-        device_id: device.id,
-        mutations: device.store.pending().expect("outbox"),
-    }
+fn push_of(device: &Device) -> PushBatch {
+    PushBatch::new(device.id, &device.store.pending().expect("outbox"))
 }
 
 #[tokio::test]
@@ -195,10 +193,7 @@ async fn a_push_with_a_gap_in_mutation_seqs_is_refused_with_the_seq_expected() {
         changes: protocol::fields::diff(&Default::default(), &protocol::fields::flatten(&created)),
         made_at_ms: 0,
     };
-    let request = Request::Push(PushRequest {
-        device_id: lan.id,
-        mutations: vec![mutation],
-    });
+    let request = Request::Push(PushBatch::new(lan.id, &[mutation]));
     let Response::Push(reply) = lan.transport.inner.send(&request).await.expect("send") else {
         panic!("a push gets a push reply");
     };

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use protocol::fields::{self, FieldMap};
-use protocol::sync::{Base, Mutation, MutationOutcome, Outcome, PullResponse};
+use protocol::sync::{Base, MutationOutcome, Outcome, PullResponse};
 use uuid::Uuid;
+
+use crate::sync::PushBatch;
 
 use super::rows::{self, ConflictRow, HouseholdMetaRow, HouseholdRow, RejectionRow, ServerCopy};
 use super::{keys, LocalConflict, LocalRejection, Store, StoreError, Txn};
@@ -81,12 +83,17 @@ impl Store {
         Ok(batch)
     }
 
-    /// The mutations of outbox entries read by [`Store::push_batch_entries`].
-    pub(crate) fn decode_batch(entries: &[(u64, sled::IVec)]) -> Result<Vec<Mutation>, StoreError> {
-        entries
+    /// The push of outbox entries read by [`Store::push_batch_entries`], their mutations
+    /// copied as their codec bytes.
+    pub(crate) fn push_batch(
+        device_id: Uuid,
+        entries: &[(u64, sled::IVec)],
+    ) -> Result<PushBatch, StoreError> {
+        let mutations = entries
             .iter()
-            .map(|(_, entry)| rows::decode_mutation(entry))
-            .collect()
+            .map(|(_, entry)| rows::encoded_mutation(entry))
+            .collect::<Result<_, _>>()?;
+        Ok(PushBatch::from_encoded(device_id, mutations))
     }
 
     /// How many seqs the outbox spans from `from_seq` to its last entry, read from the last key

@@ -12,6 +12,7 @@
 //! as a [`HouseholdMetaRow`] carries its packed maps through byte for byte, and an outbox entry
 //! (layout 3) has its household id and seq in front of the packed mutation.
 
+use crate::sync::push_batch::EncodedMutation;
 use std::collections::BTreeSet;
 
 use protocol::codec;
@@ -478,6 +479,36 @@ pub(crate) fn decode_mutation(bytes: &[u8]) -> Result<Mutation, StoreError> {
 
 /// The household an outbox or awaiting entry is for, read from its front when the entry has
 /// the id there (layout 3) and decoded otherwise.
+/// An outbox or awaiting entry's mutation as its codec bytes, for a push that copies them
+/// ([`PushBatch`](crate::sync::PushBatch)): unpacked but not decoded. The seq and household
+/// at the front of the mutation are checked against the entry's; the server checks the rest.
+/// An entry written before entries were packed is decoded and encoded again.
+pub(crate) fn encoded_mutation(bytes: &[u8]) -> Result<EncodedMutation, StoreError> {
+    if bytes.first() != Some(&ENTRY_V3) {
+        let mutation = decode_mutation(bytes)?;
+        return EncodedMutation::from_codec_bytes(&codec::encode(&mutation)).map_err(|error| {
+            StoreError::Corrupt {
+                what: "mutation",
+                problem: error.to_string(),
+            }
+        });
+    }
+    let mut reader = Reader::entry(bytes);
+    let (household_id, seq) = (reader.uuid()?, reader.u64()?);
+    let packed = reader.bytes()?;
+    reader.end()?;
+    let mutation = codec::packed::unpack(packed, EMBEDDED_LIMIT)
+        .and_then(|codec_bytes| EncodedMutation::from_codec_bytes(&codec_bytes))
+        .map_err(|error| reader.corrupt(error.to_string()))?;
+    if (mutation.household_id, mutation.seq) != (household_id, seq) {
+        return Err(reader.corrupt(format!(
+            "the entry is for household {household_id} seq {seq} but holds household {} seq {}",
+            mutation.household_id, mutation.seq
+        )));
+    }
+    Ok(mutation)
+}
+
 pub(crate) fn entry_household(bytes: &[u8]) -> Result<Uuid, StoreError> {
     if bytes.first() == Some(&ENTRY_V3) {
         return Reader::entry(bytes).uuid();
@@ -892,10 +923,22 @@ mod tests {
         for cut in 0..17 {
             assert!(entry_household(&packed[..cut]).is_err(), "cut at {cut}");
         }
+        // Read for a push, each layout gives the mutation's codec bytes as they are.
+        for entry in [&packed, &v2, &bare] {
+            let encoded = encoded_mutation(entry).expect("reads");
+            assert_eq!(
+                (encoded.seq, encoded.household_id, encoded.body.as_slice()),
+                (mutation.seq, mutation.household_id, &bare[2..])
+            );
+        }
+        for cut in 0..packed.len() {
+            assert!(encoded_mutation(&packed[..cut]).is_err(), "cut at {cut}");
+        }
         // An id in front that is not the mutation's is damage, not a different household.
         let mut mislabelled = packed;
         mislabelled[1] ^= 1;
         assert!(decode_mutation(&mislabelled).is_err());
+        assert!(encoded_mutation(&mislabelled).is_err());
     }
 
     #[test]

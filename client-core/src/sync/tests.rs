@@ -11,9 +11,9 @@ use protocol::sync::{
 use super::*;
 use crate::test_support::{member, run, run_with, sample, store, text, FakeServer};
 
-fn push_of(request: Option<Request>) -> PushRequest {
+fn push_of(request: Option<Request>) -> protocol::sync::PushRequest {
     match request {
-        Some(Request::Push(push)) => push,
+        Some(Request::Push(push)) => push.request().expect("a batch decodes"),
         other => panic!("expected a push, got {other:?}"),
     }
 }
@@ -139,8 +139,8 @@ fn the_outbox_goes_in_batches_in_seq_order() {
     while let Some(request) = engine.next_request(&store).expect("request") {
         match &request {
             Request::Push(push) => {
-                assert!(push.mutations.len() <= 3);
-                firsts.push(push.mutations[0].seq);
+                assert!(push.len() <= 3);
+                firsts.push(push.seqs().next().map_or(0, |(seq, _)| seq));
             }
             Request::Pull(_) => pulls += 1,
         }
@@ -989,7 +989,7 @@ impl Transport for CountedPushes {
         if let Request::Push(push) = request {
             self.firsts
                 .borrow_mut()
-                .push(push.mutations.first().map_or(0, |mutation| mutation.seq));
+                .push(push.seqs().next().map_or(0, |(seq, _)| seq));
         }
         Ok(self.server.borrow_mut().respond(request))
     }
