@@ -46,7 +46,8 @@ impl PushBatch {
                 EncodedMutation {
                     seq: mutation.seq,
                     household_id: mutation.household_id,
-                    body: bytes.get(2..).unwrap_or_default().to_vec(),
+                    // This build's own encoding: its version is one this build reads.
+                    body: codec::body_of(&bytes).unwrap_or_default().to_vec(),
                 }
             })
             .collect();

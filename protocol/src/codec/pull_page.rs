@@ -275,7 +275,8 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
     // Per template, the values written in full so far, by their number.
     let mut repeatable: Vec<HashMap<&[u8], u64>> = Vec::new();
     let mut shapes: HashMap<Vec<u32>, u32> = HashMap::default();
-    let mut shape_list: Vec<Vec<u32>> = Vec::new();
+    // Each shape with its number of entries (its templates; slots follow some of them).
+    let mut shape_list: Vec<(Vec<u32>, usize)> = Vec::new();
     let mut changes = Vec::with_capacity(
         page.changes
             .iter()
@@ -304,7 +305,9 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
         ids.clear();
         // The template before this entry's, in this change.
         let mut before_this: Option<u32> = None;
+        let mut entries = 0;
         for (path, value) in change.fields.entries() {
+            entries += 1;
             // Maps of a page mostly follow each other path for path, so the template that came
             // after the previous one last time is tried first, without hashing the path.
             let predicted = match before_this {
@@ -381,7 +384,7 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
         }
         let same_as_last = shape_list
             .get(last_shape as usize)
-            .is_some_and(|last| *last == shape);
+            .is_some_and(|(last, _)| *last == shape);
         let number = match same_as_last {
             true => last_shape,
             false => match shapes.get(shape.as_slice()) {
@@ -389,7 +392,7 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
                 None => {
                     let number = shape_list.len() as u32;
                     shapes.insert(shape.clone(), number);
-                    shape_list.push(shape.clone());
+                    shape_list.push((shape.clone(), entries));
                     number
                 }
             },
@@ -409,25 +412,9 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
         }
     }
 
-    // Each shape's number of entries: one per template, which a slot follows when the template
-    // has an id cut out.
-    let entries: Vec<usize> = shape_list
-        .iter()
-        .map(|shape| {
-            let (mut entries, mut at) = (0, 0);
-            while let Some(template) = shape.get(at) {
-                entries += 1;
-                at += match template_list[*template as usize].after {
-                    Some(_) => 2,
-                    None => 1,
-                };
-            }
-            entries
-        })
-        .collect();
     if template_list.len() > MAX_TEMPLATES
         || shape_list.len() > MAX_SHAPES
-        || entries.iter().sum::<usize>() > MAX_SHAPE_ENTRIES
+        || shape_list.iter().map(|(_, entries)| entries).sum::<usize>() > MAX_SHAPE_ENTRIES
     {
         return super::encode(page);
     }
@@ -441,7 +428,7 @@ pub fn encode(page: &PullResponse) -> Vec<u8> {
         encode_body_into(&mut out, &(template.before, template.after));
     }
     encode_body_into(&mut out, &(shape_list.len() as u64));
-    for (shape, entries) in shape_list.iter().zip(&entries) {
+    for (shape, entries) in &shape_list {
         encode_body_into(&mut out, &(*entries as u64));
         for number in shape {
             encode_body_into(&mut out, number);
