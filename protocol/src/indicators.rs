@@ -373,15 +373,18 @@ fn per_member_owned(
     let mut members = Vec::new();
     let mut missing = Vec::new();
     for person in people {
-        let (who_vi, who_en) = person.who();
+        // Who a member is is written only for a reason: most members are fine, and a
+        // household is classified at every revision (on the server, inside every push).
         match check(person) {
             OwnedCheck::Fine => {}
             OwnedCheck::Deprived((vi, en)) => {
+                let (who_vi, who_en) = person.who();
                 deprived_vi.push(format!("{who_vi}, {vi}"));
                 deprived_en.push(format!("{who_en}, {en}"));
                 members.push(person.member.id);
             }
             OwnedCheck::Unknown(items) => {
+                let (who_vi, who_en) = person.who();
                 for (vi, en) in items {
                     missing.push(format!("{who_vi} – {vi} / {who_en} – {en}"));
                 }
