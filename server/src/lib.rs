@@ -170,14 +170,28 @@ impl AppState {
         request: PushRequest,
     ) -> Result<PushReply, AppError> {
         merge_engine::validate_push(&request)?;
+        let registry = Arc::clone(&self.registry);
+        let reference = self.reference();
+        // A push's time is when its work begins: its creates are worked out with it before
+        // the lock is taken, side by side with other pushes'.
+        let now_ms = now_ms();
+        let (registry, reference, caller, request, prepared) =
+            tokio::task::spawn_blocking(move || {
+                // A hint: a replay is not prepared, and a create prepared needlessly is unused.
+                let last_seq = registry.device_last_seq(request.device_id).unwrap_or(0);
+                let prepared =
+                    merge_engine::prepare_creates(&reference, &caller, &request, last_seq, now_ms);
+                (registry, reference, caller, request, prepared)
+            })
+            .await
+            .map_err(|error| AppError::Worker(error.to_string()))?;
         // The guard moves into the blocking task, so the lock is held until the write is done
         // even if this future is dropped (a client that hangs up mid-push).
         let guard = Arc::clone(&self.writer).lock_owned().await;
-        let registry = Arc::clone(&self.registry);
-        let reference = self.reference();
         tokio::task::spawn_blocking(move || {
-            let reply =
-                merge_engine::apply_push(&registry, &reference, &caller, &request, now_ms());
+            let reply = merge_engine::apply_push(
+                &registry, &reference, &caller, &request, prepared, now_ms,
+            );
             // Everything the reply reports (this batch, or the earlier one a replay repeats)
             // is written by now. The lock goes before the flush, so pushes that arrive
             // meanwhile write theirs and share the next flush: group commit.

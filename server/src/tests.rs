@@ -538,6 +538,85 @@ async fn a_new_based_edit_from_the_creator_merges_against_revision_one() {
         .is_empty());
 }
 
+/// Creates worked out ahead of the writer lock (`prepare_creates`, on as many threads as
+/// there are) make the same registry, byte for byte, as the same batch worked out wholly
+/// under the lock: valid creates, an invalid one, a later edit of one of them in the same
+/// batch, and a create of a household another device made first, whose prepared work is
+/// unused.
+#[test]
+fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
+    use crate::merge_engine::{apply_push, prepare_creates, PreparedCreates};
+    use crate::scope::Caller;
+
+    let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let now_ms = 1_760_000_000_000;
+    let taken = household("Đặng Thị Hoa");
+    let records: Vec<Household> = (0..80).map(|n| household(&format!("Hộ số {n}"))).collect();
+    let mut invalid = household("Đặng Văn Sai");
+    invalid.members[0].date_of_birth = Date::new(2999, 1, 1).expect("valid date");
+    let mut edited = records[3].clone();
+    edited.address = "Số 9, ngõ 4".to_string();
+    let mut mutations: Vec<Mutation> = vec![create(1, &taken)];
+    mutations.extend(records.iter().map(|record| create(0, record)));
+    mutations.push(create(0, &invalid));
+    mutations.push(mutation(0, edited.id, Base::New, changes(None, &edited)));
+    for (seq, mutation) in mutations.iter_mut().enumerate() {
+        mutation.seq = seq as u64 + 1;
+    }
+    let batch = PushRequest {
+        device_id: second,
+        mutations,
+    };
+
+    let apply = |prepare: bool| {
+        let Fixture { state, _dir } = fixture();
+        let registry = state.registry();
+        let reference = state.reference();
+        let caller = Caller::Unrestricted;
+        let earlier = PushRequest {
+            device_id: first,
+            mutations: vec![create(1, &taken)],
+        };
+        apply_push(
+            registry,
+            &reference,
+            &caller,
+            &earlier,
+            PreparedCreates::default(),
+            now_ms,
+        )
+        .expect("the first device's push");
+        let prepared = if prepare {
+            prepare_creates(&reference, &caller, &batch, 0, now_ms)
+        } else {
+            PreparedCreates::default()
+        };
+        let reply =
+            apply_push(registry, &reference, &caller, &batch, prepared, now_ms).expect("push");
+        (reply, registry.digest().expect("digest"), _dir)
+    };
+    let (under_lock, under_lock_digest, _one) = apply(false);
+    let (ahead, ahead_digest, _two) = apply(true);
+    assert_eq!(ahead, under_lock);
+    assert_eq!(ahead_digest, under_lock_digest);
+    let PushReply::Accepted { outcomes, .. } = ahead else {
+        panic!("accepted: {ahead:?}");
+    };
+    let outcomes: Vec<&Outcome> = outcomes.iter().map(|o| &o.outcome).collect();
+    assert!(
+        matches!(outcomes[0], Outcome::Rejected { reason } if reason.contains("already exists")),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[1..=80]
+        .iter()
+        .all(|outcome| **outcome == Outcome::Applied { rev: 1 }));
+    assert!(
+        matches!(outcomes[81], Outcome::Rejected { reason } if reason.contains("future")),
+        "{outcomes:?}"
+    );
+    assert_eq!(*outcomes[82], Outcome::Applied { rev: 2 });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pushes_from_many_devices_keep_the_change_log_gap_free() {
     let Fixture { state, _dir } = fixture();
