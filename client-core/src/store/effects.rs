@@ -141,8 +141,9 @@ impl Store {
         let mut effects = AckEffects::default();
         let mut conflicts = ConflictIndex::default();
         for outcome in outcomes {
-            let was_pending = txn.get(&keys::outbox(outcome.seq))?.is_some();
-            if let Some(recorded) = record_outcome(&mut txn, outcome, &mut conflicts)? {
+            if let Some((recorded, was_pending)) =
+                record_outcome(&mut txn, outcome, &mut conflicts)?
+            {
                 effects.acknowledged += usize::from(was_pending);
                 effects.recorded.push(recorded);
             }
@@ -203,7 +204,7 @@ impl Store {
         let mut effects = PageEffects::default();
         let mut conflicts = ConflictIndex::load(&txn)?;
         for outcome in &page.outcomes {
-            if let Some(recorded) = record_outcome(&mut txn, outcome, &mut conflicts)? {
+            if let Some((recorded, _)) = record_outcome(&mut txn, outcome, &mut conflicts)? {
                 effects.recorded.push(recorded);
             }
         }
@@ -348,10 +349,11 @@ fn first_number(txn: &Txn<'_>, prefix: u8) -> Result<Option<u64>, StoreError> {
 /// Moves outbox entries with seq up to `through` to the awaiting-outcome rows.
 fn move_to_awaiting(txn: &mut Txn<'_>, through: u64) -> Result<usize, StoreError> {
     let mut moved = 0;
-    let acknowledged: Vec<(Vec<u8>, Vec<u8>)> = txn
+    // sled's values are shared, not copied, until one is moved: after a push's reply most of
+    // the range is entries whose outcome this step already recorded.
+    let acknowledged: Vec<(sled::IVec, sled::IVec)> = txn
         .db
         .range(keys::outbox(0)..=keys::outbox(through))
-        .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
         .collect::<Result<_, _>>()?;
     for (key, value) in acknowledged {
         // Entries whose outcome this step already recorded are gone from the staged view.
@@ -359,8 +361,8 @@ fn move_to_awaiting(txn: &mut Txn<'_>, through: u64) -> Result<usize, StoreError
             continue;
         }
         let mutation = rows::decode_mutation(&value)?;
-        txn.remove(key);
-        txn.put(keys::awaiting(mutation.seq), value);
+        txn.remove(key.to_vec());
+        txn.put(keys::awaiting(mutation.seq), value.to_vec());
         if let Some(mut row) = txn.household_meta(mutation.household_id)? {
             if row.meta.latest_pending == Some(mutation.seq) {
                 row.meta.latest_pending = None;
@@ -373,23 +375,29 @@ fn move_to_awaiting(txn: &mut Txn<'_>, through: u64) -> Result<usize, StoreError
 }
 
 /// Records one outcome, once: an outcome for a mutation neither pending nor awaiting was
-/// recorded before (a replay) and changes nothing.
+/// recorded before (a replay) and changes nothing. Returns what was recorded and whether the
+/// mutation was still in the outbox (not yet acknowledged).
 fn record_outcome(
     txn: &mut Txn<'_>,
     outcome: &MutationOutcome,
     conflicts: &mut ConflictIndex,
-) -> Result<Option<Recorded>, StoreError> {
+) -> Result<Option<(Recorded, bool)>, StoreError> {
     let seq = outcome.seq;
-    let (outbox_key, awaiting_key) = (keys::outbox(seq), keys::awaiting(seq));
-    let entry = match txn.get(&outbox_key)? {
-        Some(entry) => entry,
-        None => match txn.get(&awaiting_key)? {
-            Some(entry) => entry,
-            None => return Ok(None),
-        },
+    // A mutation is in the outbox or awaiting its outcome, never both (each move between
+    // them is one transaction), so only the key it was found under is removed: removing an
+    // absent key still costs sled a search of its tree.
+    let outbox_key = keys::outbox(seq);
+    let (key, entry, was_pending) = match txn.get(&outbox_key)? {
+        Some(entry) => (outbox_key, entry, true),
+        None => {
+            let awaiting_key = keys::awaiting(seq);
+            match txn.get(&awaiting_key)? {
+                Some(entry) => (awaiting_key, entry, false),
+                None => return Ok(None),
+            }
+        }
     };
-    txn.remove(outbox_key);
-    txn.remove(awaiting_key);
+    txn.remove(key);
     let id = rows::entry_household(&entry)?;
     if id != outcome.household_id {
         tracing::warn!(
@@ -478,7 +486,7 @@ fn record_outcome(
         }
     };
     txn.put_household_meta(id, &row);
-    Ok(Some(recorded))
+    Ok(Some((recorded, was_pending)))
 }
 
 /// The view after a new server revision: the revision with the latest pending mutation's
