@@ -71,8 +71,9 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Writes the raw-content zstd dictionary the stores pack rows with. Dictionary 1 is
-    /// frozen (`protocol::codec::packed`); this is how it was made, for a dictionary 2.
+    /// Writes the zstd dictionary the stores pack rows with (dictionary 2, `gen::row_dictionary`).
+    /// Dictionaries are frozen once rows are packed with them (`protocol::codec::packed`): this is
+    /// how dictionary 2 was made, for a dictionary 3.
     #[command(hide = true)]
     RowDictionary {
         #[arg(long)]

@@ -310,7 +310,7 @@ impl HouseholdMetaRow {
         let mut w = Writer::new();
         w.u8(SERVER_COPY_IS_VIEW);
         w.u32(rev);
-        w.bytes(&pack(fields.codec_bytes()));
+        w.bytes(&codec::packed::pack(fields.codec_bytes()));
         HouseholdMetaRow {
             maps: w.0,
             server_rev: Some(rev),
@@ -509,12 +509,6 @@ pub(crate) fn encoded_mutation(bytes: &[u8]) -> Result<EncodedMutation, StoreErr
     Ok(mutation)
 }
 
-/// Packs a value for a device row: with less effort than the registry, since a device packs
-/// every household a pull brings (`codec::packed::Effort::Device`).
-fn pack(value: &[u8]) -> Vec<u8> {
-    codec::packed::pack_with(value, codec::packed::Effort::Device)
-}
-
 pub(crate) fn entry_household(bytes: &[u8]) -> Result<Uuid, StoreError> {
     if bytes.first() == Some(&ENTRY_V3) {
         return Reader::entry(bytes).uuid();
@@ -586,7 +580,7 @@ impl Writer {
     }
 
     fn embedded<T: serde::Serialize>(&mut self, value: &T) {
-        self.bytes(&pack(&codec::encode(value)));
+        self.bytes(&codec::packed::pack(&codec::encode(value)));
     }
 
     fn finish(self) -> Vec<u8> {
