@@ -335,6 +335,19 @@ pub fn diff(old: &FieldMap, new: &FieldMap) -> Vec<FieldChange> {
 
 /// Applies changes in order.
 pub fn apply(fields: &mut FieldMap, changes: &[FieldChange]) {
+    // A record made from nothing (a create) by changes in path order, as `diff` writes them:
+    // each path once and removals removing nothing, so the map is built in one pass where
+    // inserting one by one searches the tree every time.
+    if fields.is_empty() && changes.windows(2).all(|pair| pair[0].path < pair[1].path) {
+        *fields = changes
+            .iter()
+            .filter_map(|change| {
+                let value = change.value.as_ref()?;
+                Some((change.path.clone(), value.clone()))
+            })
+            .collect();
+        return;
+    }
     for change in changes {
         match &change.value {
             Some(value) => fields.insert(change.path.clone(), value.clone()),
