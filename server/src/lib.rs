@@ -177,14 +177,21 @@ impl AppState {
         let now_ms = now_ms();
         let (registry, reference, caller, request, prepared) =
             tokio::task::spawn_blocking(move || {
+                let mut request = request;
                 // A hint: a replay is not prepared, and a create prepared needlessly is unused.
                 let last_seq = registry.device_last_seq(request.device_id).unwrap_or(0);
-                let prepared =
-                    merge_engine::prepare_creates(&reference, &caller, &request, last_seq, now_ms);
+                let prepared = merge_engine::prepare_creates(
+                    &reference,
+                    &caller,
+                    &mut request,
+                    last_seq,
+                    now_ms,
+                );
                 (registry, reference, caller, request, prepared)
             })
             .await
             .map_err(|error| AppError::Worker(error.to_string()))?;
+        let prepared = prepared?;
         // The guard moves into the blocking task, so the lock is held until the write is done
         // even if this future is dropped (a client that hangs up mid-push).
         let guard = Arc::clone(&self.writer).lock_owned().await;

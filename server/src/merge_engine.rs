@@ -236,36 +236,81 @@ impl<'r> Maker<'r> {
         (classification, revision)
     }
 
-    /// A `Base::New` mutation as the household's first revision, or the reason it is refused,
-    /// for a registry that does not have the household yet. `finish` turns the revision into
-    /// what is committed ([`NewRevision::written`] ahead of the lock).
+    /// The record of `Base::New` mutation `seq` of household `id` as the household's first
+    /// revision, or the reason it is refused and the record, for a registry that does not have
+    /// the household yet. `finish` turns the revision into what is committed
+    /// ([`NewRevision::written`] ahead of the lock).
     fn create(
         &self,
-        mutation: &Mutation,
+        id: Uuid,
+        seq: u64,
+        record: FieldMap,
         finish: impl FnOnce(Revision) -> NewRevision,
-    ) -> PreparedCreate {
-        let id = mutation.household_id;
-        let mut record = FieldMap::new();
-        fields::apply(&mut record, &mutation.changes);
+    ) -> Result<MadeCreate, (String, FieldMap)> {
         let checked = match check_record(&record, id, self.today, self.reference) {
             Ok(household) => household,
-            Err(problems) => return PreparedCreate::Refused(validate::reason(&problems)),
+            Err(problems) => return Err((validate::reason(&problems), record)),
         };
         if !may_write(self.caller, &Place::of(&record)) {
-            return PreparedCreate::Refused(not_allowed(id));
+            return Err((not_allowed(id), record));
         }
-        let (classification, revision) = self.revision(
-            1,
-            record,
-            Some(checked),
-            mutation.seq,
-            RevisionCause::Create,
-        );
-        PreparedCreate::Made(Box::new(MadeCreate {
+        let (classification, revision) =
+            self.revision(1, record, Some(checked), seq, RevisionCause::Create);
+        Ok(MadeCreate {
             classification,
             revision: finish(revision),
-        }))
+            changes_taken: false,
+        })
     }
+
+    /// [`Self::create`] ahead of the lock. The record is made of the mutation's changes
+    /// themselves, taken from it, when they can be given back exactly (in path order, each a
+    /// value, as a device sends a create): copying every path and value was a tenth of a
+    /// create's cost. A refused create gives them back at once; a made one holds them in its
+    /// revision until the batch either commits it or gives them back
+    /// ([`PreparedCreate::given_back`]).
+    fn prepare(&self, mutation: &mut Mutation) -> PreparedCreate {
+        let (id, seq) = (mutation.household_id, mutation.seq);
+        let exact = mutation.changes.iter().all(|change| change.value.is_some())
+            && mutation
+                .changes
+                .windows(2)
+                .all(|pair| pair[0].path < pair[1].path);
+        let record: FieldMap = if exact {
+            std::mem::take(&mut mutation.changes)
+                .into_iter()
+                .filter_map(|change| Some((change.path, change.value?)))
+                .collect()
+        } else {
+            let mut record = FieldMap::new();
+            fields::apply(&mut record, &mutation.changes);
+            record
+        };
+        match self.create(id, seq, record, NewRevision::written) {
+            Ok(made) => PreparedCreate::Made(Box::new(MadeCreate {
+                changes_taken: exact,
+                ..made
+            })),
+            Err((reason, record)) => {
+                if exact {
+                    mutation.changes = changes_of(&record);
+                }
+                PreparedCreate::Refused(reason)
+            }
+        }
+    }
+}
+
+/// A record's entries as changes from nothing, in path order: the changes a create's record
+/// was made of, when `Maker::prepare` took them.
+fn changes_of(record: &FieldMap) -> Vec<FieldChange> {
+    record
+        .iter()
+        .map(|(path, value)| FieldChange {
+            path: path.clone(),
+            value: Some(value.clone()),
+        })
+        .collect()
 }
 
 /// A create worked out by [`Maker::create`].
@@ -278,6 +323,22 @@ enum PreparedCreate {
 struct MadeCreate {
     classification: Option<Classification>,
     revision: NewRevision,
+    /// The revision's fields are the mutation's changes, taken from it (`Maker::prepare`).
+    changes_taken: bool,
+}
+
+impl PreparedCreate {
+    /// The mutation as it came, for a batch that does not commit this create: with the changes
+    /// the create took given back, if it took them.
+    fn given_back(self, mutation: &Mutation) -> Option<Mutation> {
+        match self {
+            PreparedCreate::Made(made) if made.changes_taken => Some(Mutation {
+                changes: changes_of(&made.revision.revision().fields),
+                ..mutation.clone()
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The creates of a push worked out ahead of the writer lock, by mutation seq. The batch
@@ -309,29 +370,27 @@ const PREPARED_PER_THREAD: usize = 32;
 pub(crate) fn prepare_creates(
     reference: &ReferenceData,
     caller: &Caller,
-    request: &PushRequest,
+    request: &mut PushRequest,
     last_seq: u64,
     now_ms: i64,
-) -> PreparedCreates {
+) -> Result<PreparedCreates, AppError> {
     if scope::refusal(caller).is_some() {
-        return PreparedCreates::default();
+        return Ok(PreparedCreates::default());
     }
     let maker = Maker::new(reference, caller, request.device_id, now_ms);
-    let fresh = request
+    let from = request
         .mutations
         .iter()
         .position(|mutation| mutation.seq > last_seq)
-        .map_or(&[][..], |from| &request.mutations[from..]);
-    let Some(first) = fresh.first() else {
-        return PreparedCreates::default();
+        .unwrap_or(request.mutations.len());
+    let fresh = &mut request.mutations[from..];
+    let Some(first_seq) = fresh.first().map(|mutation| mutation.seq) else {
+        return Ok(PreparedCreates::default());
     };
-    let prepare = |mutations: &[Mutation]| -> Vec<Option<PreparedCreate>> {
+    let prepare = |mutations: &mut [Mutation]| -> Vec<Option<PreparedCreate>> {
         mutations
-            .iter()
-            .map(|mutation| {
-                matches!(mutation.base, Base::New)
-                    .then(|| maker.create(mutation, NewRevision::written))
-            })
+            .iter_mut()
+            .map(|mutation| matches!(mutation.base, Base::New).then(|| maker.prepare(mutation)))
             .collect()
     };
     let threads = std::thread::available_parallelism()
@@ -343,23 +402,21 @@ pub(crate) fn prepare_creates(
     } else {
         let per_thread = fresh.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            let mut parts = fresh.chunks(per_thread);
+            let mut parts = fresh.chunks_mut(per_thread);
             let here = parts.next().unwrap_or_default();
             let others: Vec<_> = parts.map(|part| scope.spawn(|| prepare(part))).collect();
             let mut creates = prepare(here);
-            for (other, part) in others.into_iter().zip(fresh.chunks(per_thread).skip(1)) {
-                // A thread that failed leaves its creates to be worked out under the lock.
-                creates.extend(other.join().unwrap_or_else(|_| {
-                    std::iter::repeat_with(|| None).take(part.len()).collect()
-                }));
+            for other in others {
+                // A thread that failed may have taken changes it did not give back: the push
+                // fails whole, before anything is written, and the device sends it again.
+                creates.extend(other.join().map_err(|_| {
+                    AppError::Worker("preparing a push's creates failed".to_string())
+                })?);
             }
-            creates
-        })
+            Ok::<_, AppError>(creates)
+        })?
     };
-    PreparedCreates {
-        first_seq: first.seq,
-        creates,
-    }
+    Ok(PreparedCreates { first_seq, creates })
 }
 
 /// One push being decided: the registry as it will be after the mutations so far, and what
@@ -491,13 +548,25 @@ impl<'r> Batch<'r> {
         mutation: &Mutation,
         prepared: Option<PreparedCreate>,
     ) -> Result<Outcome, StoreError> {
+        let id = mutation.household_id;
+        let refusal = scope::refusal(self.maker.caller);
+        let current = match refusal {
+            None => self.current(id)?,
+            Some(_) => None,
+        };
+        if refusal.is_none() && matches!(mutation.base, Base::New) && current.is_none() {
+            return Ok(self.create(mutation, prepared));
+        }
+        // Anything but a create is decided on the mutation as it came, with the changes a
+        // create prepared ahead of the lock took given back.
+        let given_back = prepared.and_then(|prepared| prepared.given_back(mutation));
+        let mutation = given_back.as_ref().unwrap_or(mutation);
         // A revoked device's work is kept for review, whatever it touches.
-        if let Some(reason) = scope::refusal(self.maker.caller) {
+        if let Some(reason) = refusal {
             return Ok(self.reject(mutation, reason));
         }
-        let id = mutation.household_id;
-        let outcome = match (mutation.base, self.current(id)?) {
-            (Base::New, None) => self.create(mutation, prepared),
+        let outcome = match (mutation.base, current) {
+            (Base::New, None) => self.create(mutation, None),
             (Base::New, Some(row)) if row.created_by == self.maker.device => {
                 self.update(mutation, row, 1)?
             }
@@ -522,11 +591,22 @@ impl<'r> Batch<'r> {
     /// lock when it did it.
     fn create(&mut self, mutation: &Mutation, prepared: Option<PreparedCreate>) -> Outcome {
         let id = mutation.household_id;
-        let (classification, revision) =
-            match prepared.unwrap_or_else(|| self.maker.create(mutation, NewRevision::new)) {
-                PreparedCreate::Made(made) => (made.classification, made.revision),
-                PreparedCreate::Refused(reason) => return self.reject(mutation, reason),
-            };
+        let made = match prepared {
+            Some(PreparedCreate::Made(made)) => *made,
+            Some(PreparedCreate::Refused(reason)) => return self.reject(mutation, reason),
+            None => {
+                let mut record = FieldMap::new();
+                fields::apply(&mut record, &mutation.changes);
+                match self
+                    .maker
+                    .create(id, mutation.seq, record, NewRevision::new)
+                {
+                    Ok(made) => made,
+                    Err((reason, _)) => return self.reject(mutation, reason),
+                }
+            }
+        };
+        let (classification, revision) = (made.classification, made.revision);
         let mut row = StoredHousehold {
             id,
             rev: revision.revision().rev,

@@ -541,8 +541,10 @@ async fn a_new_based_edit_from_the_creator_merges_against_revision_one() {
 /// Creates worked out ahead of the writer lock (`prepare_creates`, on as many threads as
 /// there are) make the same registry, byte for byte, as the same batch worked out wholly
 /// under the lock: valid creates, an invalid one, a later edit of one of them in the same
-/// batch, and a create of a household another device made first, whose prepared work is
-/// unused.
+/// batch, a create of a household another device made first and a repeated create of one
+/// this device made in an earlier push (both prepared and unused: the changes the prepared
+/// creates took are given back, and the rejected mutation is kept whole), and a create whose
+/// changes are out of order.
 #[test]
 fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
     use crate::merge_engine::{apply_push, prepare_creates, PreparedCreates};
@@ -551,6 +553,9 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
     let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let now_ms = 1_760_000_000_000;
     let taken = household("Đặng Thị Hoa");
+    let mine = household("Đặng Văn Lâm");
+    let mut mine_edited = mine.clone();
+    mine_edited.village = "Thôn Tây".to_string();
     let records: Vec<Household> = (0..80).map(|n| household(&format!("Hộ số {n}"))).collect();
     let mut invalid = household("Đặng Văn Sai");
     invalid.members[0].date_of_birth = Date::new(2999, 1, 1).expect("valid date");
@@ -560,8 +565,12 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
     mutations.extend(records.iter().map(|record| create(0, record)));
     mutations.push(create(0, &invalid));
     mutations.push(mutation(0, edited.id, Base::New, changes(None, &edited)));
+    mutations.push(mutation(0, mine.id, Base::New, changes(None, &mine_edited)));
+    let mut shuffled = create(0, &household("Đặng Thị Xuân"));
+    shuffled.changes.reverse();
+    mutations.push(shuffled);
     for (seq, mutation) in mutations.iter_mut().enumerate() {
-        mutation.seq = seq as u64 + 1;
+        mutation.seq = seq as u64 + 2;
     }
     let batch = PushRequest {
         device_id: second,
@@ -573,21 +582,18 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
         let registry = state.registry();
         let reference = state.reference();
         let caller = Caller::Unrestricted;
-        let earlier = PushRequest {
-            device_id: first,
-            mutations: vec![create(1, &taken)],
-        };
-        apply_push(
-            registry,
-            &reference,
-            &caller,
-            &earlier,
-            PreparedCreates::default(),
-            now_ms,
-        )
-        .expect("the first device's push");
+        for (device, record) in [(first, &taken), (second, &mine)] {
+            let earlier = PushRequest {
+                device_id: device,
+                mutations: vec![create(1, record)],
+            };
+            let prepared = PreparedCreates::default();
+            apply_push(registry, &reference, &caller, &earlier, prepared, now_ms)
+                .expect("an earlier push");
+        }
+        let mut batch = batch.clone();
         let prepared = if prepare {
-            prepare_creates(&reference, &caller, &batch, 0, now_ms)
+            prepare_creates(&reference, &caller, &mut batch, 1, now_ms).expect("prepared")
         } else {
             PreparedCreates::default()
         };
@@ -615,6 +621,8 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
         "{outcomes:?}"
     );
     assert_eq!(*outcomes[82], Outcome::Applied { rev: 2 });
+    assert_eq!(*outcomes[83], Outcome::Applied { rev: 2 });
+    assert_eq!(*outcomes[84], Outcome::Applied { rev: 1 });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
