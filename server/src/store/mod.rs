@@ -918,10 +918,14 @@ impl Registry {
         for household in &commit.households {
             let key = keys::household(household.id);
             // What the household row refers to now, if anything (a format-2 row refers to
-            // nothing: its current revision is an `r` row already).
-            let before = self
-                .household_row(household.id)?
-                .and_then(|(meta, current)| current.map(|reference| (meta.rev, reference)));
+            // nothing: its current revision is an `r` row already). A household whose first
+            // revision this commit writes is new: it has no row to read.
+            let before = if household.rev == 1 && current_writes.contains_key(&household.id) {
+                None
+            } else {
+                self.household_row(household.id)?
+                    .and_then(|(meta, current)| current.map(|reference| (meta.rev, reference)))
+            };
             match current_writes.get(&household.id) {
                 Some(&write) => {
                     // A new current revision: the one it supersedes moves to an `r` row,
