@@ -463,8 +463,9 @@ impl<'r> Batch<'r> {
             let mut row = row.clone();
             // A row revised in this batch lent its fields to the revision (`new_revision`).
             if let Some(row) = &mut row {
-                if let Some(&index) = self.made.get(&(row.id, row.rev)) {
-                    row.fields = self.commit.revisions[index].1.revision().fields.clone();
+                let made = self.made.get(&(row.id, row.rev));
+                if let Some((_, revision)) = made.and_then(|&at| self.commit.revisions.get(at)) {
+                    row.fields = revision.revision().fields.clone();
                 }
             }
             return Ok(row);
