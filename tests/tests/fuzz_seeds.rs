@@ -147,6 +147,16 @@ fn seeds() -> Seeds {
     // Values as the stores pack them in rows: a field map, and a short one left plain.
     add("packed_value", packed::pack(&encode(&base)));
     add("packed_value", packed::pack(&encode(&FieldMap::new())));
+    // A value packed with dictionary 1 by an earlier build (`packed`'s own test holds it).
+    let dictionary_1 = "0128b52ffd2087bd0100887368e1bb8b20486f612c42e1baa36e203b0a00111e4b\
+                        4095640a24698cdf5c8294a091e5e3ad9801d33bfbf02d9685f39c0377531c20";
+    add(
+        "packed_value",
+        (0..dictionary_1.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&dictionary_1[at..at + 2], 16).expect("hex"))
+            .collect(),
+    );
 
     drop(state);
     let journal = std::fs::read(server::journal::Journal::path_in(&server_dir)).expect("journal");
