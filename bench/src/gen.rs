@@ -360,7 +360,7 @@ impl Generator {
 /// households of seed 7 (not the seed the benchmark measures with). A trained dictionary
 /// carries entropy tables as well as content, so a frame does not build its own: against
 /// dictionary 1 (raw content, the maps of a few of the same households) a field map packs in
-/// about half the time, to about a fifth fewer bytes. Training is deterministic; a test holds
+/// three fifths of the time, to a sixth fewer bytes. Training is deterministic; a test holds
 /// the frozen file to what this makes.
 pub fn row_dictionary() -> anyhow::Result<Vec<u8>> {
     use protocol::codec::encode;
