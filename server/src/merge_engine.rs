@@ -13,7 +13,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use protocol::classify::Classification;
 use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
 use protocol::household::{Date, Household};
 use protocol::merge::{self, ConflictField, MergePlan};
@@ -200,9 +199,9 @@ impl<'r> Maker<'r> {
         }
     }
 
-    /// Revision `rev` with `fields`, classified, and its classification. `checked` is the
-    /// record `check_record` already built from these fields, when the caller has it: building
-    /// it is a large share of a revision's cost.
+    /// Revision `rev` with `fields`, classified. `checked` is the record `check_record`
+    /// already built from these fields, when the caller has it: building it is a large share
+    /// of a revision's cost.
     fn revision(
         &self,
         rev: u32,
@@ -210,30 +209,26 @@ impl<'r> Maker<'r> {
         checked: Option<Household>,
         mutation_seq: u64,
         why: RevisionCause,
-    ) -> (Option<Classification>, Revision) {
+    ) -> Revision {
         // Every revision the engine makes passed `check_record`, so it rebuilds.
         let classification = checked
             .map(Ok)
             .unwrap_or_else(|| fields::unflatten(&fields))
             .ok()
-            .map(|household| self.reference.classify(&household));
-        let record = classification
-            .clone()
-            .map(|classification| ClassificationRecord {
-                classification,
+            .map(|household| ClassificationRecord {
+                classification: self.reference.classify(&household),
                 at_ms: self.now_ms,
                 reference: self.reference_id.clone(),
             });
-        let revision = Revision {
+        Revision {
             rev,
             fields,
             device_id: self.device,
             mutation_seq,
             at_ms: self.now_ms,
             why,
-            classification: record,
-        };
-        (classification, revision)
+            classification,
+        }
     }
 
     /// The record of `Base::New` mutation `seq` of household `id` as the household's first
@@ -254,10 +249,8 @@ impl<'r> Maker<'r> {
         if !may_write(self.caller, &Place::of(&record)) {
             return Err((not_allowed(id), record));
         }
-        let (classification, revision) =
-            self.revision(1, record, Some(checked), seq, RevisionCause::Create);
+        let revision = self.revision(1, record, Some(checked), seq, RevisionCause::Create);
         Ok(MadeCreate {
-            classification,
             revision: finish(revision),
             changes_taken: false,
         })
@@ -319,9 +312,8 @@ enum PreparedCreate {
     Refused(String),
 }
 
-/// A household's first revision, and its classification for the household row.
+/// A household's first revision.
 struct MadeCreate {
-    classification: Option<Classification>,
     revision: NewRevision,
     /// The revision's fields are the mutation's changes, taken from it (`Maker::prepare`).
     changes_taken: bool,
@@ -510,25 +502,20 @@ impl<'r> Batch<'r> {
         why: RevisionCause,
     ) {
         row.rev += 1;
-        let (classification, revision) =
-            self.maker
-                .revision(row.rev, fields, checked, mutation.seq, why);
-        self.add_revision(row, classification, NewRevision::new(revision));
+        let revision = self
+            .maker
+            .revision(row.rev, fields, checked, mutation.seq, why);
+        self.add_revision(row, NewRevision::new(revision));
     }
 
     /// Adds a revision made for `row`, whose `rev` it already is.
-    fn add_revision(
-        &mut self,
-        row: &mut StoredHousehold,
-        classification: Option<Classification>,
-        revision: NewRevision,
-    ) {
-        row.classification = classification;
-        // The fields are the revision's, and the row keeps none: a household row is written
-        // without them, and `current` reads them back from the revision for a later mutation
-        // of the same household in this batch. (Cloning and dropping a second copy of every
-        // map was a tenth of a first push's CPU on the server.)
+    fn add_revision(&mut self, row: &mut StoredHousehold, revision: NewRevision) {
+        // The fields and the classification are the revision's, and the row keeps neither: a
+        // household row is written without them, and `current` reads the fields back from the
+        // revision for a later mutation of the same household in this batch. (Cloning and
+        // dropping a second copy of every map was a tenth of a first push's CPU on the server.)
         row.fields = FieldMap::new();
+        row.classification = None;
         self.made
             .insert((row.id, row.rev), self.commit.revisions.len());
         self.commit.revisions.push((row.id, revision));
@@ -607,7 +594,7 @@ impl<'r> Batch<'r> {
                 }
             }
         };
-        let (classification, revision) = (made.classification, made.revision);
+        let revision = made.revision;
         let mut row = StoredHousehold {
             id,
             rev: revision.revision().rev,
@@ -618,7 +605,7 @@ impl<'r> Batch<'r> {
             last_seq: 0,
             classification: None,
         };
-        self.add_revision(&mut row, classification, revision);
+        self.add_revision(&mut row, revision);
         self.log_change(&mut row);
         self.commit.household_count += 1;
         let rev = row.rev;
