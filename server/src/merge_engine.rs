@@ -396,11 +396,17 @@ pub(crate) fn prepare_creates(
         std::thread::scope(|scope| {
             let mut parts = fresh.chunks_mut(per_thread);
             let here = parts.next().unwrap_or_default();
-            let others: Vec<_> = parts.map(|part| scope.spawn(|| prepare(part))).collect();
+            // A thread that cannot start, or that fails, may leave changes taken and not given
+            // back: the push fails whole, before anything is written, and the device sends it
+            // again.
+            let others = parts
+                .map(|part| std::thread::Builder::new().spawn_scoped(scope, || prepare(part)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| {
+                    AppError::Worker(format!("starting a thread to prepare a push: {error}"))
+                })?;
             let mut creates = prepare(here);
             for other in others {
-                // A thread that failed may have taken changes it did not give back: the push
-                // fails whole, before anything is written, and the device sends it again.
                 creates.extend(other.join().map_err(|_| {
                     AppError::Worker("preparing a push's creates failed".to_string())
                 })?);
