@@ -708,7 +708,7 @@ async fn acknowledged_pushes_survive_reopening() {
         let state = AppState::open(dir.path()).expect("open");
         push(&state, device, vec![create(1, &record)]).await;
     }
-    let state = AppState::open(dir.path()).expect("reopen");
+    let state = crate::store::when_unlocked(|| AppState::open(dir.path())).expect("reopen");
     assert_eq!(stored(&state, record.id), record);
     assert_eq!(state.registry().device_last_seq(device).expect("seq"), 1);
     assert_eq!(state.registry().head_seq().expect("head"), 1);

@@ -706,7 +706,7 @@ mod tests {
             batch.audit(draft(AuditEvent::Enrolled));
             assert_eq!(accounts.write(batch).expect("write"), vec![1, 2]);
         }
-        let registry = Registry::open(dir.path()).expect("reopen");
+        let registry = super::super::journaled::tests::open(dir.path()).expect("reopen");
         let accounts = Accounts::open(&registry).expect("accounts");
         assert_eq!(accounts.user("lan").expect("read"), Some(user("lan")));
         assert_eq!(accounts.users().expect("read").len(), 1);

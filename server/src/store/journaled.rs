@@ -327,17 +327,23 @@ pub(super) mod tests {
 
     /// Opens a registry, waiting while sled's threads release the previous handle's lock.
     pub(in crate::store) fn open(dir: &Path) -> Result<Registry, StoreError> {
+        when_unlocked(|| Registry::open(dir))
+    }
+
+    /// Runs `open` until it does not fail on sled's lock: sled's background threads may hold
+    /// the database's lock for a moment after the last handle in this process is dropped.
+    pub(crate) fn when_unlocked<T, E: std::fmt::Display>(
+        open: impl Fn() -> Result<T, E>,
+    ) -> Result<T, E> {
         for _ in 0..400 {
-            match Registry::open(dir) {
-                Err(StoreError::Open { error: source, .. })
-                    if source.to_string().contains("could not acquire lock") =>
-                {
+            match open() {
+                Err(error) if error.to_string().contains("could not acquire lock") => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 other => return other,
             }
         }
-        Registry::open(dir)
+        open()
     }
 
     fn record(n: u64) -> Vec<Write> {

@@ -41,6 +41,8 @@ pub use accounts::{
     SessionRecord, TokenHash, UserRecord,
 };
 use in_journal::Reference;
+#[cfg(test)]
+pub(crate) use journaled::tests::when_unlocked;
 pub use journaled::{check, rebuild, Checked, Digest, Rebuilt};
 pub use rows::RowError;
 use rows::{HouseholdMeta, RevisionRow};
