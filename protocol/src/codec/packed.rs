@@ -56,15 +56,21 @@ fn encoder_dictionary() -> Option<&'static EncoderDictionary<'static>> {
         .as_ref()
 }
 
+/// The dictionary a tag names, as its place among the decoders and its bytes, if this build
+/// knows it.
+fn dictionary_of(tag: u8) -> Option<(usize, &'static [u8])> {
+    match tag {
+        DICTIONARY_1 => Some((0, ROW_DICTIONARY_1)),
+        DICTIONARY_2 => Some((1, ROW_DICTIONARY_2)),
+        _ => None,
+    }
+}
+
 /// The dictionary a tag names, prepared for reading, if this build knows it.
 fn decoder_dictionary(tag: u8) -> Option<&'static DecoderDictionary<'static>> {
     static DICTIONARIES: [OnceLock<Option<DecoderDictionary<'static>>>; 2] =
         [OnceLock::new(), OnceLock::new()];
-    let (index, bytes) = match tag {
-        DICTIONARY_1 => (0, ROW_DICTIONARY_1),
-        DICTIONARY_2 => (1, ROW_DICTIONARY_2),
-        _ => return None,
-    };
+    let (index, bytes) = dictionary_of(tag)?;
     DICTIONARIES[index]
         .get_or_init(|| DecoderDictionary::try_copy(bytes).ok())
         .as_ref()
@@ -73,7 +79,7 @@ fn decoder_dictionary(tag: u8) -> Option<&'static DecoderDictionary<'static>> {
 thread_local! {
     // A context per thread: making one with a prepared dictionary costs more than packing a row.
     static COMPRESSOR: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
-    // One per dictionary, by tag.
+    // One per dictionary, in `dictionary_of`'s places.
     static DECOMPRESSORS: [RefCell<Option<Decompressor<'static>>>; 2] =
         const { [RefCell::new(None), RefCell::new(None)] };
 }
@@ -111,7 +117,8 @@ fn compress(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn decompress(tag: u8, frame: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
-    let index = usize::from(tag == DICTIONARY_2);
+    let (index, _) = dictionary_of(tag)
+        .ok_or_else(|| std::io::Error::other(format!("tag {tag} names no dictionary")))?;
     DECOMPRESSORS.with(|cells| {
         let mut cell = cells[index].borrow_mut();
         let decompressor = match &mut *cell {
