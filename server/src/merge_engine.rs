@@ -263,34 +263,49 @@ impl<'r> Maker<'r> {
     /// revision until the batch either commits it or gives them back
     /// ([`PreparedCreate::given_back`]).
     fn prepare(&self, mutation: &mut Mutation) -> PreparedCreate {
-        let (id, seq) = (mutation.household_id, mutation.seq);
         let exact = mutation.changes.iter().all(|change| change.value.is_some())
             && mutation
                 .changes
                 .windows(2)
                 .all(|pair| pair[0].path < pair[1].path);
-        let record: FieldMap = if exact {
-            std::mem::take(&mut mutation.changes)
-                .into_iter()
-                .filter_map(|change| Some((change.path, change.value?)))
-                .collect()
-        } else {
-            let mut record = FieldMap::new();
-            fields::apply(&mut record, &mutation.changes);
-            record
-        };
-        match self.create(id, seq, record, NewRevision::written) {
+        if !exact {
+            return match self.create_from_copy(mutation, NewRevision::written) {
+                Ok(made) => PreparedCreate::Made(Box::new(made)),
+                Err(reason) => PreparedCreate::Refused(reason),
+            };
+        }
+        let record = std::mem::take(&mut mutation.changes)
+            .into_iter()
+            .filter_map(|change| Some((change.path, change.value?)))
+            .collect();
+        match self.create(
+            mutation.household_id,
+            mutation.seq,
+            record,
+            NewRevision::written,
+        ) {
             Ok(made) => PreparedCreate::Made(Box::new(MadeCreate {
-                changes_taken: exact,
+                changes_taken: true,
                 ..made
             })),
             Err((reason, record)) => {
-                if exact {
-                    mutation.changes = changes_of(&record);
-                }
+                mutation.changes = changes_of(&record);
                 PreparedCreate::Refused(reason)
             }
         }
+    }
+
+    /// [`Self::create`] with a record copied from the mutation's changes, which stay as they
+    /// are: the reason it is refused, if it is.
+    fn create_from_copy(
+        &self,
+        mutation: &Mutation,
+        finish: impl FnOnce(Revision) -> NewRevision,
+    ) -> Result<MadeCreate, String> {
+        let mut record = FieldMap::new();
+        fields::apply(&mut record, &mutation.changes);
+        self.create(mutation.household_id, mutation.seq, record, finish)
+            .map_err(|(reason, _)| reason)
     }
 }
 
@@ -585,22 +600,14 @@ impl<'r> Batch<'r> {
     /// lock when it did it.
     fn create(&mut self, mutation: &Mutation, prepared: Option<PreparedCreate>) -> Outcome {
         let id = mutation.household_id;
-        let made = match prepared {
-            Some(PreparedCreate::Made(made)) => *made,
+        let revision = match prepared {
+            Some(PreparedCreate::Made(made)) => made.revision,
             Some(PreparedCreate::Refused(reason)) => return self.reject(mutation, reason),
-            None => {
-                let mut record = FieldMap::new();
-                fields::apply(&mut record, &mutation.changes);
-                match self
-                    .maker
-                    .create(id, mutation.seq, record, NewRevision::new)
-                {
-                    Ok(made) => made,
-                    Err((reason, _)) => return self.reject(mutation, reason),
-                }
-            }
+            None => match self.maker.create_from_copy(mutation, NewRevision::new) {
+                Ok(made) => made.revision,
+                Err(reason) => return self.reject(mutation, reason),
+            },
         };
-        let revision = made.revision;
         let mut row = StoredHousehold {
             id,
             rev: revision.revision().rev,

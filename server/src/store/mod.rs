@@ -190,7 +190,7 @@ pub struct Revision {
 /// A revision the merge engine made, to be written by [`Registry::commit_pending`]: with its
 /// row already encoded and packed when it was made ahead of the writer lock ([`Self::written`]),
 /// since that is a large share of a revision's cost and needs nothing from the registry.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct NewRevision {
     revision: Revision,
     /// The revision's row, encoded from `revision` itself (both fields are private, so the
@@ -262,9 +262,10 @@ pub struct RejectedMutation {
 /// Everything one push writes, applied atomically by `Registry::commit_pending`.
 #[derive(Debug, Default)]
 pub(crate) struct Commit {
-    /// Household rows to write. Their fields are not written here: they are the fields of the
-    /// revision `rev`, which is either stored already or in `revisions` (and then the row's
-    /// own `fields` are left empty, as the merge engine moves them to the revision).
+    /// Household rows to write. Their fields and classification are not written here: they are
+    /// those of the revision `rev`, which is either stored already or in `revisions` (and then
+    /// the row's own `fields` are left empty and its `classification` `None`, as the merge
+    /// engine gives both to the revision).
     pub(crate) households: Vec<StoredHousehold>,
     pub(crate) revisions: Vec<(Uuid, NewRevision)>,
     /// New change-log entries: seq and household.
