@@ -233,12 +233,9 @@ impl Store {
                 row.meta.latest_pending.is_none() && row.meta.rejection.is_none()
             });
             if nothing_to_lay_over && held_rev != Some(change.rev) {
-                let mut meta =
-                    stored.map_or_else(|| HouseholdRow::new_local().meta, |row| row.meta);
-                meta.review = change.review.clone();
-                meta.in_conflict = change.in_conflict;
-                meta.confirm(Some(change.rev));
-                let row = HouseholdMetaRow::server_copy_is_view(change.rev, &fields, meta);
+                let mut row = HouseholdMetaRow::server_copy_is_view(change.rev, &fields, stored)?;
+                row.meta.review = change.review.clone();
+                row.meta.in_conflict = change.in_conflict;
                 txn.put_household_meta(id, &row);
             } else {
                 let fields = fields
@@ -252,7 +249,7 @@ impl Store {
                     Some(_) if held_rev == Some(change.rev) => {
                         txn.household(id)?.unwrap_or_else(HouseholdRow::new_local)
                     }
-                    Some(meta_row) => HouseholdRow::with_meta(meta_row.meta),
+                    Some(meta_row) => meta_row.without_maps()?,
                     None => HouseholdRow::new_local(),
                 };
                 let same_revision = row

@@ -376,7 +376,7 @@ impl Store {
         let mut row = txn.household(id)?.unwrap_or_else(HouseholdRow::new_local);
         let empty = FieldMap::new();
         let base_fields = row.server.as_ref().map_or(&empty, |copy| &copy.fields);
-        let changes = cumulative_changes(base_fields, &view, &row.meta.touched);
+        let changes = cumulative_changes(base_fields, &view, &row.touched);
         if changes.len() > MAX_CHANGES_PER_MUTATION {
             return Err(StoreError::Invalid(format!(
                 "thay đổi {} trường một lúc, tối đa {MAX_CHANGES_PER_MUTATION} / {} fields changed at once, at most {MAX_CHANGES_PER_MUTATION}: save the record in smaller steps",
@@ -415,8 +415,7 @@ impl Store {
                 txn.put(key, rows::encode_mutation(&superseded));
             }
         }
-        row.meta
-            .touched
+        row.touched
             .extend(mutation.changes.iter().map(|change| change.path.clone()));
         row.meta.unconfirmed.push(Unconfirmed {
             seq,

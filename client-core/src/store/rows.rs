@@ -9,8 +9,9 @@
 //! does not read back whole is reported as corrupt, never a panic.
 //!
 //! Two shortcuts keep the device from unpacking what it does not change: a household row read
-//! as a [`HouseholdMetaRow`] carries its packed maps through byte for byte, and an outbox entry
-//! (layout 3) has its household id and seq in front of the packed mutation.
+//! as a [`HouseholdMetaRow`] carries its packed maps and touched paths through byte for byte,
+//! and an outbox entry (layout 3) has its household id and seq in front of the packed mutation.
+//! Household rows are written in layout 4, whose touched paths need not repeat the view's.
 
 use crate::sync::push_batch::EncodedMutation;
 use std::collections::BTreeSet;
@@ -30,6 +31,18 @@ const ROW_V2: u8 = 2;
 const ROW_V1: u8 = 1;
 /// Layout byte of outbox and awaiting entries with the household id and seq in front.
 const ENTRY_V3: u8 = 3;
+/// Layout byte of household rows written by this version: as layout 2, but the touched paths
+/// end the row in a form of their own (below) instead of as a list of texts. A new household
+/// touches every path of its record, so its row carried ~3,800 bytes of paths that repeated its
+/// field map's keys, and a push's reply rewrote them all for each household it acknowledged.
+const HOUSEHOLD_V4: u8 = 4;
+
+/// Touched paths in a layout 4 row: none …
+const TOUCHED_NONE: u8 = 0;
+/// … every path of the row's view, and only those (a new household's create) …
+const TOUCHED_EVERY_VIEW_PATH: u8 = 1;
+/// … or a list, packed: a u32 count, then each path with a u32 length in front.
+const TOUCHED_LIST: u8 = 2;
 /// Most bytes an embedded protocol value may take.
 const EMBEDDED_LIMIT: usize = protocol::sync::MAX_RESPONSE_BYTES;
 
@@ -67,20 +80,27 @@ pub(crate) struct HouseholdRow {
     /// nor compared field by field (see [`HouseholdRow::view`]).
     view: Option<FieldMap>,
     pub meta: RowMeta,
+    /// Paths changed by the unconfirmed mutations. A new mutation repeats these paths even
+    /// where the view is back at the base value, so that undoing an earlier unsynced change
+    /// (a member added and removed again) reaches the server instead of being lost.
+    pub touched: BTreeSet<String>,
 }
 
 /// Rows are equal when they show the same: a view held apart that equals the server copy is
 /// the same row as one whose view is the copy.
 impl PartialEq for HouseholdRow {
     fn eq(&self, other: &HouseholdRow) -> bool {
-        self.server == other.server && self.view() == other.view() && self.meta == other.meta
+        self.server == other.server
+            && self.view() == other.view()
+            && self.meta == other.meta
+            && self.touched == other.touched
     }
 }
 
 /// The view of a household with neither a view of its own nor a server copy.
 static NO_FIELDS: FieldMap = FieldMap::new();
 
-/// What a household row holds besides its field maps.
+/// What a household row holds besides its field maps and touched paths.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct RowMeta {
     pub review: ReviewState,
@@ -91,23 +111,25 @@ pub(crate) struct RowMeta {
     pub latest_pending: Option<u64>,
     /// This device's mutations not yet seen in a received revision.
     pub unconfirmed: Vec<Unconfirmed>,
-    /// Paths changed by the unconfirmed mutations. A new mutation repeats these paths even
-    /// where the view is back at the base value, so that undoing an earlier unsynced change
-    /// (a member added and removed again) reaches the server instead of being lost.
-    pub touched: BTreeSet<String>,
 }
 
 impl RowMeta {
-    /// Forgets this device's mutations that the server copy at `server_rev` already contains;
-    /// once none is left, no path needs repeating in the next mutation.
+    /// Forgets this device's mutations that the server copy at `server_rev` already contains.
+    /// Once none is left, the row's touched paths are forgotten too: no path needs repeating
+    /// in the next mutation.
     pub fn confirm(&mut self, server_rev: Option<u32>) {
         if let Some(server_rev) = server_rev {
             self.unconfirmed
                 .retain(|entry| entry.result_rev.is_none_or(|rev| rev > server_rev));
         }
-        if self.unconfirmed.is_empty() {
-            self.touched.clear();
-        }
+    }
+
+    /// Whether a server copy at `server_rev` contains every unconfirmed mutation: the
+    /// complement of what [`RowMeta::confirm`] keeps.
+    fn all_confirmed_by(&self, server_rev: u32) -> bool {
+        self.unconfirmed
+            .iter()
+            .all(|entry| entry.result_rev.is_some_and(|rev| rev <= server_rev))
     }
 
     fn write(&self, w: &mut Writer) {
@@ -133,13 +155,9 @@ impl RowMeta {
                 }
             }
         }
-        w.count(self.touched.len());
-        for path in &self.touched {
-            w.str(path);
-        }
     }
 
-    /// Reads the rest of a row after its field maps, to its end.
+    /// Reads the metadata after a row's field maps; the touched paths follow.
     fn read(r: &mut Reader<'_>) -> Result<RowMeta, StoreError> {
         let review = r.embedded()?;
         let in_conflict = r.flag()?;
@@ -157,49 +175,94 @@ impl RowMeta {
             };
             unconfirmed.push(Unconfirmed { seq, result_rev });
         }
-        // Written in order: collected and built in one go, not inserted one by one (a new
-        // household's create touches every one of its ~90 paths).
-        let n = r.count(4)?;
-        let mut touched = Vec::with_capacity(n);
-        for _ in 0..n {
-            touched.push(r.string()?);
-        }
-        let touched = BTreeSet::from_iter(touched);
-        r.end()?;
         Ok(RowMeta {
             review,
             in_conflict,
             rejection,
             latest_pending,
             unconfirmed,
-            touched,
         })
+    }
+}
+
+/// Writes the list of touched paths: a u32 count, then each path.
+fn write_path_list(w: &mut Writer, paths: &BTreeSet<String>) {
+    w.count(paths.len());
+    for path in paths {
+        w.str(path);
+    }
+}
+
+/// Reads a list written by [`write_path_list`], to the reader's end.
+fn read_path_list(r: &mut Reader<'_>) -> Result<BTreeSet<String>, StoreError> {
+    // Written in order: collected and built in one go, not inserted one by one.
+    let n = r.count(4)?;
+    let mut paths = Vec::with_capacity(n);
+    for _ in 0..n {
+        paths.push(r.string()?);
+    }
+    r.end()?;
+    Ok(BTreeSet::from_iter(paths))
+}
+
+/// Reads the touched paths that end a layout 4 row, whose view is `view`.
+fn read_touched(r: &mut Reader<'_>, view: &FieldMap) -> Result<BTreeSet<String>, StoreError> {
+    let touched = match r.u8()? {
+        TOUCHED_NONE => BTreeSet::new(),
+        TOUCHED_EVERY_VIEW_PATH => view.keys().cloned().collect(),
+        TOUCHED_LIST => {
+            let packed = r.bytes()?;
+            let list = codec::packed::unpack(packed, EMBEDDED_LIMIT)
+                .map_err(|error| r.corrupt(error.to_string()))?;
+            read_path_list(&mut Reader {
+                rest: &list,
+                what: r.what,
+                packed: true,
+            })?
+        }
+        other => return Err(r.corrupt(format!("unknown touched paths form {other}"))),
+    };
+    r.end()?;
+    Ok(touched)
+}
+
+/// Writes the touched paths that end a layout 4 row: a new household's create, which touched
+/// every path of its view, in one byte.
+fn write_touched(w: &mut Writer, touched: &BTreeSet<String>, view: &FieldMap) {
+    if touched.is_empty() {
+        w.u8(TOUCHED_NONE);
+    } else if touched.len() == view.len() && touched.iter().eq(view.keys()) {
+        w.u8(TOUCHED_EVERY_VIEW_PATH);
+    } else {
+        w.u8(TOUCHED_LIST);
+        let mut list = Writer(Vec::new());
+        write_path_list(&mut list, touched);
+        w.bytes(&codec::packed::pack(&list.0));
     }
 }
 
 impl HouseholdRow {
     /// A household first recorded on this device.
     pub fn new_local() -> HouseholdRow {
-        HouseholdRow {
-            server: None,
-            view: None,
-            meta: RowMeta {
+        HouseholdRow::with_meta(
+            RowMeta {
                 review: ReviewState::Submitted,
                 in_conflict: false,
                 rejection: None,
                 latest_pending: None,
                 unconfirmed: Vec::new(),
-                touched: BTreeSet::new(),
             },
-        }
+            BTreeSet::new(),
+        )
     }
 
-    /// A row with these metadata and neither maps nor view yet.
-    pub fn with_meta(meta: RowMeta) -> HouseholdRow {
+    /// A row with these metadata and touched paths, and neither maps nor view yet.
+    pub fn with_meta(meta: RowMeta, touched: BTreeSet<String>) -> HouseholdRow {
         HouseholdRow {
             server: None,
             view: None,
             meta,
+            touched,
         }
     }
 
@@ -238,10 +301,13 @@ impl HouseholdRow {
     pub fn confirm(&mut self) {
         let server_rev = self.server.as_ref().map(|copy| copy.rev);
         self.meta.confirm(server_rev);
+        if self.meta.unconfirmed.is_empty() {
+            self.touched.clear();
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut w = Writer(vec![HOUSEHOLD_V4]);
         match &self.server {
             None => {
                 w.u8(NO_SERVER_COPY);
@@ -265,11 +331,12 @@ impl HouseholdRow {
             },
         }
         self.meta.write(&mut w);
+        write_touched(&mut w, &self.touched, self.view());
         w.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<HouseholdRow, StoreError> {
-        let mut r = Reader::new(bytes, "household")?;
+        let mut r = Reader::household(bytes)?;
         let (server, view) = match r.u8()? {
             NO_SERVER_COPY => (None, Some(r.embedded()?)),
             SERVER_COPY => (Some(r.server_copy()?), Some(r.embedded()?)),
@@ -277,21 +344,33 @@ impl HouseholdRow {
             other => return Err(r.corrupt(format!("unknown server copy tag {other}"))),
         };
         let meta = RowMeta::read(&mut r)?;
-        Ok(HouseholdRow { server, view, meta })
+        let mut row = HouseholdRow {
+            server,
+            view,
+            meta,
+            touched: BTreeSet::new(),
+        };
+        row.touched = match bytes.first() {
+            Some(&HOUSEHOLD_V4) => read_touched(&mut r, row.view())?,
+            _ => read_path_list(&mut r)?,
+        };
+        Ok(row)
     }
 }
 
 /// A household row read without its field maps, for the steps that change only the rest of it
-/// (an outcome, an acknowledgement): the packed maps are written back byte for byte, neither
-/// unpacked nor packed again. For a pulled household that was most of the cost of recording
-/// its outcome.
+/// (an outcome, an acknowledgement): the packed maps and the touched paths are written back
+/// byte for byte, neither unpacked nor packed again. For a pulled household that was most of
+/// the cost of recording its outcome.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct HouseholdMetaRow {
-    /// The row from its layout byte to the end of its field maps, as stored (layout 2).
+    /// The row from its layout byte to the end of its field maps, as stored (layout 4).
     maps: Vec<u8>,
     /// The revision of the server copy among the maps.
     pub server_rev: Option<u32>,
     pub meta: RowMeta,
+    /// The touched paths that end the row, as stored.
+    touched: Vec<u8>,
 }
 
 impl HouseholdMetaRow {
@@ -300,35 +379,76 @@ impl HouseholdMetaRow {
         HouseholdMetaRow::decode(&HouseholdRow::new_local().encode())
     }
 
-    /// A row whose view is a server copy received encoded: the map is packed as it came,
-    /// never decoded (a pulled household with no pending change over it).
+    /// The row a pull makes of `stored` (or of nothing) with a server copy received encoded
+    /// as its view: the map is packed as it came, never decoded (a pulled household with no
+    /// pending change over it).
     pub fn server_copy_is_view(
         rev: u32,
         fields: &EncodedFields,
-        meta: RowMeta,
-    ) -> HouseholdMetaRow {
-        let mut w = Writer::new();
+        stored: Option<HouseholdMetaRow>,
+    ) -> Result<HouseholdMetaRow, StoreError> {
+        let mut row = match stored {
+            Some(row) => row,
+            None => HouseholdMetaRow::new_local()?,
+        };
+        if row.touched_follow_view() && !row.meta.all_confirmed_by(rev) {
+            // Paths written as the view's outlive the view: listed while it is still here.
+            let touched = row.touched_paths()?;
+            let mut w = Writer(Vec::new());
+            write_touched(&mut w, &touched, &NO_FIELDS);
+            row.touched = w.0;
+        }
+        let mut w = Writer(vec![HOUSEHOLD_V4]);
         w.u8(SERVER_COPY_IS_VIEW);
         w.u32(rev);
         w.bytes(&codec::packed::pack(fields.codec_bytes()));
-        HouseholdMetaRow {
-            maps: w.0,
-            server_rev: Some(rev),
-            meta,
+        row.maps = w.0;
+        row.server_rev = Some(rev);
+        row.confirm();
+        Ok(row)
+    }
+
+    /// The row with its metadata and touched paths and neither maps nor view, for a step
+    /// that replaces them.
+    pub fn without_maps(self) -> Result<HouseholdRow, StoreError> {
+        let touched = self.touched_paths()?;
+        Ok(HouseholdRow::with_meta(self.meta, touched))
+    }
+
+    /// The touched paths, decoded; read with the whole row when they are written as its
+    /// view's.
+    fn touched_paths(&self) -> Result<BTreeSet<String>, StoreError> {
+        if self.touched_follow_view() {
+            return Ok(HouseholdRow::decode(&self.encode())?.touched);
         }
+        read_touched(
+            &mut Reader {
+                rest: &self.touched,
+                what: "household",
+                packed: true,
+            },
+            &NO_FIELDS,
+        )
+    }
+
+    fn touched_follow_view(&self) -> bool {
+        self.touched.first() == Some(&TOUCHED_EVERY_VIEW_PATH)
     }
 
     /// Forgets the mutations the server copy already contains (see [`RowMeta::confirm`]).
     pub fn confirm(&mut self) {
         self.meta.confirm(self.server_rev);
+        if self.meta.unconfirmed.is_empty() {
+            self.touched = vec![TOUCHED_NONE];
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<HouseholdMetaRow, StoreError> {
-        let mut r = Reader::new(bytes, "household")?;
-        if !r.packed {
-            // A row from before packing: read whole and written in today's layout.
+        if bytes.first() != Some(&HOUSEHOLD_V4) {
+            // A row of an earlier layout: read whole and written in today's.
             return HouseholdMetaRow::decode(&HouseholdRow::decode(bytes)?.encode());
         }
+        let mut r = Reader::household(bytes)?;
         let server_rev = match r.u8()? {
             NO_SERVER_COPY => {
                 r.bytes()?;
@@ -349,16 +469,28 @@ impl HouseholdMetaRow {
         };
         let maps = bytes[..bytes.len() - r.rest.len()].to_vec();
         let meta = RowMeta::read(&mut r)?;
+        let touched = r.rest.to_vec();
+        // Checked, not decoded: the form, and a list's length.
+        match r.u8()? {
+            TOUCHED_NONE | TOUCHED_EVERY_VIEW_PATH => {}
+            TOUCHED_LIST => {
+                r.bytes()?;
+            }
+            other => return Err(r.corrupt(format!("unknown touched paths form {other}"))),
+        }
+        r.end()?;
         Ok(HouseholdMetaRow {
             maps,
             server_rev,
             meta,
+            touched,
         })
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer(self.maps.clone());
         self.meta.write(&mut w);
+        w.0.extend_from_slice(&self.touched);
         w.finish()
     }
 }
@@ -612,6 +744,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A reader after a household row's layout byte, which may be [`HOUSEHOLD_V4`] too.
+    fn household(bytes: &'a [u8]) -> Result<Reader<'a>, StoreError> {
+        match bytes.split_first() {
+            Some((&HOUSEHOLD_V4, rest)) => Ok(Reader {
+                rest,
+                what: "household",
+                packed: true,
+            }),
+            _ => Reader::new(bytes, "household"),
+        }
+    }
+
     /// A reader after an entry's layout byte ([`ENTRY_V3`]), whose mutation is packed.
     fn entry(bytes: &'a [u8]) -> Reader<'a> {
         Reader {
@@ -756,8 +900,8 @@ mod tests {
                         result_rev: None,
                     },
                 ],
-                touched: ["address".to_string()].into(),
             },
+            touched: ["address".to_string()].into(),
         }
     }
 
@@ -843,25 +987,97 @@ mod tests {
     fn a_server_copy_received_encoded_is_the_row_a_decoded_one_makes() {
         let row = row();
         let copy = row.server.clone().expect("a server copy");
-        let meta_row = HouseholdMetaRow::server_copy_is_view(
-            copy.rev,
-            &EncodedFields::encode(&copy.fields),
-            row.meta.clone(),
-        );
-        assert_eq!(meta_row.server_rev, Some(copy.rev));
+        let received = EncodedFields::encode(&copy.fields);
         let mut expected = row.clone();
         expected.view_the_server_copy();
-        assert_eq!(meta_row.encode(), expected.encode());
+        // Over nothing stored, and over a stored row of another view whose touched paths are
+        // a list.
+        let mut elsewhere = row.clone();
+        elsewhere.server = None;
+        elsewhere.set_view(FieldMap::from([(
+            "village".to_string(),
+            FieldValue::Text("Thôn Đông".into()),
+        )]));
+        let stored = HouseholdMetaRow::decode(&elsewhere.encode()).expect("meta");
+        let meta_row =
+            HouseholdMetaRow::server_copy_is_view(copy.rev, &received, Some(stored)).expect("made");
+        assert_eq!(meta_row.server_rev, Some(copy.rev));
         assert_eq!(
             HouseholdRow::decode(&meta_row.encode()).ok(),
             Some(expected)
         );
+        let fresh = HouseholdMetaRow::server_copy_is_view(copy.rev, &received, None).expect("made");
+        let mut expected = HouseholdRow::new_local();
+        expected.server = Some(copy);
+        assert_eq!(fresh.encode(), expected.encode());
+    }
+
+    /// A new household's create touches every path of its record: its row says so in a byte
+    /// instead of listing them, and the paths follow the view through every later step.
+    #[test]
+    fn touched_paths_of_a_whole_view_are_written_in_a_byte_and_outlive_the_view() {
+        let view: FieldMap = (0..90)
+            .map(|i| {
+                (
+                    format!("members.0193a1b2-0000-7000-8000-{i:012}.full_name"),
+                    FieldValue::Text(format!("Nguyễn Thị Hoa {i}")),
+                )
+            })
+            .collect();
+        let mut local = HouseholdRow::new_local();
+        local.touched = view.keys().cloned().collect();
+        local.set_view(view.clone());
+        local.meta.unconfirmed.push(Unconfirmed {
+            seq: 1,
+            result_rev: Some(1),
+        });
+        let bytes = local.encode();
+        let mut listed = local.clone();
+        listed.touched.insert("members.removed.full_name".into());
+        assert!(
+            bytes.len() + 200 < listed.encode().len(),
+            "{} bytes against {}",
+            bytes.len(),
+            listed.encode().len()
+        );
+        assert_eq!(HouseholdRow::decode(&bytes).ok(), Some(local.clone()));
+        assert_eq!(
+            HouseholdRow::decode(&listed.encode()).ok(),
+            Some(listed.clone())
+        );
+        // Carried byte for byte through a metadata change, and read out whole when the maps go.
+        let mut meta_row = HouseholdMetaRow::decode(&bytes).expect("meta");
+        meta_row.meta.latest_pending = Some(3);
+        let mut expected = local.clone();
+        expected.meta.latest_pending = Some(3);
+        assert_eq!(
+            HouseholdRow::decode(&meta_row.encode()).ok(),
+            Some(expected)
+        );
+        assert_eq!(
+            meta_row.clone().without_maps().ok().map(|row| row.touched),
+            Some(local.touched.clone())
+        );
+        // A server copy from before the create's revision replaces the view: the paths stay,
+        // now as a list. One at the create's revision confirms it, and none stay.
+        let other = EncodedFields::encode(&FieldMap::from([(
+            "address".to_string(),
+            FieldValue::Text("Số 3".into()),
+        )]));
+        for (rev, kept) in [(0, local.touched.clone()), (1, BTreeSet::new())] {
+            let pulled = HouseholdMetaRow::server_copy_is_view(rev, &other, Some(meta_row.clone()))
+                .expect("made");
+            let whole = HouseholdRow::decode(&pulled.encode()).expect("whole");
+            assert_eq!(whole.touched, kept, "at rev {rev}");
+            assert_eq!(whole.view().len(), 1);
+        }
     }
 
     #[test]
     fn a_row_from_before_packing_reads_without_its_maps_and_is_written_packed() {
         let mut row = row();
         row.meta = HouseholdRow::new_local().meta;
+        row.touched.clear();
         let copy = row.server.clone().expect("server copy");
         let mut v1 = Writer(vec![ROW_V1]);
         v1.u8(SERVER_COPY);
@@ -876,8 +1092,34 @@ mod tests {
         let meta_row = HouseholdMetaRow::decode(&v1).expect("meta");
         assert_eq!(meta_row.server_rev, Some(copy.rev));
         let written = meta_row.encode();
-        assert_eq!(written[0], ROW_V2);
+        assert_eq!(written[0], HOUSEHOLD_V4);
         assert_eq!(HouseholdRow::decode(&written).ok(), Some(row));
+    }
+
+    #[test]
+    fn a_row_with_touched_paths_listed_in_its_metadata_reads_and_is_written_in_layout_4() {
+        let mut row = row();
+        row.touched = ["address".to_string(), "members.x.full_name".to_string()].into();
+        let copy = row.server.clone().expect("server copy");
+        let mut v2 = Writer::new();
+        v2.u8(SERVER_COPY_IS_VIEW);
+        v2.u32(copy.rev);
+        v2.embedded(&copy.fields);
+        row.meta.write(&mut v2);
+        write_path_list(&mut v2, &row.touched);
+        let v2 = v2.finish();
+        assert_eq!(v2[0], ROW_V2);
+        assert_eq!(HouseholdRow::decode(&v2).ok(), Some(row.clone()));
+        let meta_row = HouseholdMetaRow::decode(&v2).expect("meta");
+        let written = meta_row.encode();
+        assert_eq!(written[0], HOUSEHOLD_V4);
+        assert_eq!(written, row.encode());
+        for cut in 0..v2.len() {
+            assert!(
+                HouseholdMetaRow::decode(&v2[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
