@@ -226,6 +226,33 @@ pub fn decompress(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError
             "nội dung nén zstd hỏng / the zstd body is corrupt: {error}"
         ))
     };
+    // A frame that states its size (as `compress` writes them) is decompressed in one pass
+    // into a buffer of that size: streamed in chunks, a push's 900 KB were copied twice and
+    // the buffer regrown on the way. A frame that lies about its size fails; a frame that
+    // states none, or more frames after it, are streamed.
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(compressed) {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > limit {
+            return Err(CodecError::TooLarge { got: size, limit });
+        }
+        let frame = zstd::zstd_safe::find_frame_compressed_size(compressed).ok();
+        if frame == Some(compressed.len()) {
+            let mut decompressor = zstd::bulk::Decompressor::new().map_err(malformed)?;
+            decompressor
+                .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
+                .map_err(malformed)?;
+            let message = decompressor
+                .decompress(compressed, size)
+                .map_err(malformed)?;
+            if message.len() != size {
+                return Err(CodecError::Malformed(format!(
+                    "nội dung nén zstd hỏng / the zstd body is corrupt: it states {size} bytes and holds {}",
+                    message.len()
+                )));
+            }
+            return Ok(message);
+        }
+    }
     let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(malformed)?;
     decoder.window_log_max(MAX_WINDOW_LOG).map_err(malformed)?;
     // Grown by hand rather than by `read_to_end`, whose doubling could reserve twice the limit.
@@ -409,7 +436,8 @@ mod tests {
             decompress(b"not zstd", 1 << 20),
             Err(CodecError::Malformed(_))
         ));
-        // A frame that asks for a 128 MiB window.
+        // A frame that asks for a 128 MiB window: streamed, it is refused. One that states its
+        // size is decompressed into a buffer of that size, which the limit bounds.
         let mut greedy = zstd::bulk::Compressor::new(3).expect("compressor");
         greedy
             .set_parameter(zstd::zstd_safe::CParameter::WindowLog(27))
@@ -420,10 +448,44 @@ mod tests {
             ))
             .expect("long");
         let big = vec![7u8; 8 * 1024 * 1024];
-        let frame = greedy.compress(&big).expect("compress");
+        let sized = greedy.compress(&big).expect("compress");
+        assert_eq!(decompress(&sized, 16 * 1024 * 1024).as_ref(), Ok(&big));
         assert!(matches!(
-            decompress(&frame, 16 * 1024 * 1024),
+            decompress(&sized, 4 * 1024 * 1024),
+            Err(CodecError::TooLarge { .. })
+        ));
+        greedy
+            .set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
+            .expect("no size");
+        let unsized_frame = greedy.compress(&big).expect("compress");
+        assert!(matches!(
+            decompress(&unsized_frame, 16 * 1024 * 1024),
             Err(CodecError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn frames_with_or_without_their_size_decompress_alike() {
+        let message = "Nguyễn Văn An, xã Tân Lập; ".repeat(300).into_bytes();
+        let sized = compress(&message).expect("compresses");
+        let mut compressor = zstd::bulk::Compressor::new(1).expect("compressor");
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
+            .expect("no size");
+        let unsized_frame = compressor.compress(&message).expect("compress");
+        let mut two_frames = sized.clone();
+        two_frames.extend_from_slice(&sized);
+        let twice = [message.as_slice(), message.as_slice()].concat();
+        for (frame, expected) in [
+            (&sized, &message),
+            (&unsized_frame, &message),
+            (&two_frames, &twice),
+        ] {
+            assert_eq!(decompress(frame, 1 << 20).as_ref(), Ok(expected));
+            assert!(matches!(
+                decompress(frame, expected.len() - 1),
+                Err(CodecError::TooLarge { .. })
+            ));
+        }
     }
 }
