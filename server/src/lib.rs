@@ -204,7 +204,12 @@ impl AppState {
             // meanwhile write theirs and share the next flush: group commit.
             let ticket = registry.applied_ticket();
             drop(guard);
-            let reply = reply?;
+            let (reply, spent) = reply?;
+            // Freed beside the flush, not before it.
+            if let (false, Ok(runtime)) = (spent.is_empty(), tokio::runtime::Handle::try_current())
+            {
+                runtime.spawn_blocking(move || drop(spent));
+            }
             registry.make_durable(ticket)?;
             Ok(reply)
         })

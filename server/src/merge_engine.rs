@@ -95,6 +95,9 @@ pub fn validate_push(request: &PushRequest) -> Result<(), AppError> {
 /// Applies a validated push. Runs under the writer lock, on a blocking thread: it reads the
 /// registry, decides every outcome in memory and writes them in one atomic batch. The caller
 /// makes the batch durable (`Registry::make_durable`) before it answers.
+///
+/// Also returns the field maps of the revisions written, for the caller to free once it has
+/// let go of the lock ([`Commit::take_written_fields`]).
 pub(crate) fn apply_push(
     registry: &Registry,
     reference: &ReferenceData,
@@ -102,7 +105,7 @@ pub(crate) fn apply_push(
     request: &PushRequest,
     mut prepared: PreparedCreates,
     now_ms: i64,
-) -> Result<PushReply, AppError> {
+) -> Result<(PushReply, Vec<FieldMap>), AppError> {
     registry.check_healthy()?;
     let device = request.device_id;
     let last = registry.device_last_seq(device)?;
@@ -115,7 +118,7 @@ pub(crate) fn apply_push(
     for (index, mutation) in request.mutations.iter().enumerate() {
         if mutation.seq > last {
             if mutation.seq != expected {
-                return Ok(PushReply::SeqGap { expected });
+                return Ok((PushReply::SeqGap { expected }, Vec::new()));
             }
             fresh = &request.mutations[index..];
             break;
@@ -148,10 +151,11 @@ pub(crate) fn apply_push(
         outcomes.push(stored);
     }
     let Some(newest) = fresh.last() else {
-        return Ok(PushReply::Accepted {
+        let reply = PushReply::Accepted {
             outcomes,
             last_seq: last,
-        });
+        };
+        return Ok((reply, Vec::new()));
     };
 
     let mut batch = Batch::new(registry, reference, caller, device, now_ms)?;
@@ -166,11 +170,14 @@ pub(crate) fn apply_push(
     }
     batch.commit.device_last.push((device, newest.seq));
     // Durable before the reply goes out: `AppState::push_as` waits for the group flush.
-    registry.commit_pending(batch.finish())?;
-    Ok(PushReply::Accepted {
+    let mut commit = batch.finish();
+    let spent = commit.take_written_fields();
+    registry.commit_pending(commit)?;
+    let reply = PushReply::Accepted {
         outcomes,
         last_seq: newest.seq,
-    })
+    };
+    Ok((reply, spent))
 }
 
 /// Who a push is for and when: everything a revision needs that is not the registry, so that

@@ -597,7 +597,7 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
         } else {
             PreparedCreates::default()
         };
-        let reply =
+        let (reply, _) =
             apply_push(registry, &reference, &caller, &batch, prepared, now_ms).expect("push");
         (reply, registry.digest().expect("digest"), _dir)
     };

@@ -220,6 +220,14 @@ impl NewRevision {
         &self.revision
     }
 
+    /// The fields of a revision whose row is written already, taken out of it: the row holds
+    /// them, and the caller can free them after it lets go of the writer lock.
+    fn take_written_fields(&mut self) -> Option<FieldMap> {
+        self.row
+            .is_some()
+            .then(|| std::mem::take(&mut self.revision.fields))
+    }
+
     fn into_row(self) -> Vec<u8> {
         match self.row {
             Some(row) => row,
@@ -279,6 +287,18 @@ pub(crate) struct Commit {
     pub(crate) head_seq: u64,
     pub(crate) last_conflict: u64,
     pub(crate) household_count: u64,
+}
+
+impl Commit {
+    /// The field maps of the revisions whose rows are written already, taken out to be freed
+    /// after the writer lock is let go: freeing a push's 200 maps was 5% of a push's time, all
+    /// of it under the lock.
+    pub(crate) fn take_written_fields(&mut self) -> Vec<FieldMap> {
+        self.revisions
+            .iter_mut()
+            .filter_map(|(_, revision)| revision.take_written_fields())
+            .collect()
+    }
 }
 
 /// A page of the change log.
