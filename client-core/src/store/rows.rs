@@ -115,8 +115,8 @@ pub(crate) struct RowMeta {
 
 impl RowMeta {
     /// Forgets this device's mutations that the server copy at `server_rev` already contains.
-    /// Once none is left, the row's touched paths are forgotten too: no path needs repeating
-    /// in the next mutation.
+    /// Once none is left, no path needs repeating in the next mutation: the row's `confirm`
+    /// forgets its touched paths then.
     pub fn confirm(&mut self, server_rev: Option<u32>) {
         if let Some(server_rev) = server_rev {
             self.unconfirmed
