@@ -48,11 +48,13 @@ pub mod routes;
 pub mod scope;
 pub mod store;
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use protocol::reference::ReferenceData;
 use protocol::sync::{PullRequest, PullResponse, PushReply, PushRequest};
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
 pub use classification::RecomputeReport;
 pub use config::Config;
@@ -73,6 +75,8 @@ pub struct AppState {
     /// batch, so that the overlay a push computes is never stale. It is released before the
     /// flush, which the push waits for before it answers (group commit). Pulls do not take it.
     writer: Arc<Mutex<()>>,
+    /// The pushes under way, per device ([`Pushing`]).
+    pushing: Arc<Pushing>,
     /// The reference data pushes are validated and classified with. Replaced only under the
     /// writer lock ([`AppState::replace_reference`]).
     reference: Arc<RwLock<Arc<ReferenceData>>>,
@@ -100,6 +104,7 @@ impl AppState {
         Ok(AppState {
             registry,
             writer: Arc::new(Mutex::new(())),
+            pushing: Arc::default(),
             reference: Arc::new(RwLock::new(Arc::new(reference))),
             auth,
         })
@@ -170,6 +175,9 @@ impl AppState {
         request: PushRequest,
     ) -> Result<PushReply, AppError> {
         merge_engine::validate_push(&request)?;
+        let device = request.device_id;
+        let first_seq = request.mutations.first().map(|mutation| mutation.seq);
+        let _under_way = self.pushing.begin(device, first_seq);
         let registry = Arc::clone(&self.registry);
         let reference = self.reference();
         // A push's time is when its work begins: its creates are worked out with it before
@@ -194,7 +202,28 @@ impl AppState {
         let prepared = prepared?;
         // The guard moves into the blocking task, so the lock is held until the write is done
         // even if this future is dropped (a client that hangs up mid-push).
-        let guard = Arc::clone(&self.writer).lock_owned().await;
+        let guard = loop {
+            let guard = Arc::clone(&self.writer).lock_owned().await;
+            // A device sends its next push before the answer to the last one, and the two can
+            // arrive, or be prepared, out of order: a push whose earlier seqs are missing
+            // waits while a push of its device that starts with them is under way, instead of
+            // answering a seq gap the device would only have to resend. That push is not
+            // missing any, so it goes on, and it ends (or is dropped) in finite time.
+            let next_wanted = match (first_seq, self.registry.device_last_seq(device)) {
+                (Some(first), Ok(last)) if first > last.saturating_add(1) => {
+                    Some(last.saturating_add(1))
+                }
+                _ => None,
+            };
+            if !next_wanted.is_some_and(|seq| self.pushing.under_way_from(device, seq)) {
+                break guard;
+            }
+            let ended = self.pushing.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            drop(guard);
+            ended.await;
+        };
         tokio::task::spawn_blocking(move || {
             let reply = merge_engine::apply_push(
                 &registry, &reference, &caller, &request, prepared, now_ms,
@@ -232,6 +261,62 @@ impl AppState {
         tokio::task::spawn_blocking(move || merge_engine::pull(&registry, &caller, &request))
             .await
             .map_err(|error| AppError::Worker(error.to_string()))?
+    }
+}
+
+/// The pushes under way, by device and first seq, and a signal each time one ends.
+#[derive(Debug, Default)]
+struct Pushing {
+    devices: std::sync::Mutex<HashMap<Uuid, Vec<Option<u64>>>>,
+    ended: tokio::sync::Notify,
+}
+
+impl Pushing {
+    fn begin(self: &Arc<Self>, device: Uuid, first_seq: Option<u64>) -> PushUnderWay {
+        self.under_way().entry(device).or_default().push(first_seq);
+        PushUnderWay {
+            pushing: Arc::clone(self),
+            device,
+            first_seq,
+        }
+    }
+
+    /// Whether a push of `device` that starts at or before `seq` is under way.
+    fn under_way_from(&self, device: Uuid, seq: u64) -> bool {
+        self.under_way()
+            .get(&device)
+            .is_some_and(|firsts| firsts.iter().flatten().any(|first| *first <= seq))
+    }
+
+    fn under_way(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<Option<u64>>>> {
+        // A list of seqs only: one left by a panic elsewhere is still right.
+        self.devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A push under way: from its start until it is answered or dropped.
+struct PushUnderWay {
+    pushing: Arc<Pushing>,
+    device: Uuid,
+    first_seq: Option<u64>,
+}
+
+impl Drop for PushUnderWay {
+    fn drop(&mut self) {
+        {
+            let mut under_way = self.pushing.under_way();
+            if let Some(firsts) = under_way.get_mut(&self.device) {
+                if let Some(at) = firsts.iter().position(|first| *first == self.first_seq) {
+                    firsts.swap_remove(at);
+                }
+                if firsts.is_empty() {
+                    under_way.remove(&self.device);
+                }
+            }
+        }
+        self.pushing.ended.notify_waiters();
     }
 }
 

@@ -1083,3 +1083,59 @@ mod http {
         server.stop().await;
     }
 }
+
+/// A device sends its next push before the answer to the last: when the later one reaches
+/// the writer lock first, it waits for the earlier one instead of answering a seq gap.
+#[tokio::test]
+async fn a_push_that_overtakes_its_devices_earlier_push_waits_for_it() {
+    let Fixture { state, _dir } = fixture();
+    let device = Uuid::now_v7();
+    let (first, second) = (household("Lê Thị Cúc"), household("Trần Văn Dũng"));
+    // Pushes wait at the lock, in the order they reach it: the later push first.
+    let held = std::sync::Arc::clone(&state.writer).lock_owned().await;
+    let later = tokio::spawn({
+        let state = state.clone();
+        let second = second.clone();
+        async move {
+            state
+                .push(PushRequest {
+                    device_id: device,
+                    mutations: vec![create(2, &second)],
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let earlier = tokio::spawn({
+        let state = state.clone();
+        let first = first.clone();
+        async move {
+            state
+                .push(PushRequest {
+                    device_id: device,
+                    mutations: vec![create(1, &first)],
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(held);
+    let later = later.await.expect("joined").expect("the later push");
+    let earlier = earlier.await.expect("joined").expect("the earlier push");
+    let accepted = |reply: &PushReply, seq: u64| {
+        matches!(reply, PushReply::Accepted { last_seq, outcomes }
+            if *last_seq == seq && matches!(outcomes[..], [protocol::sync::MutationOutcome { outcome: Outcome::Applied { rev: 1 }, .. }]))
+    };
+    assert!(accepted(&earlier, 1), "{earlier:?}");
+    assert!(accepted(&later, 2), "{later:?}");
+    assert_eq!(state.registry().device_last_seq(device).expect("seq"), 2);
+    // Without an earlier push under way, a gap is still answered at once.
+    let reply = state
+        .push(PushRequest {
+            device_id: device,
+            mutations: vec![create(4, &household("Phạm Thị Én"))],
+        })
+        .await
+        .expect("push");
+    assert_eq!(reply, PushReply::SeqGap { expected: 3 });
+}
