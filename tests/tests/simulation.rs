@@ -189,6 +189,36 @@ async fn deliver(
     }
 }
 
+/// The outcomes of accepted pushes, each with its push, in the order the server applied
+/// them. A device has two pushes on their way at once; the server applies a device's
+/// mutations in seq order, but the pushes may come back in either order. So each device's
+/// outcomes are put in seq order, in the places its outcomes held (other devices' stay where
+/// they are). The sort is stable: a replay's outcome stays after the one it repeats, which
+/// came back before it.
+fn in_applied_order(events: &[PushEvent]) -> Vec<(&PushEvent, &MutationOutcome)> {
+    let mut slots: Vec<Option<(&PushEvent, &MutationOutcome)>> = events
+        .iter()
+        .flat_map(|event| match &event.reply {
+            PushReply::Accepted { outcomes, .. } => {
+                outcomes.iter().map(|o| Some((event, o))).collect()
+            }
+            PushReply::SeqGap { .. } => Vec::new(),
+        })
+        .collect();
+    let devices: BTreeSet<usize> = slots.iter().flatten().map(|(e, _)| e.device).collect();
+    for device in devices {
+        let places: Vec<usize> = (0..slots.len())
+            .filter(|&i| slots[i].is_some_and(|(e, _)| e.device == device))
+            .collect();
+        let mut mine: Vec<_> = places.iter().filter_map(|&i| slots[i].take()).collect();
+        mine.sort_by_key(|(_, outcome)| outcome.seq);
+        for (place, entry) in places.into_iter().zip(mine) {
+            slots[place] = Some(entry);
+        }
+    }
+    slots.into_iter().flatten().collect()
+}
+
 /// One device's link to the network.
 struct Link<'a> {
     device: usize,
@@ -923,58 +953,58 @@ impl Sim {
 
     // ---- the model ---------------------------------------------------------------------
 
-    /// Folds the push replies the server produced into the model.
+    /// Folds the push replies the server produced into the model, each device's outcomes in
+    /// the order the server applied them ([`in_applied_order`]).
     fn absorb_events(&mut self) -> Check {
         let events = std::mem::take(&mut self.net.borrow_mut().events);
-        for event in events {
-            let PushReply::Accepted { outcomes, .. } = &event.reply else {
-                continue;
-            };
+        for event in &events {
+            if matches!(event.reply, PushReply::Accepted { .. }) {
+                self.stale
+                    .extend(event.request.mutations.iter().map(|m| m.household_id));
+            }
+        }
+        for (event, outcome) in in_applied_order(&events) {
             let device_id = event.request.device_id;
-            self.stale
-                .extend(event.request.mutations.iter().map(|m| m.household_id));
-            for outcome in outcomes {
-                let key = (device_id, outcome.seq);
-                if let Some(first) = self.model.acknowledged.get(&key) {
-                    if first != outcome {
-                        return fail(format!(
-                            "d{} seq {}: the server answered {:?}, and earlier {:?}",
-                            event.device, outcome.seq, outcome.outcome, first.outcome
-                        ));
-                    }
-                    continue;
-                }
-                if outcome.seq <= event.last_before {
+            let key = (device_id, outcome.seq);
+            if let Some(first) = self.model.acknowledged.get(&key) {
+                if first != outcome {
                     return fail(format!(
-                        "d{} seq {}: a replay's outcome was never acknowledged before",
-                        event.device, outcome.seq
+                        "d{} seq {}: the server answered {:?}, and earlier {:?}",
+                        event.device, outcome.seq, outcome.outcome, first.outcome
                     ));
                 }
-                self.model.acknowledged.insert(key, outcome.clone());
-                let shown = match &outcome.outcome {
-                    Outcome::Applied { rev } => format!("applied rev {rev}"),
-                    Outcome::Merged { rev } => format!("merged rev {rev}"),
-                    Outcome::Conflict { rev, fields, .. } => {
-                        let paths: Vec<&str> = fields.iter().map(|f| f.path.as_str()).collect();
-                        format!("conflict rev {rev} {paths:?}")
-                    }
-                    Outcome::Rejected { .. } => "rejected".to_string(),
-                };
-                self.net.borrow_mut().trace.push(format!(
-                    "    d{} seq {} {}: {shown}",
-                    event.device,
-                    outcome.seq,
-                    short(outcome.household_id)
-                ));
-                let mutation = event
-                    .request
-                    .mutations
-                    .iter()
-                    .find(|m| m.seq == outcome.seq)
-                    .ok_or("an outcome for a mutation the push did not carry")?
-                    .clone();
-                self.apply_to_model(event.device, &mutation, outcome)?;
+                continue;
             }
+            if outcome.seq <= event.last_before {
+                return fail(format!(
+                    "d{} seq {}: a replay's outcome was never acknowledged before",
+                    event.device, outcome.seq
+                ));
+            }
+            self.model.acknowledged.insert(key, outcome.clone());
+            let shown = match &outcome.outcome {
+                Outcome::Applied { rev } => format!("applied rev {rev}"),
+                Outcome::Merged { rev } => format!("merged rev {rev}"),
+                Outcome::Conflict { rev, fields, .. } => {
+                    let paths: Vec<&str> = fields.iter().map(|f| f.path.as_str()).collect();
+                    format!("conflict rev {rev} {paths:?}")
+                }
+                Outcome::Rejected { .. } => "rejected".to_string(),
+            };
+            self.net.borrow_mut().trace.push(format!(
+                "    d{} seq {} {}: {shown}",
+                event.device,
+                outcome.seq,
+                short(outcome.household_id)
+            ));
+            let mutation = event
+                .request
+                .mutations
+                .iter()
+                .find(|m| m.seq == outcome.seq)
+                .ok_or("an outcome for a mutation the push did not carry")?
+                .clone();
+            self.apply_to_model(event.device, &mutation, outcome)?;
         }
         Ok(())
     }
