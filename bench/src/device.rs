@@ -5,10 +5,11 @@
 //! Devices run on plain threads: the store's writes block (each ends with a flush), and the
 //! transport's futures run on the shared runtime through its handle.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use client_core::sync::SyncOptions;
+use client_core::sync::{accepted_whole, SyncOptions};
 use client_core::{Ahead, HttpTransport, Request, Store, SyncEngine, SyncReport, Transport};
 use protocol::household::Household;
 use tempfile::TempDir;
@@ -130,11 +131,21 @@ impl Device {
         let started = Instant::now();
         let bytes_at_start = self.bytes();
         let mut pull_started: Option<(Instant, Bytes)> = None;
-        // As `client_core::sync` does: the next request is sent while an answer is written.
-        let mut ahead: Option<AheadTask> = None;
+        // As `client_core::sync` does: the next request is sent while an answer is written,
+        // and after a push accepted whole the batch after that one too.
+        let mut flights: VecDeque<(Option<u64>, AheadTask)> = VecDeque::new();
+        let send_ahead = |next: Ahead| {
+            let transport = self.transport.clone();
+            let pushed_through = next.pushed_through();
+            let task = rt.spawn(async move {
+                let answer = transport.send(next.request()).await;
+                (next, answer)
+            });
+            (pushed_through, task)
+        };
         loop {
             let mut waited = Duration::ZERO;
-            let next = match ahead.take() {
+            let next = match flights.pop_front().map(|(_, task)| task) {
                 Some(task) => {
                     let waiting = Instant::now();
                     let (sent, answer) = rt.block_on(task).context("the request sent ahead")?;
@@ -173,14 +184,21 @@ impl Device {
             } else {
                 timed.waiting_pull += waited;
             }
-            if let Some(next) = engine.ahead(&self.store, &request, &response)? {
-                let transport = self.transport.clone();
-                ahead = Some(rt.spawn(async move {
-                    let answer = transport.send(next.request()).await;
-                    (next, answer)
-                }));
+            if flights.is_empty() {
+                if let Some(next) = engine.ahead(&self.store, &request, &response)? {
+                    flights.push_back(send_ahead(next));
+                }
             }
+            let follow = match accepted_whole(&request, &response) {
+                Some(_) if flights.len() == 1 => flights.front().and_then(|(through, _)| *through),
+                _ => None,
+            };
             engine.handle(&self.store, response)?;
+            if let Some(seq) = follow {
+                if let Some(following) = engine.following(&self.store, seq)? {
+                    flights.push_back(send_ahead(following));
+                }
+            }
         }
         let ended = Instant::now();
         let bytes_at_end = self.bytes();

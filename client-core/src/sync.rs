@@ -24,7 +24,12 @@
 //!    ([`SyncEngine::ahead`]: the next push batch after a push wholly accepted; the next page
 //!    after a page without outcomes that keeps the areas the device holds), and uses that
 //!    answer only if it is for the request the engine makes next, so the server's work and
-//!    the device's writing overlap.
+//!    the device's writing overlap. After a push accepted whole, the batch after the one sent
+//!    ahead is read while the answer is written, and sent too ([`SyncEngine::following`]):
+//!    two pushes are on their way, so the server never waits for the device between them.
+//!    The later one may reach the server first and be told to wait for the earlier one's
+//!    seqs; once those are accepted, that answer is stale, and the batch goes again
+//!    (once, and with no push sent ahead of another for the rest of the sync).
 //! 5. **Areas.** Each page carries the user's areas and the households that left them. The
 //!    page's write drops what the device may no longer hold (keeping any household with
 //!    unsynced work, marked out of scope), and when the areas grew it sets the cursor back to
@@ -91,6 +96,11 @@
 use protocol::sync::{
     PullRequest, PullResponse, PushReply, MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS,
 };
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use uuid::Uuid;
 
 use crate::store::{LocalConflict, LocalRejection, Recorded, Store, StoreError};
@@ -120,6 +130,14 @@ pub struct Ahead {
 impl Ahead {
     pub fn request(&self) -> &Request {
         &self.request
+    }
+
+    /// The last seq of a push: the batch after it starts after it ([`SyncEngine::following`]).
+    pub fn pushed_through(&self) -> Option<u64> {
+        match &self.request {
+            Request::Push(batch) => batch.last_seq(),
+            Request::Pull(_) => None,
+        }
     }
 }
 
@@ -245,6 +263,11 @@ pub struct SyncEngine {
     in_flight: Option<InFlight>,
     to_push: usize,
     report: SyncReport,
+    /// The last seq of the pushes the server accepted in this sync.
+    accepted_through: Option<u64>,
+    /// The first seq of a batch whose seq gap was taken for a stale answer: a second gap for
+    /// it is real. Once set, no push follows another on its way ([`SyncEngine::following`]).
+    stale_gap_first: Option<u64>,
 }
 
 impl SyncEngine {
@@ -265,6 +288,8 @@ impl SyncEngine {
             in_flight: None,
             to_push: store.outbox_span_from(0)?,
             report: SyncReport::default(),
+            accepted_through: None,
+            stale_gap_first: None,
         })
     }
 
@@ -346,9 +371,21 @@ impl SyncEngine {
                 self.report.pushed += effects.acknowledged;
                 self.tally(effects.recorded);
                 self.resume_after(last_seq);
+                self.accepted_through = self.accepted_through.max(Some(last_seq));
                 Ok(())
             }
             (Some(InFlight::Push { first }), Response::Push(PushReply::SeqGap { expected })) => {
+                // A push that overtook the one before it on the way was told to wait for seqs
+                // the server has accepted since: stale. The batch goes again, once.
+                let stale = expected < first
+                    && self
+                        .accepted_through
+                        .is_some_and(|through| expected <= through)
+                    && self.stale_gap_first != Some(first);
+                if stale {
+                    self.stale_gap_first = Some(first);
+                    return Ok(());
+                }
                 self.seq_gap(store, first, expected)
             }
             (Some(InFlight::Pull { cursor }), Response::Pull(page)) => {
@@ -408,21 +445,10 @@ impl SyncEngine {
         response: &Response,
     ) -> Result<Option<Ahead>, SyncError> {
         match (sent, response) {
-            (Request::Push(sent), Response::Push(PushReply::Accepted { last_seq, .. })) => {
-                if sent.last_seq() != Some(*last_seq) {
-                    return Ok(None);
-                }
-                let entries = store.push_batch_entries(
-                    last_seq.saturating_add(1),
-                    self.options.push_batch,
-                    MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
-                )?;
-                if entries.is_empty() {
-                    return Ok(None);
-                }
-                let request = Request::Push(Store::push_batch(self.device_id, &entries)?);
-                Ok(Some(Ahead { request, entries }))
-            }
+            (Request::Push(_), Response::Push(_)) => match accepted_whole(sent, response) {
+                Some(last_seq) => self.batch_after(store, last_seq),
+                None => Ok(None),
+            },
             (Request::Pull(sent), Response::Pull(page)) => {
                 if !page.more || !page.outcomes.is_empty() || page.next_cursor <= sent.cursor {
                     return Ok(None);
@@ -441,6 +467,40 @@ impl SyncEngine {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The push batch after the one sent ahead through seq `pushed_through`, for a driver to
+    /// send as soon as it has written an answer that accepted a push whole, before the answer
+    /// to the one ahead comes: with two pushes on their way the server goes from one to the
+    /// next without waiting for the device to read and pack a batch (which took as long as
+    /// the server took to apply one). `None` when the outbox has nothing after it, or after a
+    /// stale seq gap in this sync (pushes overtook each other once; one at a time from then).
+    ///
+    /// Like any request sent ahead, its answer is used only if
+    /// [`SyncEngine::next_request_after`] says it is the next request.
+    pub fn following(
+        &self,
+        store: &Store,
+        pushed_through: u64,
+    ) -> Result<Option<Ahead>, SyncError> {
+        if self.stale_gap_first.is_some() {
+            return Ok(None);
+        }
+        self.batch_after(store, pushed_through)
+    }
+
+    /// The push batch of the outbox entries after seq `last_seq`.
+    fn batch_after(&self, store: &Store, last_seq: u64) -> Result<Option<Ahead>, SyncError> {
+        let entries = store.push_batch_entries(
+            last_seq.saturating_add(1),
+            self.options.push_batch,
+            MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
+        )?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let request = Request::Push(Store::push_batch(self.device_id, &entries)?);
+        Ok(Some(Ahead { request, entries }))
     }
 
     pub fn progress(&self) -> Progress {
@@ -510,6 +570,16 @@ impl SyncEngine {
     }
 }
 
+/// The last seq of `sent`, a push, when `response` accepts it whole.
+pub fn accepted_whole(sent: &Request, response: &Response) -> Option<u64> {
+    match (sent, response) {
+        (Request::Push(sent), Response::Push(PushReply::Accepted { last_seq, .. })) => {
+            (sent.last_seq() == Some(*last_seq)).then_some(*last_seq)
+        }
+        _ => None,
+    }
+}
+
 /// Runs a whole sync over a transport, reporting progress after every step. A failure stops
 /// it with everything done so far kept; the next sync resumes from there.
 pub async fn sync<T: Transport>(
@@ -528,47 +598,150 @@ pub async fn sync_with<T: Transport>(
     options: SyncOptions,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<SyncReport, SyncError> {
-    let mut engine = SyncEngine::with_options(store, options)?;
-    on_progress(&engine.progress());
-    // A request sent ahead while the answer before it was written, with its answer.
-    let mut ahead: Option<(Ahead, Result<Response, TransportError>)> = None;
-    loop {
-        let next = match ahead.take() {
-            Some((sent, answer)) => engine
-                .next_request_after(store, sent)?
-                .map(|(request, same)| (request, same.then_some(answer))),
-            None => engine.next_request(store)?.map(|request| (request, None)),
-        };
-        let Some((request, answer)) = next else { break };
-        let response = match answer {
-            Some(answer) => answer?,
-            None => transport.send(&request).await?,
-        };
-        let Some(next) = engine.ahead(store, &request, &response)? else {
-            engine.handle(store, response)?;
-            on_progress(&engine.progress());
-            continue;
-        };
-        // The server reads the next page, or applies the next push, while this answer is
-        // written (a blocking sled write), so that a sync costs about the slower of the two,
-        // not their sum.
-        let writer_store = store.clone();
-        let writing = tokio::task::spawn_blocking(move || {
-            let written = engine.handle(&writer_store, response);
-            (engine, written)
-        });
-        let (written, answer) = tokio::join!(writing, transport.send(next.request()));
-        let (returned, written) = match written {
-            Ok(done) => done,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => return Err(SyncError::Interrupted),
-        };
-        engine = returned;
-        written?;
-        ahead = Some((next, answer));
+    // Requests sent ahead, oldest first (two pushes at most), each with its answer once it
+    // comes.
+    let mut flights = VecDeque::new();
+    let synced = async {
+        let mut engine = SyncEngine::with_options(store, options)?;
         on_progress(&engine.progress());
+        loop {
+            let next = match first_answer(&mut flights).await {
+                Some((sent, answer)) => engine
+                    .next_request_after(store, sent)?
+                    .map(|(request, same)| (request, same.then_some(answer))),
+                None => engine.next_request(store)?.map(|request| (request, None)),
+            };
+            let Some((request, answer)) = next else { break };
+            let response = match answer {
+                Some(answer) => answer?,
+                None => alongside(std::pin::pin!(transport.send(&request)), &mut flights).await?,
+            };
+            if flights.is_empty() {
+                if let Some(next) = engine.ahead(store, &request, &response)? {
+                    flights.push_back(send_ahead(transport, next));
+                }
+            }
+            if flights.is_empty() {
+                engine.handle(store, response)?;
+                on_progress(&engine.progress());
+                continue;
+            }
+            // The server reads the next page, or applies the next push, while this answer is
+            // written (a blocking sled write), so that a sync costs about the slower of the two,
+            // not their sum; after a push accepted whole, the batch after the one ahead is read
+            // meanwhile and sent too.
+            let follow = match accepted_whole(&request, &response) {
+                Some(_) if flights.len() == 1 => {
+                    flights.front().and_then(|ahead| ahead.pushed_through)
+                }
+                _ => None,
+            };
+            let writer_store = store.clone();
+            let writing = tokio::task::spawn_blocking(move || {
+                let written = engine
+                    .handle(&writer_store, response)
+                    .and_then(|()| match follow {
+                        Some(seq) => engine.following(&writer_store, seq),
+                        None => Ok(None),
+                    });
+                (engine, written)
+            });
+            let (returned, written) = match alongside(writing, &mut flights).await {
+                Ok(done) => done,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => return Err(SyncError::Interrupted),
+            };
+            engine = returned;
+            if let Some(following) = written? {
+                flights.push_back(send_ahead(transport, following));
+            }
+            on_progress(&engine.progress());
+        }
+        Ok(engine.report())
     }
-    Ok(engine.report())
+    .await;
+    // Nothing of a sync is left on its way when it stops: the answers to requests sent ahead
+    // are waited for, and dropped (what they did is replayed by the next sync).
+    if synced.is_err() {
+        while first_answer(&mut flights).await.is_some() {}
+    }
+    synced
+}
+
+/// A request sent ahead, with its answer once it came.
+type Answered = (Ahead, Result<Response, TransportError>);
+
+/// A request sent ahead by [`sync_with`]: on its way, or answered.
+struct Flight<F> {
+    /// The last seq of a push ([`Ahead::pushed_through`]).
+    pushed_through: Option<u64>,
+    state: FlightState<F>,
+}
+
+enum FlightState<F> {
+    OnItsWay(Pin<Box<F>>),
+    Answered(Answered),
+}
+
+/// Sends `ahead` over `transport`; the answer comes as the flight is polled.
+fn send_ahead<T: Transport>(
+    transport: &T,
+    ahead: Ahead,
+) -> Flight<impl Future<Output = Answered> + '_> {
+    Flight {
+        pushed_through: ahead.pushed_through(),
+        state: FlightState::OnItsWay(Box::pin(async move {
+            let answer = transport.send(ahead.request()).await;
+            (ahead, answer)
+        })),
+    }
+}
+
+/// Polls every flight still on its way, keeping the answers that came.
+fn poll_flights<F: Future<Output = Answered>>(
+    flights: &mut VecDeque<Flight<F>>,
+    cx: &mut Context<'_>,
+) {
+    for flight in flights.iter_mut() {
+        if let FlightState::OnItsWay(answer) = &mut flight.state {
+            if let Poll::Ready(answered) = answer.as_mut().poll(cx) {
+                flight.state = FlightState::Answered(answered);
+            }
+        }
+    }
+}
+
+/// Runs `main` to its end while the flights go on.
+async fn alongside<M: Future + Unpin, F: Future<Output = Answered>>(
+    mut main: M,
+    flights: &mut VecDeque<Flight<F>>,
+) -> M::Output {
+    std::future::poll_fn(|cx| {
+        poll_flights(flights, cx);
+        Pin::new(&mut main).poll(cx)
+    })
+    .await
+}
+
+/// The oldest flight's answer, once it comes (the others go on meanwhile); `None` without
+/// flights.
+async fn first_answer<F: Future<Output = Answered>>(
+    flights: &mut VecDeque<Flight<F>>,
+) -> Option<Answered> {
+    std::future::poll_fn(|cx| {
+        poll_flights(flights, cx);
+        match flights.front().map(|flight| &flight.state) {
+            None => Poll::Ready(None),
+            Some(FlightState::OnItsWay(_)) => Poll::Pending,
+            Some(FlightState::Answered(_)) => {
+                match flights.pop_front().map(|flight| flight.state) {
+                    Some(FlightState::Answered(answered)) => Poll::Ready(Some(answered)),
+                    _ => Poll::Ready(None),
+                }
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

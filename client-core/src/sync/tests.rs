@@ -1013,3 +1013,171 @@ async fn a_driver_sending_pushes_ahead_sends_each_batch_once() {
     let step = batch as u64;
     assert_eq!(*transport.firsts.borrow(), vec![1, 1 + step, 1 + 2 * step]);
 }
+
+#[test]
+fn a_seq_gap_for_seqs_accepted_since_is_stale_once_and_real_twice() {
+    let (_dir, store) = store();
+    for n in 1..=4 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    let options = SyncOptions {
+        push_batch: 2,
+        ..SyncOptions::default()
+    };
+    let mut engine = SyncEngine::with_options(&store, options).expect("engine");
+    let first = push_of(engine.next_request(&store).expect("request"));
+    assert_eq!(first.mutations[0].seq, 1);
+    engine
+        .handle(
+            &store,
+            Response::Push(PushReply::Accepted {
+                outcomes: vec![],
+                last_seq: 2,
+            }),
+        )
+        .expect("accepted");
+    // The second batch overtook the first on the way: told to wait for seq 1.
+    let second = push_of(engine.next_request(&store).expect("request"));
+    assert_eq!(second.mutations[0].seq, 3);
+    let gap = Response::Push(PushReply::SeqGap { expected: 1 });
+    engine.handle(&store, gap.clone()).expect("a stale gap");
+    assert_eq!(store.pending().expect("pending").len(), 2, "nothing moved");
+    // Sent again; no batch follows another on its way from now on.
+    let again = push_of(engine.next_request(&store).expect("request"));
+    assert_eq!(again.mutations[0].seq, 3);
+    assert!(engine.following(&store, 2).expect("following").is_none());
+    // The same gap a second time is the server's word: it lost seqs 1 and 2, which wait for
+    // their outcomes here and go again.
+    engine.handle(&store, gap).expect("resent");
+    let restored = push_of(engine.next_request(&store).expect("request"));
+    assert_eq!(restored.mutations[0].seq, 1);
+}
+
+/// A transport over the fake server that holds one push until the push after it has been
+/// answered, as two connections can deliver them.
+struct Overtaking {
+    server: std::cell::RefCell<FakeServer>,
+    held_first: u64,
+    released: std::cell::Cell<bool>,
+    firsts: std::cell::RefCell<Vec<u64>>,
+}
+
+impl Transport for Overtaking {
+    async fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        let first = match request {
+            Request::Push(push) => push.seqs().next().map(|(seq, _)| seq),
+            Request::Pull(_) => None,
+        };
+        if first == Some(self.held_first) && !self.released.get() {
+            while !self.released.get() {
+                tokio::task::yield_now().await;
+            }
+        }
+        let response = self.server.borrow_mut().respond(request);
+        if let Some(first) = first {
+            self.firsts.borrow_mut().push(first);
+            if first > self.held_first {
+                self.released.set(true);
+            }
+        }
+        Ok(response)
+    }
+}
+
+#[tokio::test]
+async fn two_pushes_on_their_way_that_arrive_out_of_order_are_applied_once_each() {
+    let (_dir, store) = store();
+    let batch = 3;
+    let count = 5 * batch;
+    for n in 1..=count {
+        store.save_household(&sample(n as u128)).expect("save");
+    }
+    let transport = Overtaking {
+        server: std::cell::RefCell::new(FakeServer::default()),
+        held_first: 1 + batch as u64,
+        released: std::cell::Cell::new(false),
+        firsts: std::cell::RefCell::new(Vec::new()),
+    };
+    let options = SyncOptions {
+        push_batch: batch,
+        ..SyncOptions::default()
+    };
+    let report = sync_with(&store, &transport, options, |_| {})
+        .await
+        .expect("sync");
+    assert_eq!((report.pushed, report.applied), (count, count));
+    assert!(store.pending().expect("pending").is_empty());
+    assert_eq!(transport.server.borrow().revisions.len(), count);
+    // The third batch was sent beside the second, reached the server first, was told to wait
+    // and went again; from then on one push at a time.
+    let step = batch as u64;
+    let firsts = transport.firsts.borrow().clone();
+    assert_eq!(&firsts[..3], &[1, 1 + 2 * step, 1 + step]);
+    assert_eq!(
+        firsts
+            .iter()
+            .filter(|first| **first == 1 + 2 * step)
+            .count(),
+        2,
+        "{firsts:?}"
+    );
+    assert_eq!(store.outcomes_from().expect("outcomes_from"), u64::MAX);
+}
+
+/// A transport over the fake server that answers a push only after a while, counting the
+/// pushes on their way at once.
+struct Slow {
+    server: std::cell::RefCell<FakeServer>,
+    on_their_way: std::cell::Cell<usize>,
+    most_at_once: std::cell::Cell<usize>,
+    firsts: std::cell::RefCell<Vec<u64>>,
+}
+
+impl Transport for Slow {
+    async fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        let Request::Push(push) = request else {
+            return Ok(self.server.borrow_mut().respond(request));
+        };
+        self.on_their_way.set(self.on_their_way.get() + 1);
+        self.most_at_once
+            .set(self.most_at_once.get().max(self.on_their_way.get()));
+        // Longer than writing an answer takes: the next push goes out meanwhile.
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        self.firsts
+            .borrow_mut()
+            .push(push.seqs().next().map_or(0, |(seq, _)| seq));
+        self.on_their_way.set(self.on_their_way.get() - 1);
+        Ok(self.server.borrow_mut().respond(request))
+    }
+}
+
+#[tokio::test]
+async fn a_driver_keeps_two_pushes_on_their_way() {
+    let (_dir, store) = store();
+    let batch = 4;
+    let count = 4 * batch + 1;
+    for n in 1..=count {
+        store.save_household(&sample(n as u128)).expect("save");
+    }
+    let transport = Slow {
+        server: std::cell::RefCell::new(FakeServer::default()),
+        on_their_way: std::cell::Cell::new(0),
+        most_at_once: std::cell::Cell::new(0),
+        firsts: std::cell::RefCell::new(Vec::new()),
+    };
+    let options = SyncOptions {
+        push_batch: batch,
+        ..SyncOptions::default()
+    };
+    let report = sync_with(&store, &transport, options, |_| {})
+        .await
+        .expect("sync");
+    assert_eq!((report.pushed, report.applied), (count, count));
+    assert_eq!(transport.most_at_once.get(), 2);
+    let step = batch as u64;
+    assert_eq!(
+        *transport.firsts.borrow(),
+        (0..5).map(|k| 1 + k * step).collect::<Vec<_>>(),
+        "each batch once, in order"
+    );
+}
