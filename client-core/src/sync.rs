@@ -93,14 +93,14 @@
 //! # }
 //! ```
 
-use protocol::sync::{
-    PullRequest, PullResponse, PushReply, MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS,
-};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use protocol::sync::{
+    PullRequest, PullResponse, PushReply, MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS,
+};
 use uuid::Uuid;
 
 use crate::store::{LocalConflict, LocalRejection, Recorded, Store, StoreError};
