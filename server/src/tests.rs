@@ -1093,31 +1093,20 @@ async fn a_push_that_overtakes_its_devices_earlier_push_waits_for_it() {
     let (first, second) = (household("Lê Thị Cúc"), household("Trần Văn Dũng"));
     // Pushes wait at the lock, in the order they reach it: the later push first.
     let held = std::sync::Arc::clone(&state.writer).lock_owned().await;
-    let later = tokio::spawn({
+    let pushing = |mutation: Mutation| {
         let state = state.clone();
-        let second = second.clone();
-        async move {
+        tokio::spawn(async move {
             state
                 .push(PushRequest {
                     device_id: device,
-                    mutations: vec![create(2, &second)],
+                    mutations: vec![mutation],
                 })
                 .await
-        }
-    });
+        })
+    };
+    let later = pushing(create(2, &second));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let earlier = tokio::spawn({
-        let state = state.clone();
-        let first = first.clone();
-        async move {
-            state
-                .push(PushRequest {
-                    device_id: device,
-                    mutations: vec![create(1, &first)],
-                })
-                .await
-        }
-    });
+    let earlier = pushing(create(1, &first));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     drop(held);
     let later = later.await.expect("joined").expect("the later push");

@@ -140,7 +140,8 @@ impl Device {
 struct PushEvent {
     device: usize,
     request: PushRequest,
-    /// The device's last applied seq on the server just before.
+    /// The device's last applied seq on the server when the push was delivered (a push that
+    /// waits there for an earlier one of its device is applied after more).
     last_before: u64,
     reply: PushReply,
 }

@@ -1053,6 +1053,28 @@ fn a_seq_gap_for_seqs_accepted_since_is_stale_once_and_real_twice() {
     assert_eq!(restored.mutations[0].seq, 1);
 }
 
+/// Saves `count` sample households and syncs them over `transport` in batches of `batch`:
+/// every one pushed and applied, and the outbox empty.
+async fn sync_saved_in_batches<T: Transport>(
+    store: &Store,
+    transport: &T,
+    count: usize,
+    batch: usize,
+) {
+    for n in 1..=count {
+        store.save_household(&sample(n as u128)).expect("save");
+    }
+    let options = SyncOptions {
+        push_batch: batch,
+        ..SyncOptions::default()
+    };
+    let report = sync_with(store, transport, options, |_| {})
+        .await
+        .expect("sync");
+    assert_eq!((report.pushed, report.applied), (count, count));
+    assert!(store.pending().expect("pending").is_empty());
+}
+
 /// A transport over the fake server that holds one push until the push after it has been
 /// answered, as two connections can deliver them.
 struct Overtaking {
@@ -1089,24 +1111,13 @@ async fn two_pushes_on_their_way_that_arrive_out_of_order_are_applied_once_each(
     let (_dir, store) = store();
     let batch = 3;
     let count = 5 * batch;
-    for n in 1..=count {
-        store.save_household(&sample(n as u128)).expect("save");
-    }
     let transport = Overtaking {
         server: std::cell::RefCell::new(FakeServer::default()),
         held_first: 1 + batch as u64,
         released: std::cell::Cell::new(false),
         firsts: std::cell::RefCell::new(Vec::new()),
     };
-    let options = SyncOptions {
-        push_batch: batch,
-        ..SyncOptions::default()
-    };
-    let report = sync_with(&store, &transport, options, |_| {})
-        .await
-        .expect("sync");
-    assert_eq!((report.pushed, report.applied), (count, count));
-    assert!(store.pending().expect("pending").is_empty());
+    sync_saved_in_batches(&store, &transport, count, batch).await;
     assert_eq!(transport.server.borrow().revisions.len(), count);
     // The third batch was sent beside the second, reached the server first, was told to wait
     // and went again; from then on one push at a time.
@@ -1156,23 +1167,13 @@ async fn a_driver_keeps_two_pushes_on_their_way() {
     let (_dir, store) = store();
     let batch = 4;
     let count = 4 * batch + 1;
-    for n in 1..=count {
-        store.save_household(&sample(n as u128)).expect("save");
-    }
     let transport = Slow {
         server: std::cell::RefCell::new(FakeServer::default()),
         on_their_way: std::cell::Cell::new(0),
         most_at_once: std::cell::Cell::new(0),
         firsts: std::cell::RefCell::new(Vec::new()),
     };
-    let options = SyncOptions {
-        push_batch: batch,
-        ..SyncOptions::default()
-    };
-    let report = sync_with(&store, &transport, options, |_| {})
-        .await
-        .expect("sync");
-    assert_eq!((report.pushed, report.applied), (count, count));
+    sync_saved_in_batches(&store, &transport, count, batch).await;
     assert_eq!(transport.most_at_once.get(), 2);
     let step = batch as u64;
     assert_eq!(

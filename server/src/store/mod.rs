@@ -194,7 +194,8 @@ pub struct Revision {
 pub(crate) struct NewRevision {
     revision: Revision,
     /// The revision's row, encoded from `revision` itself (both fields are private, so the
-    /// two cannot disagree).
+    /// two cannot disagree; once the row is written, `take_written_fields` may leave the
+    /// revision's fields empty, the row holding them).
     row: Option<Vec<u8>>,
 }
 
