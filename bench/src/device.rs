@@ -189,13 +189,27 @@ impl Device {
                     flights.push_back(send_ahead(next));
                 }
             }
+            // As `client_core::sync` does: the batch after the one ahead is read on a thread of
+            // its own while the answer is written.
             let follow = match accepted_whole(&request, &response) {
-                Some(_) if flights.len() == 1 => flights.front().and_then(|(through, _)| *through),
+                Some(_) if flights.len() == 1 => flights
+                    .front()
+                    .and_then(|(through, _)| *through)
+                    .zip(engine.follower()),
                 _ => None,
             };
-            engine.handle(&self.store, response)?;
-            if let Some(seq) = follow {
-                if let Some(following) = engine.following(&self.store, seq)? {
+            let (handled, read) = std::thread::scope(|scope| {
+                let reading = follow.map(|(seq, follower)| {
+                    scope.spawn(move || follower.following(&self.store, seq))
+                });
+                let handled = engine.handle(&self.store, response);
+                (handled, reading.map(|reading| reading.join()))
+            });
+            handled?;
+            if let Some(read) = read {
+                let read =
+                    read.map_err(|_| anyhow::anyhow!("reading the following batch failed"))?;
+                if let Some(following) = read? {
                     flights.push_back(send_ahead(following));
                 }
             }

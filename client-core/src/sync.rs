@@ -446,7 +446,7 @@ impl SyncEngine {
     ) -> Result<Option<Ahead>, SyncError> {
         match (sent, response) {
             (Request::Push(_), Response::Push(_)) => match accepted_whole(sent, response) {
-                Some(last_seq) => self.batch_after(store, last_seq),
+                Some(last_seq) => self.batches().following(store, last_seq),
                 None => Ok(None),
             },
             (Request::Pull(sent), Response::Pull(page)) => {
@@ -483,24 +483,24 @@ impl SyncEngine {
         store: &Store,
         pushed_through: u64,
     ) -> Result<Option<Ahead>, SyncError> {
-        if self.stale_gap_first.is_some() {
-            return Ok(None);
+        match self.follower() {
+            Some(follower) => follower.following(store, pushed_through),
+            None => Ok(None),
         }
-        self.batch_after(store, pushed_through)
     }
 
-    /// The push batch of the outbox entries after seq `last_seq`.
-    fn batch_after(&self, store: &Store, last_seq: u64) -> Result<Option<Ahead>, SyncError> {
-        let entries = store.push_batch_entries(
-            last_seq.saturating_add(1),
-            self.options.push_batch,
-            MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
-        )?;
-        if entries.is_empty() {
-            return Ok(None);
+    /// What [`SyncEngine::following`] reads with, apart from the engine, so that a driver can
+    /// read the following batch on one thread while the engine writes an answer on another
+    /// (the two touch different outbox entries). `None` after a stale seq gap in this sync.
+    pub fn follower(&self) -> Option<Follower> {
+        self.stale_gap_first.is_none().then_some(self.batches())
+    }
+
+    fn batches(&self) -> Follower {
+        Follower {
+            device_id: self.device_id,
+            push_batch: self.options.push_batch,
         }
-        let request = Request::Push(Store::push_batch(self.device_id, &entries)?);
-        Ok(Some(Ahead { request, entries }))
     }
 
     pub fn progress(&self) -> Progress {
@@ -580,6 +580,35 @@ pub fn accepted_whole(sent: &Request, response: &Response) -> Option<u64> {
     }
 }
 
+/// Reads the push batch after a given seq from the outbox, as [`SyncEngine::following`] does
+/// ([`SyncEngine::follower`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Follower {
+    device_id: Uuid,
+    push_batch: usize,
+}
+
+impl Follower {
+    /// The push batch of the outbox entries after seq `pushed_through`, or `None` when there
+    /// are none.
+    pub fn following(
+        &self,
+        store: &Store,
+        pushed_through: u64,
+    ) -> Result<Option<Ahead>, SyncError> {
+        let entries = store.push_batch_entries(
+            pushed_through.saturating_add(1),
+            self.push_batch,
+            MAX_PUSH_BYTES - PUSH_ENVELOPE_BYTES,
+        )?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let request = Request::Push(Store::push_batch(self.device_id, &entries)?);
+        Ok(Some(Ahead { request, entries }))
+    }
+}
+
 /// Runs a whole sync over a transport, reporting progress after every step. A failure stops
 /// it with everything done so far kept; the next sync resumes from there.
 pub async fn sync<T: Transport>(
@@ -629,31 +658,30 @@ pub async fn sync_with<T: Transport>(
             // The server reads the next page, or applies the next push, while this answer is
             // written (a blocking sled write), so that a sync costs about the slower of the two,
             // not their sum; after a push accepted whole, the batch after the one ahead is read
-            // meanwhile and sent too.
+            // meanwhile, on a thread of its own, and sent too.
             let follow = match accepted_whole(&request, &response) {
-                Some(_) if flights.len() == 1 => {
-                    flights.front().and_then(|ahead| ahead.pushed_through)
-                }
+                Some(_) if flights.len() == 1 => flights
+                    .front()
+                    .and_then(|ahead| ahead.pushed_through)
+                    .zip(engine.follower()),
                 _ => None,
             };
+            let reading = follow.map(|(seq, follower)| {
+                let reader_store = store.clone();
+                tokio::task::spawn_blocking(move || follower.following(&reader_store, seq))
+            });
             let writer_store = store.clone();
             let writing = tokio::task::spawn_blocking(move || {
-                let written = engine
-                    .handle(&writer_store, response)
-                    .and_then(|()| match follow {
-                        Some(seq) => engine.following(&writer_store, seq),
-                        None => Ok(None),
-                    });
+                let written = engine.handle(&writer_store, response);
                 (engine, written)
             });
-            let (returned, written) = match alongside(writing, &mut flights).await {
-                Ok(done) => done,
-                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                Err(_) => return Err(SyncError::Interrupted),
-            };
+            let (returned, written) = joined(alongside(writing, &mut flights).await)?;
             engine = returned;
-            if let Some(following) = written? {
-                flights.push_back(send_ahead(transport, following));
+            written?;
+            if let Some(reading) = reading {
+                if let Some(following) = joined(alongside(reading, &mut flights).await)?? {
+                    flights.push_back(send_ahead(transport, following));
+                }
             }
             on_progress(&engine.progress());
         }
@@ -666,6 +694,15 @@ pub async fn sync_with<T: Transport>(
         while first_answer(&mut flights).await.is_some() {}
     }
     synced
+}
+
+/// What a blocking task returned; its panic goes on here.
+fn joined<T>(task: Result<T, tokio::task::JoinError>) -> Result<T, SyncError> {
+    match task {
+        Ok(done) => Ok(done),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(SyncError::Interrupted),
+    }
 }
 
 /// A request sent ahead, with its answer once it came.
