@@ -658,25 +658,33 @@ fn phase_fleet(ctx: &Ctx, run: usize, results: &mut Results) -> anyhow::Result<(
             .iter()
             .map(|device| {
                 let barrier = &barrier;
-                scope.spawn(move || -> anyhow::Result<(Instant, usize)> {
+                scope.spawn(move || -> anyhow::Result<(Instant, Instant, usize)> {
                     barrier.wait();
+                    let started = Instant::now();
                     let timed = device.push_only(ctx.handle(), options)?;
-                    Ok((Instant::now(), timed.report.pushed))
+                    Ok((started, Instant::now(), timed.report.pushed))
                 })
             })
             .collect();
         barrier.wait();
-        let started = Instant::now();
-        let mut last = started;
+        // From the first device to start, not from this thread's return from the barrier: with
+        // 50 threads released at once this one may run only after some have done much of their
+        // work.
+        let mut first: Option<Instant> = None;
+        let mut last: Option<Instant> = None;
         let mut pushed = 0;
         for handle in handles {
-            let (ended, count) = handle
+            let (started, ended, count) = handle
                 .join()
                 .map_err(|_| anyhow::anyhow!("a device panicked"))??;
-            last = last.max(ended);
+            first = Some(first.map_or(started, |first| first.min(started)));
+            last = Some(last.map_or(ended, |last| last.max(ended)));
             pushed += count;
         }
-        Ok((last - started, pushed))
+        let elapsed = first
+            .zip(last)
+            .map_or(Duration::ZERO, |(first, last)| last - first);
+        Ok((elapsed, pushed))
     })?;
     anyhow::ensure!(pushed == n, "{count} devices pushed {pushed} of {n}");
     let (server_us, client_us) = cpu.per_household(&server, n)?;
