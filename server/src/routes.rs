@@ -190,6 +190,15 @@ async fn zstd_work<T: Send + 'static>(
 /// `Content-Encoding: zstd`; as it is when it came without one.
 async fn sync_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, AppError> {
     let raw = read_body(body, limit).await?;
+    decoded_body(headers, raw, limit).await
+}
+
+/// A sync request's body as read, decompressed when its `Content-Encoding` says so.
+async fn decoded_body(
+    headers: &HeaderMap,
+    raw: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<u8>, AppError> {
     let Some(content_coding) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(raw);
     };
@@ -275,12 +284,16 @@ async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let bytes = sync_body(&headers, body, MAX_PUSH_BYTES).await?;
+    let raw = read_body(body, MAX_PUSH_BYTES).await?;
+    // The work on the body starts once it is all here (`AppState::push_work`).
+    let work = state.push_work().await?;
+    let bytes = decoded_body(&headers, raw, MAX_PUSH_BYTES).await?;
     let request: PushRequest = codec::decode(&bytes, MAX_PUSH_BYTES)?;
+    drop(bytes);
     let device = request.device_id;
     auth::sync_device(state.auth(), &caller, device, "/v1/sync/push")?;
     let before = state.registry().device_last_seq(device)?;
-    let reply = state.push_as(caller.clone(), request).await?;
+    let reply = state.push_at_work(caller.clone(), request, work).await?;
     if let (Caller::User(principal), PushReply::Accepted { outcomes, .. }) = (&caller, &reply) {
         let fresh = outcomes.iter().filter(|outcome| outcome.seq > before);
         if principal.is_revoked() {

@@ -1128,3 +1128,39 @@ async fn a_push_that_overtakes_its_devices_earlier_push_waits_for_it() {
         .expect("push");
     assert_eq!(reply, PushReply::SeqGap { expected: 3 });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_past_the_permits_wait_their_turn_and_all_land() {
+    let Fixture { state, _dir } = fixture();
+    let permits = super::pushes_worked_at_once();
+    // Pushes keep their permits while they wait for the lock.
+    let held = std::sync::Arc::clone(&state.writer).lock_owned().await;
+    let pushes: Vec<_> = (0..permits + 3)
+        .map(|n| {
+            let state = state.clone();
+            let mutation = create(1, &household(&format!("Hộ số {n}")));
+            tokio::spawn(async move {
+                let device_id = Uuid::now_v7();
+                let reply = state
+                    .push(PushRequest {
+                        device_id,
+                        mutations: vec![mutation],
+                    })
+                    .await;
+                (device_id, reply)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(state.push_work.available_permits(), 0);
+    drop(held);
+    for push in pushes {
+        let (device, reply) = push.await.expect("joined");
+        assert!(
+            matches!(reply, Ok(PushReply::Accepted { last_seq: 1, .. })),
+            "{reply:?}"
+        );
+        assert_eq!(state.registry().device_last_seq(device).expect("seq"), 1);
+    }
+    assert_eq!(state.push_work.available_permits(), permits);
+}
