@@ -145,11 +145,11 @@ pub(crate) fn versioned(bytes: &[u8], limit: usize) -> Result<(u16, &[u8]), Code
     }
 }
 
-/// Decodes a list without trusting its length prefix for the allocation: room for a few items
-/// up front, and the rest grows as items actually arrive, so a message claiming billions of
-/// items in a few bytes is refused having allocated about as much as it is long. (serde
-/// preallocates up to 1 MiB for any claimed length.) Every `Vec` in a message carries
-/// `#[serde(deserialize_with = "crate::codec::bounded_vec")]`.
+/// Decodes a list without trusting its length prefix for the allocation: room for what the
+/// prefix claims up to [`UP_FRONT_BYTES`], and the rest grows as items actually arrive, so a
+/// message claiming billions of items in a few bytes is refused having allocated little more
+/// than it is long. (serde preallocates up to 1 MiB for any claimed length.) Every `Vec` in a
+/// message carries `#[serde(deserialize_with = "crate::codec::bounded_vec")]`.
 pub fn bounded_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -165,7 +165,8 @@ where
         }
 
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+            let most = (UP_FRONT_BYTES / std::mem::size_of::<T>().max(1)).max(16);
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(most));
             while let Some(item) = seq.next_element()? {
                 items.push(item);
             }
@@ -175,6 +176,12 @@ where
 
     deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
 }
+
+/// Most bytes a list reserves for its claimed length before its items arrive: room for a
+/// household's ~90 field changes and a push's 200 mutations, so that they are not copied as
+/// they grow (about 2% of the server's work in a first push from 50 devices, with the page
+/// faults of the fresh memory). A lying prefix costs at most this much per list being read.
+const UP_FRONT_BYTES: usize = 16 * 1024;
 
 /// The HTTP content coding of a compressed message (`Content-Encoding`, `Accept-Encoding`).
 pub const CONTENT_CODING: &str = "zstd";
