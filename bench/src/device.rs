@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use client_core::sync::{accepted_whole, SyncOptions};
+use client_core::sync::{accepted_whole, Follower, SyncOptions};
 use client_core::{Ahead, HttpTransport, Request, Store, SyncEngine, SyncReport, Transport};
 use protocol::household::Household;
 use tempfile::TempDir;
@@ -18,6 +18,9 @@ use uuid::Uuid;
 
 use crate::proxy::{Bytes, Proxy};
 use crate::server_proc;
+
+/// The batch after a push, read on a thread of its own.
+type PreRead = std::thread::JoinHandle<Result<Option<Ahead>, client_core::sync::SyncError>>;
 
 /// A request sent ahead, on the runtime: it comes back with its answer.
 type AheadTask = tokio::task::JoinHandle<(
@@ -143,6 +146,15 @@ impl Device {
             });
             (pushed_through, task)
         };
+        // The batch after the last push sent, read while the answers are awaited.
+        let mut pre_read: Option<(u64, PreRead)> = None;
+        let start_read = |seq: u64, follower: Follower| {
+            let store = self.store.clone();
+            (
+                seq,
+                std::thread::spawn(move || follower.following(&store, seq)),
+            )
+        };
         loop {
             let mut waited = Duration::ZERO;
             let next = match flights.pop_front().map(|(_, task)| task) {
@@ -186,11 +198,15 @@ impl Device {
             }
             if flights.is_empty() {
                 if let Some(next) = engine.ahead(&self.store, &request, &response)? {
+                    let through = next.pushed_through();
                     flights.push_back(send_ahead(next));
+                    pre_read = through
+                        .zip(engine.follower())
+                        .map(|(seq, f)| start_read(seq, f));
                 }
             }
-            // As `client_core::sync` does: the batch after the one ahead is read on a thread of
-            // its own while the answer is written.
+            // As `client_core::sync` does: the batch after the one ahead, read while the
+            // answers were awaited, is sent before the answer is written.
             let follow = match accepted_whole(&request, &response) {
                 Some(_) if flights.len() == 1 => flights
                     .front()
@@ -198,21 +214,23 @@ impl Device {
                     .zip(engine.follower()),
                 _ => None,
             };
-            let (handled, read) = std::thread::scope(|scope| {
-                let reading = follow.map(|(seq, follower)| {
-                    scope.spawn(move || follower.following(&self.store, seq))
-                });
-                let handled = engine.handle(&self.store, response);
-                (handled, reading.map(|reading| reading.join()))
-            });
-            handled?;
-            if let Some(read) = read {
-                let read =
-                    read.map_err(|_| anyhow::anyhow!("reading the following batch failed"))?;
-                if let Some(following) = read? {
+            if accepted_whole(&request, &response).is_none() {
+                pre_read = None;
+            }
+            if let Some((seq, follower)) = follow {
+                let read = match pre_read.take() {
+                    Some((read_after, reading)) if read_after == seq => reading
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("reading the following batch failed"))??,
+                    _ => follower.following(&self.store, seq)?,
+                };
+                if let Some(following) = read {
+                    let through = following.pushed_through();
                     flights.push_back(send_ahead(following));
+                    pre_read = through.map(|seq| start_read(seq, follower));
                 }
             }
+            engine.handle(&self.store, response)?;
         }
         let ended = Instant::now();
         let bytes_at_end = self.bytes();

@@ -25,8 +25,9 @@
 //!    after a page without outcomes that keeps the areas the device holds), and uses that
 //!    answer only if it is for the request the engine makes next, so the server's work and
 //!    the device's writing overlap. After a push accepted whole, the batch after the one sent
-//!    ahead is read while the answer is written, and sent too ([`SyncEngine::following`]):
-//!    two pushes are on their way, so the server never waits for the device between them.
+//!    ahead is sent too, before the answer is written ([`SyncEngine::following`], read while
+//!    the answers were awaited): two pushes are on their way, so the server never waits for
+//!    the device between them.
 //!    The later one may reach the server first and be told to wait for the earlier one's
 //!    seqs; once those are accepted, that answer is stale, and the batch goes again
 //!    (once, and with no push sent ahead of another for the rest of the sync).
@@ -630,6 +631,8 @@ pub async fn sync_with<T: Transport>(
     // Requests sent ahead, oldest first (two pushes at most), each with its answer once it
     // comes.
     let mut flights = VecDeque::new();
+    // The push batch after the last push sent ahead, read while the answers are awaited.
+    let mut reading: Option<Reading> = None;
     let synced = async {
         let mut engine = SyncEngine::with_options(store, options)?;
         on_progress(&engine.progress());
@@ -647,6 +650,7 @@ pub async fn sync_with<T: Transport>(
             };
             if flights.is_empty() {
                 if let Some(next) = engine.ahead(store, &request, &response)? {
+                    reading = Reading::after(store, &next, &engine);
                     flights.push_back(send_ahead(transport, next));
                 }
             }
@@ -655,10 +659,9 @@ pub async fn sync_with<T: Transport>(
                 on_progress(&engine.progress());
                 continue;
             }
-            // The server reads the next page, or applies the next push, while this answer is
-            // written (a blocking sled write), so that a sync costs about the slower of the two,
-            // not their sum; after a push accepted whole, the batch after the one ahead is read
-            // meanwhile, on a thread of its own, and sent too.
+            // After a push accepted whole, the batch after the one ahead (read while the answer
+            // was awaited) is sent before the answer is written, so that the server always has
+            // the next push in hand; the batch after that is read meanwhile.
             let follow = match accepted_whole(&request, &response) {
                 Some(_) if flights.len() == 1 => flights
                     .front()
@@ -666,10 +669,25 @@ pub async fn sync_with<T: Transport>(
                     .zip(engine.follower()),
                 _ => None,
             };
-            let reading = follow.map(|(seq, follower)| {
-                let reader_store = store.clone();
-                tokio::task::spawn_blocking(move || follower.following(&reader_store, seq))
-            });
+            if accepted_whole(&request, &response).is_none() {
+                // What follows is the engine's to decide (a gap, a rejected batch, the pull).
+                reading = None;
+            }
+            if let Some((seq, follower)) = follow {
+                let read = match reading.take() {
+                    Some(Reading { after, task }) if after == seq => {
+                        joined(alongside(task, &mut flights).await)??
+                    }
+                    _ => follower.following(store, seq)?,
+                };
+                if let Some(following) = read {
+                    reading = Reading::after(store, &following, &engine);
+                    flights.push_back(send_ahead(transport, following));
+                }
+            }
+            // The server reads the next page, or applies the next push, while this answer is
+            // written (a blocking sled write), so that a sync costs about the slower of the two,
+            // not their sum.
             let writer_store = store.clone();
             let writing = tokio::task::spawn_blocking(move || {
                 let written = engine.handle(&writer_store, response);
@@ -678,22 +696,41 @@ pub async fn sync_with<T: Transport>(
             let (returned, written) = joined(alongside(writing, &mut flights).await)?;
             engine = returned;
             written?;
-            if let Some(reading) = reading {
-                if let Some(following) = joined(alongside(reading, &mut flights).await)?? {
-                    flights.push_back(send_ahead(transport, following));
-                }
-            }
             on_progress(&engine.progress());
         }
         Ok(engine.report())
     }
     .await;
     // Nothing of a sync is left on its way when it stops: the answers to requests sent ahead
-    // are waited for, and dropped (what they did is replayed by the next sync).
+    // are waited for, and dropped (what they did is replayed by the next sync), and so is a
+    // batch being read.
     if synced.is_err() {
         while first_answer(&mut flights).await.is_some() {}
     }
+    if let Some(Reading { task, .. }) = reading {
+        let _ = task.await;
+    }
     synced
+}
+
+/// The push batch after a push sent ahead, being read on a blocking thread.
+struct Reading {
+    /// The last seq of the push it follows.
+    after: u64,
+    task: tokio::task::JoinHandle<Result<Option<Ahead>, SyncError>>,
+}
+
+impl Reading {
+    /// Starts reading the batch after `sent`, when it is a push and pushes may follow each
+    /// other in this sync ([`SyncEngine::follower`]).
+    fn after(store: &Store, sent: &Ahead, engine: &SyncEngine) -> Option<Reading> {
+        let (after, follower) = sent.pushed_through().zip(engine.follower())?;
+        let store = store.clone();
+        Some(Reading {
+            after,
+            task: tokio::task::spawn_blocking(move || follower.following(&store, after)),
+        })
+    }
 }
 
 /// What a blocking task returned; its panic goes on here.

@@ -166,7 +166,7 @@ impl AppState {
     }
 
     /// Applies a push as an unrestricted caller: the in-process entry point for tests and
-    /// simulations. The HTTP endpoint calls [`AppState::push_as`] with the request's caller.
+    /// simulations. The HTTP endpoint calls [`AppState::push_at_work`] with the request's caller.
     pub async fn push(&self, request: PushRequest) -> Result<PushReply, AppError> {
         self.push_as(Caller::Unrestricted, request).await
     }
