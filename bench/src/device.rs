@@ -207,16 +207,16 @@ impl Device {
             }
             // As `client_core::sync` does: the batch after the one ahead, read while the
             // answers were awaited, is sent before the answer is written.
-            let follow = match accepted_whole(&request, &response) {
-                Some(_) if flights.len() == 1 => flights
-                    .front()
-                    .and_then(|(through, _)| *through)
-                    .zip(engine.follower()),
-                _ => None,
-            };
-            if accepted_whole(&request, &response).is_none() {
+            let accepted = accepted_whole(&request, &response).is_some();
+            if !accepted {
                 pre_read = None;
             }
+            let follow = match flights.front() {
+                Some((through, _)) if accepted && flights.len() == 1 => {
+                    through.zip(engine.follower())
+                }
+                _ => None,
+            };
             if let Some((seq, follower)) = follow {
                 let read = match pre_read.take() {
                     Some((read_after, reading)) if read_after == seq => reading

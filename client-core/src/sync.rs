@@ -25,7 +25,7 @@
 //!    after a page without outcomes that keeps the areas the device holds), and uses that
 //!    answer only if it is for the request the engine makes next, so the server's work and
 //!    the device's writing overlap. After a push accepted whole, the batch after the one sent
-//!    ahead is sent too, before the answer is written ([`SyncEngine::following`], read while
+//!    ahead is sent too, before the answer is written ([`SyncEngine::follower`], read while
 //!    the answers were awaited): two pushes are on their way, so the server never waits for
 //!    the device between them.
 //!    The later one may reach the server first and be told to wait for the earlier one's
@@ -133,7 +133,7 @@ impl Ahead {
         &self.request
     }
 
-    /// The last seq of a push: the batch after it starts after it ([`SyncEngine::following`]).
+    /// The last seq of a push: the batch after it starts after it ([`SyncEngine::follower`]).
     pub fn pushed_through(&self) -> Option<u64> {
         match &self.request {
             Request::Push(batch) => batch.last_seq(),
@@ -267,7 +267,7 @@ pub struct SyncEngine {
     /// The last seq of the pushes the server accepted in this sync.
     accepted_through: Option<u64>,
     /// The first seq of a batch whose seq gap was taken for a stale answer: a second gap for
-    /// it is real. Once set, no push follows another on its way ([`SyncEngine::following`]).
+    /// it is real. Once set, no push follows another on its way ([`SyncEngine::follower`]).
     stale_gap_first: Option<u64>,
 }
 
@@ -470,29 +470,16 @@ impl SyncEngine {
         }
     }
 
-    /// The push batch after the one sent ahead through seq `pushed_through`, for a driver to
-    /// send as soon as it has written an answer that accepted a push whole, before the answer
-    /// to the one ahead comes: with two pushes on their way the server goes from one to the
-    /// next without waiting for the device to read and pack a batch (which took as long as
-    /// the server took to apply one). `None` when the outbox has nothing after it, or after a
-    /// stale seq gap in this sync (pushes overtook each other once; one at a time from then).
+    /// What reads the push batch after the one sent ahead through a seq, for a driver to send
+    /// as soon as an answer accepts a push whole, before the answer to the one ahead comes:
+    /// with two pushes on their way the server goes from one to the next without waiting for
+    /// the device to read and pack a batch. It holds no borrow of the engine, so the batch can
+    /// be read on another thread while the engine writes an answer (the two touch different
+    /// outbox entries). `None` after a stale seq gap in this sync (pushes overtook each other
+    /// once; one at a time from then).
     ///
     /// Like any request sent ahead, its answer is used only if
     /// [`SyncEngine::next_request_after`] says it is the next request.
-    pub fn following(
-        &self,
-        store: &Store,
-        pushed_through: u64,
-    ) -> Result<Option<Ahead>, SyncError> {
-        match self.follower() {
-            Some(follower) => follower.following(store, pushed_through),
-            None => Ok(None),
-        }
-    }
-
-    /// What [`SyncEngine::following`] reads with, apart from the engine, so that a driver can
-    /// read the following batch on one thread while the engine writes an answer on another
-    /// (the two touch different outbox entries). `None` after a stale seq gap in this sync.
     pub fn follower(&self) -> Option<Follower> {
         self.stale_gap_first.is_none().then_some(self.batches())
     }
@@ -581,8 +568,7 @@ pub fn accepted_whole(sent: &Request, response: &Response) -> Option<u64> {
     }
 }
 
-/// Reads the push batch after a given seq from the outbox, as [`SyncEngine::following`] does
-/// ([`SyncEngine::follower`]).
+/// Reads the push batch after a given seq from the outbox ([`SyncEngine::follower`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Follower {
     device_id: Uuid,
@@ -662,17 +648,17 @@ pub async fn sync_with<T: Transport>(
             // After a push accepted whole, the batch after the one ahead (read while the answer
             // was awaited) is sent before the answer is written, so that the server always has
             // the next push in hand; the batch after that is read meanwhile.
-            let follow = match accepted_whole(&request, &response) {
-                Some(_) if flights.len() == 1 => flights
-                    .front()
-                    .and_then(|ahead| ahead.pushed_through)
-                    .zip(engine.follower()),
-                _ => None,
-            };
-            if accepted_whole(&request, &response).is_none() {
+            let accepted = accepted_whole(&request, &response).is_some();
+            if !accepted {
                 // What follows is the engine's to decide (a gap, a rejected batch, the pull).
                 reading = None;
             }
+            let follow = match flights.front() {
+                Some(ahead) if accepted && flights.len() == 1 => {
+                    ahead.pushed_through.zip(engine.follower())
+                }
+                _ => None,
+            };
             if let Some((seq, follower)) = follow {
                 let read = match reading.take() {
                     Some(Reading { after, task }) if after == seq => {

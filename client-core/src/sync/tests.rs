@@ -1045,7 +1045,7 @@ fn a_seq_gap_for_seqs_accepted_since_is_stale_once_and_real_twice() {
     // Sent again; no batch follows another on its way from now on.
     let again = push_of(engine.next_request(&store).expect("request"));
     assert_eq!(again.mutations[0].seq, 3);
-    assert!(engine.following(&store, 2).expect("following").is_none());
+    assert!(engine.follower().is_none());
     // The same gap a second time is the server's word: it lost seqs 1 and 2, which wait for
     // their outcomes here and go again.
     engine.handle(&store, gap).expect("resent");
