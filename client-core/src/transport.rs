@@ -4,7 +4,8 @@
 //! The sync engine never does I/O itself; a transport turns one [`Request`] into one
 //! [`Response`]. Tests and simulations implement [`Transport`] in process, with faults.
 //!
-//! Over HTTP: `POST {base}/v1/sync/push` and `POST {base}/v1/sync/pull`, bodies encoded with
+//! Over HTTP: `POST {base}/v1/sync/push` with a packed push (`protocol::codec::packed_push`,
+//! its own `Content-Type`) and `POST {base}/v1/sync/pull` with a pull request encoded with
 //! `protocol::codec` as `application/octet-stream`, with the device token as
 //! `Authorization: Bearer …`. 200 carries the reply; 409 on a push carries an encoded
 //! `PushReply::SeqGap`; 401 and 403 are [`TransportError::Denied`] (not enrolled, enrolled
@@ -16,7 +17,7 @@
 
 use std::time::Duration;
 
-use protocol::codec::{self, CodecError};
+use protocol::codec::{self, packed_push, CodecError};
 use protocol::sync::MAX_RESPONSE_BYTES;
 
 use crate::sync::{Request, Response};
@@ -206,23 +207,28 @@ pub fn check_base_url(base_url: &str) -> Result<String, TransportError> {
 
 impl Transport for HttpTransport {
     async fn send(&self, request: &Request) -> Result<Response, TransportError> {
-        let (endpoint, body) = match request {
-            Request::Push(push) => ("push", push.encode()),
-            Request::Pull(pull) => ("pull", codec::encode(pull)),
+        // Sync messages travel compressed both ways: a slow link is the usual limit in the field.
+        // A push's mutations are packed already, each as the outbox keeps it, so a push goes as
+        // it is; a pull request is compressed when it is long enough to gain.
+        let (endpoint, content_type, body) = match request {
+            Request::Push(push) => ("push", packed_push::CONTENT_TYPE, push.encode()),
+            Request::Pull(pull) => ("pull", "application/octet-stream", codec::encode(pull)),
         };
         let url = format!("{}/v1/sync/{endpoint}", self.base);
-        // Sync messages travel compressed both ways: a slow link is the usual limit in the field.
         let mut post = self
             .client
             .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(reqwest::header::ACCEPT_ENCODING, codec::CONTENT_CODING);
-        let body = match codec::compress(&body) {
-            Some(compressed) => {
-                post = post.header(reqwest::header::CONTENT_ENCODING, codec::CONTENT_CODING);
-                compressed
-            }
-            None => body,
+        let body = match request {
+            Request::Push(_) => body,
+            Request::Pull(_) => match codec::compress(&body) {
+                Some(compressed) => {
+                    post = post.header(reqwest::header::CONTENT_ENCODING, codec::CONTENT_CODING);
+                    compressed
+                }
+                None => body,
+            },
         };
         if let Some(token) = &self.token {
             post = post.bearer_auth(token);
@@ -529,7 +535,13 @@ mod tests {
             "{}",
             seen[1]
         );
-        assert!(seen[0]
+        let push_head = seen[0].to_lowercase();
+        assert!(push_head.contains(&format!("content-type: {}", packed_push::CONTENT_TYPE)));
+        assert!(
+            !push_head.contains("content-encoding"),
+            "packed mutations are not compressed again"
+        );
+        assert!(seen[1]
             .to_lowercase()
             .contains("content-type: application/octet-stream"));
         assert!(seen[0]

@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use protocol::codec::packed_push;
 use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
 use protocol::household::{Date, Household};
 use protocol::merge::{self, ConflictField, MergePlan};
@@ -20,7 +21,7 @@ use protocol::reference::ReferenceData;
 use protocol::sync::{
     Base, HouseholdChange, Mutation, MutationOutcome, Outcome, PullRequest, PullResponse,
     PushReply, PushRequest, ReviewState, MAX_CHANGES_PER_MUTATION, MAX_PULL_LIMIT,
-    MAX_PULL_OUTCOMES, MAX_PUSH_MUTATIONS,
+    MAX_PULL_OUTCOMES, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS,
 };
 use protocol::validate::{self, Problem};
 use uuid::Uuid;
@@ -372,9 +373,6 @@ impl PreparedCreates {
     }
 }
 
-/// Creates per thread below which [`prepare_creates`] does not start another.
-const PREPARED_PER_THREAD: usize = 32;
-
 /// Works out ahead of the writer lock what each `Base::New` mutation after `last_seq` (the
 /// device's last applied seq as read before the lock) would make as a new household: its
 /// record checked, classified, and its revision's row encoded and packed. That is most of a
@@ -407,36 +405,73 @@ pub(crate) fn prepare_creates(
             .map(|mutation| matches!(mutation.base, Base::New).then(|| maker.prepare(mutation)))
             .collect()
     };
+    let creates = on_threads(fresh, "prepare a push's creates", |_, part| prepare(part))?;
+    Ok(PreparedCreates { first_seq, creates })
+}
+
+/// Items per thread below which [`on_threads`] does not start another.
+const ITEMS_PER_THREAD: usize = 32;
+
+/// Runs `work` over `items` split into runs, one a thread, on as many threads as the machine
+/// has cores (fewer for fewer than [`ITEMS_PER_THREAD`] items a thread), this thread among them.
+/// `work` gets the index of its run's first item. The results come back in the items' order.
+fn on_threads<T: Send, R: Send>(
+    items: &mut [T],
+    what: &str,
+    work: impl Fn(usize, &mut [T]) -> Vec<R> + Sync,
+) -> Result<Vec<R>, AppError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(fresh.len() / PREPARED_PER_THREAD)
+        .min(items.len() / ITEMS_PER_THREAD)
         .max(1);
-    let creates = if threads == 1 {
-        prepare(fresh)
-    } else {
-        let per_thread = fresh.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let mut parts = fresh.chunks_mut(per_thread);
-            let here = parts.next().unwrap_or_default();
-            // A thread that cannot start, or that fails, may leave changes taken and not given
-            // back: the push fails whole, before anything is written, and the device sends it
-            // again.
-            let others = parts
-                .map(|part| std::thread::Builder::new().spawn_scoped(scope, || prepare(part)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|error| {
-                    AppError::Worker(format!("starting a thread to prepare a push: {error}"))
-                })?;
-            let mut creates = prepare(here);
-            for other in others {
-                creates.extend(other.join().map_err(|_| {
-                    AppError::Worker("preparing a push's creates failed".to_string())
-                })?);
-            }
-            Ok::<_, AppError>(creates)
-        })?
-    };
-    Ok(PreparedCreates { first_seq, creates })
+    if threads == 1 {
+        return Ok(work(0, items));
+    }
+    let per_thread = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = items.chunks_mut(per_thread);
+        let here = parts.next().unwrap_or_default();
+        let work = &work;
+        // A thread that cannot start, or that fails, may leave its run half done: the caller
+        // fails the push whole, before anything is written, and the device sends it again.
+        let others = parts
+            .enumerate()
+            .map(|(run, part)| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || work((run + 1) * per_thread, part))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| AppError::Worker(format!("starting a thread to {what}: {error}")))?;
+        let mut results = work(0, here);
+        for other in others {
+            results.extend(
+                other
+                    .join()
+                    .map_err(|_| AppError::Worker(format!("a thread failed to {what}")))?,
+            );
+        }
+        Ok(results)
+    })
+}
+
+/// The request a packed push stands for (`protocol::codec::packed_push`): its mutations
+/// unpacked and decoded side by side on the machine's cores, once their headers show that
+/// together they unpack to no more than a [`PushRequest`] may be long.
+pub fn unpack_push(bytes: &[u8]) -> Result<PushRequest, AppError> {
+    let mut push = packed_push::decode(bytes, MAX_PUSH_BYTES)?;
+    push.unpacked_len()?;
+    let mutations = on_threads(&mut push.mutations, "unpack a push", |first, part| {
+        part.iter()
+            .enumerate()
+            .map(|(at, packed)| packed_push::mutation(first + at, packed, MAX_PUSH_BYTES))
+            .collect()
+    })?
+    .into_iter()
+    .collect::<Result<Vec<Mutation>, _>>()?;
+    Ok(PushRequest {
+        device_id: push.device_id,
+        mutations,
+    })
 }
 
 /// One push being decided: the registry as it will be after the mutations so far, and what

@@ -2,7 +2,9 @@
 //!
 //! - `GET /healthz`: `ok` while the registry is open and writable.
 //! - `POST /v1/sync/push`, `POST /v1/sync/pull`: protocol messages in the protocol codec, as
-//!   `application/octet-stream`, both ways. A seq gap is a 409 carrying the encoded
+//!   `application/octet-stream`, both ways. A push may instead come as a packed push
+//!   (`protocol::codec::packed_push`, with its own `Content-Type`), its mutations packed as
+//!   the device's outbox keeps them. A seq gap is a 409 carrying the encoded
 //!   [`PushReply::SeqGap`].
 //! - `GET /v1/households/{id}`, `GET /v1/conflicts[?household=ID][&open=true]`: JSON views
 //!   for supervisors and tests. A household's view includes its stored classification.
@@ -220,6 +222,20 @@ async fn decoded_body(
     }
 }
 
+/// Whether a push's `Content-Type` says its mutations travel packed
+/// (`protocol::codec::packed_push`); any other type is read as a [`PushRequest`].
+fn is_packed_push(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| {
+            media_type
+                .trim()
+                .eq_ignore_ascii_case(codec::packed_push::CONTENT_TYPE)
+        })
+}
+
 /// Whether the request's `Accept-Encoding` lists zstd (and does not refuse it with `q=0`).
 fn accepts_compressed(headers: &HeaderMap) -> bool {
     headers
@@ -288,8 +304,16 @@ async fn push(
     // The work on the body starts once it is all here (`AppState::push_work`).
     let work = state.push_work().await?;
     let bytes = decoded_body(&headers, raw, MAX_PUSH_BYTES).await?;
-    let request: PushRequest = codec::decode(&bytes, MAX_PUSH_BYTES)?;
-    drop(bytes);
+    let request: PushRequest = if is_packed_push(&headers) {
+        tokio::task::spawn_blocking(move || crate::merge_engine::unpack_push(&bytes))
+            .await
+            .map_err(|error| AppError::Worker(error.to_string()))??
+    } else {
+        let request = codec::decode(&bytes, MAX_PUSH_BYTES)?;
+        // The body is freed before the push is applied.
+        drop(bytes);
+        request
+    };
     let device = request.device_id;
     auth::sync_device(state.auth(), &caller, device, "/v1/sync/push")?;
     let before = state.registry().device_last_seq(device)?;

@@ -2,6 +2,7 @@
 //! protocol version. Each gets a 4xx with a message a person can act on, changes nothing, and
 //! the server keeps serving.
 
+use protocol::codec::{packed, packed_push};
 use protocol::sync::{PullRequest, PushRequest, MAX_PUSH_BYTES};
 
 use crate::util::{household, Device, TestServer};
@@ -12,10 +13,20 @@ fn http() -> reqwest::Client {
 }
 
 async fn post(server: &TestServer, token: &str, path: &str, body: Vec<u8>) -> (u16, String) {
+    post_as(server, token, path, "application/octet-stream", body).await
+}
+
+async fn post_as(
+    server: &TestServer,
+    token: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
     let response = http()
         .post(format!("{}{path}", server.url))
         .bearer_auth(token)
-        .header("content-type", "application/octet-stream")
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await
@@ -136,4 +147,76 @@ async fn an_empty_push_and_a_device_mismatch_inside_the_batch_are_refused() {
         "seqs inside a batch must follow each other: {message}"
     );
     assert_eq!(server.registry().head_seq().expect("head"), 0);
+}
+
+#[tokio::test]
+async fn packed_pushes_that_are_damaged_or_would_unpack_too_large_are_refused_and_change_nothing() {
+    let server = TestServer::start().await;
+    let lan = Device::new(&server);
+    lan.save(&household("Đinh Thị Ngọc", "Thôn Đông"));
+    let pending = lan.store.pending().expect("outbox");
+    let packed_mutation = packed::pack(&protocol::codec::encode(&pending[0]));
+    let mut damaged = packed_mutation.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle..].iter_mut().for_each(|byte| *byte = !*byte);
+    // Each frame unpacks to a megabyte of zeros: 20 MiB from a few kilobytes.
+    let bomb = packed::pack(&vec![0u8; 1 << 20]);
+    let bomb_frames = vec![bomb.as_slice(); 20];
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a plain push sent as packed",
+            protocol::codec::encode(&PushRequest {
+                device_id: lan.id,
+                mutations: pending.clone(),
+            }),
+            400,
+            "trailing bytes",
+        ),
+        (
+            "a damaged mutation",
+            packed_push::encode(&lan.id, &[&damaged]),
+            400,
+            "mutation 1 of the push",
+        ),
+        (
+            "mutations that unpack past the limit",
+            packed_push::encode(&lan.id, &bomb_frames),
+            413,
+            "over the limit",
+        ),
+    ];
+    for (what, body, status, says) in cases {
+        let (got, message) = post_as(
+            &server,
+            &lan.token,
+            "/v1/sync/push",
+            packed_push::CONTENT_TYPE,
+            body,
+        )
+        .await;
+        assert_eq!(got, status, "{what}: {message}");
+        assert!(
+            message.contains(says),
+            "{what}: '{message}' should say '{says}'"
+        );
+        assert_eq!(
+            server.registry().head_seq().expect("head"),
+            0,
+            "{what} changed nothing"
+        );
+    }
+
+    // The same mutation, packed as the outbox keeps it, goes through.
+    let (status, message) = post_as(
+        &server,
+        &lan.token,
+        "/v1/sync/push",
+        packed_push::CONTENT_TYPE,
+        packed_push::encode(&lan.id, &[&packed_mutation]),
+    )
+    .await;
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(server.registry().head_seq().expect("head"), 1);
+    assert_eq!(server.registry().device_last_seq(lan.id).expect("seq"), 1);
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use client_core::Store;
-use protocol::codec::{decode, encode, packed, pull_page};
+use protocol::codec::{decode, encode, packed, packed_push, pull_page};
 use protocol::fields::{self, FieldChange, FieldMap};
 use protocol::household::{Date, Household, VoidMark, VoidReason};
 use protocol::sync::{
@@ -87,6 +87,13 @@ fn seeds() -> Seeds {
         let push = push_of(store);
         if !push.mutations.is_empty() {
             add("push_request", encode(&push));
+            let packed_mutations: Vec<Vec<u8>> = push
+                .mutations
+                .iter()
+                .map(|mutation| packed::pack(&encode(mutation)))
+                .collect();
+            let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
+            add("packed_push", packed_push::encode(&push.device_id, &slices));
             if let Some(compressed) = protocol::codec::compress(&encode(&push)) {
                 add("compressed_body", with_tag(0, compressed));
             }
@@ -200,6 +207,23 @@ fn exercise(target: &str, data: &[u8]) {
                 assert_eq!(
                     decode::<PushRequest>(&encode(&request), MAX_PUSH_BYTES),
                     Ok(request)
+                );
+            }
+        }
+        "packed_push" => {
+            // A push as the server reads one sent packed: every mutation unpacked and decoded.
+            if let Ok(request) = server::merge_engine::unpack_push(data) {
+                let _ = server::merge_engine::validate_push(&request);
+                let packed_mutations: Vec<Vec<u8>> = request
+                    .mutations
+                    .iter()
+                    .map(|mutation| packed::pack(&encode(mutation)))
+                    .collect();
+                let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
+                let again = packed_push::encode(&request.device_id, &slices);
+                assert_eq!(
+                    server::merge_engine::unpack_push(&again).ok(),
+                    Some(request)
                 );
             }
         }
@@ -358,6 +382,7 @@ fn fuzz_seeds_decode_and_mutations_never_panic() {
     let seeds = seeds();
     let targets = [
         "push_request",
+        "packed_push",
         "pull_request",
         "device_reply",
         "field_map",

@@ -137,6 +137,32 @@ fn new_decompressor(tag: u8) -> std::io::Result<Decompressor<'static>> {
     Ok(decompressor)
 }
 
+/// The length a value [`pack`] made unpacks to, read from its header without unpacking it.
+pub fn unpacked_len(packed: &[u8]) -> Result<usize, CodecError> {
+    match packed.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&PLAIN, value)) => Ok(value.len()),
+        Some((&(tag @ DICTIONARY_1 | tag @ DICTIONARY_2), frame)) => {
+            match zstd::zstd_safe::get_frame_content_size(frame) {
+                Ok(Some(size)) => Ok(usize::try_from(size).unwrap_or(usize::MAX)),
+                Ok(None) => Err(corrupt(format!(
+                    "the frame after tag {tag} does not say its size"
+                ))),
+                Err(_) => Err(corrupt("the frame header is damaged".into())),
+            }
+        }
+        Some((&tag, _)) => Err(corrupt(format!(
+            "tag {tag} names no dictionary this build knows"
+        ))),
+    }
+}
+
+fn corrupt(problem: String) -> CodecError {
+    CodecError::Malformed(format!(
+        "giá trị nén hỏng / the packed value is corrupt: {problem}"
+    ))
+}
+
 /// Unpacks a value [`pack`] made, refusing one that would be longer than `limit` bytes before
 /// allocating for it.
 pub fn unpack(packed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {

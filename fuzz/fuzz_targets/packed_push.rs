@@ -1,0 +1,23 @@
+//! A packed push as the server's push endpoint receives it (`Content-Type`
+//! `application/x-packed-push`): each mutation unpacked and decoded under the push body limit,
+//! then checked for shape. Nothing may panic; whatever reads must pack and read back the same.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use protocol::codec::{encode, packed, packed_push};
+use server::merge_engine::{unpack_push, validate_push};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(request) = unpack_push(data) else {
+        return;
+    };
+    let _ = validate_push(&request);
+    let packed_mutations: Vec<Vec<u8>> = request
+        .mutations
+        .iter()
+        .map(|mutation| packed::pack(&encode(mutation)))
+        .collect();
+    let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
+    let again = unpack_push(&packed_push::encode(&request.device_id, &slices)).expect("round trip");
+    assert_eq!(again, request);
+});
