@@ -51,6 +51,7 @@ pub mod store;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use merge_engine::PackedRecords;
 use protocol::reference::ReferenceData;
 use protocol::sync::{PullRequest, PullResponse, PushReply, PushRequest};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
@@ -179,7 +180,8 @@ impl AppState {
         request: PushRequest,
     ) -> Result<PushReply, AppError> {
         let work = self.push_work().await?;
-        self.push_at_work(caller, request, work).await
+        self.push_at_work(caller, request, PackedRecords::default(), work)
+            .await
     }
 
     /// Waits for a permit to work on a push: to decompress and decode its body, work out its
@@ -201,11 +203,13 @@ impl AppState {
             .map_err(|error| AppError::Worker(error.to_string()))
     }
 
-    /// [`AppState::push_as`] with its permit to work ([`AppState::push_work`]).
+    /// [`AppState::push_as`] with its permit to work ([`AppState::push_work`]), and the
+    /// packed records a packed push came with ([`merge_engine::unpack_push`]).
     pub async fn push_at_work(
         &self,
         caller: Caller,
         request: PushRequest,
+        packed_records: PackedRecords,
         work: PushWork,
     ) -> Result<PushReply, AppError> {
         merge_engine::validate_push(&request)?;
@@ -226,6 +230,7 @@ impl AppState {
                     &reference,
                     &caller,
                     &mut request,
+                    &packed_records,
                     last_seq,
                     now_ms,
                 );

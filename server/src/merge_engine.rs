@@ -270,7 +270,11 @@ impl<'r> Maker<'r> {
     /// create's cost. A refused create gives them back at once; a made one holds them in its
     /// revision until the batch either commits it or gives them back
     /// ([`PreparedCreate::given_back`]).
-    fn prepare(&self, mutation: &mut Mutation) -> PreparedCreate {
+    ///
+    /// `packed_record` is the record as the device sent it packed, when it came as a record
+    /// the codec writes so ([`PackedRecords`]): the revision's row keeps those bytes instead
+    /// of encoding and packing the record again.
+    fn prepare(&self, mutation: &mut Mutation, packed_record: Option<&[u8]>) -> PreparedCreate {
         let exact = mutation.changes.iter().all(|change| change.value.is_some())
             && mutation
                 .changes
@@ -286,12 +290,9 @@ impl<'r> Maker<'r> {
             .into_iter()
             .filter_map(|change| Some((change.path, change.value?)))
             .collect();
-        match self.create(
-            mutation.household_id,
-            mutation.seq,
-            record,
-            NewRevision::written,
-        ) {
+        match self.create(mutation.household_id, mutation.seq, record, |revision| {
+            NewRevision::written_with(revision, packed_record)
+        }) {
             Ok(made) => PreparedCreate::Made(Box::new(MadeCreate {
                 changes_taken: true,
                 ..made
@@ -383,6 +384,7 @@ pub(crate) fn prepare_creates(
     reference: &ReferenceData,
     caller: &Caller,
     request: &mut PushRequest,
+    packed_records: &PackedRecords,
     last_seq: u64,
     now_ms: i64,
 ) -> Result<PreparedCreates, AppError> {
@@ -402,7 +404,10 @@ pub(crate) fn prepare_creates(
     let prepare = |mutations: &mut [Mutation]| -> Vec<Option<PreparedCreate>> {
         mutations
             .iter_mut()
-            .map(|mutation| matches!(mutation.base, Base::New).then(|| maker.prepare(mutation)))
+            .map(|mutation| {
+                matches!(mutation.base, Base::New)
+                    .then(|| maker.prepare(mutation, packed_records.get(mutation.seq)))
+            })
             .collect()
     };
     let creates = on_threads(fresh, "prepare a push's creates", |_, part| prepare(part))?;
@@ -456,22 +461,57 @@ fn on_threads<T: Send, R: Send>(
 
 /// The request a packed push stands for (`protocol::codec::packed_push`): its mutations
 /// unpacked and decoded side by side on the machine's cores, once their headers show that
-/// together they unpack to no more than a [`PushRequest`] may be long.
-pub fn unpack_push(bytes: &[u8]) -> Result<PushRequest, AppError> {
+/// together they unpack to no more than a [`PushRequest`] may be long. With it, the packed
+/// maps of the records that came as the codec writes them.
+pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppError> {
     let mut push = packed_push::decode(bytes, MAX_PUSH_BYTES)?;
     push.unpacked_len()?;
-    let mutations = on_threads(&mut push.mutations, "unpack a push", |first, part| {
+    let read = on_threads(&mut push.mutations, "unpack a push", |first, part| {
         part.iter()
             .enumerate()
-            .map(|(at, packed)| packed_push::mutation(first + at, packed, MAX_PUSH_BYTES))
+            .map(|(at, frame)| packed_push::read(first + at, frame, MAX_PUSH_BYTES))
             .collect()
-    })?
-    .into_iter()
-    .collect::<Result<Vec<Mutation>, _>>()?;
-    Ok(PushRequest {
-        device_id: push.device_id,
-        mutations,
-    })
+    })?;
+    let mut mutations = Vec::with_capacity(read.len());
+    let mut packed_records = PackedRecords::default();
+    for read in read {
+        let read = read?;
+        if let Some(packed) = read.packed_record {
+            packed_records.by_seq.insert(read.mutation.seq, packed);
+        }
+        mutations.push(read.mutation);
+    }
+    Ok((
+        PushRequest {
+            device_id: push.device_id,
+            mutations,
+        },
+        packed_records,
+    ))
+}
+
+/// The records of a packed push that came packed as the codec writes them, by mutation seq
+/// (`protocol::codec::packed_push::ReadMutation::packed_record`). Each unpacks to the codec
+/// bytes of the record its mutation's changes make, checked when the push was read; a create
+/// worked out from those changes as they came keeps the bytes as its revision's fields.
+#[derive(Debug, Default)]
+pub struct PackedRecords {
+    by_seq: HashMap<u64, Vec<u8>>,
+}
+
+impl PackedRecords {
+    fn get(&self, seq: u64) -> Option<&[u8]> {
+        self.by_seq.get(&seq).map(Vec::as_slice)
+    }
+
+    /// How many records came so.
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
 }
 
 /// One push being decided: the registry as it will be after the mutations so far, and what

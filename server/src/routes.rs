@@ -304,7 +304,7 @@ async fn push(
     // The work on the body starts once it is all here (`AppState::push_work`).
     let work = state.push_work().await?;
     let bytes = decoded_body(&headers, raw, MAX_PUSH_BYTES).await?;
-    let request: PushRequest = if is_packed_push(&headers) {
+    let (request, packed_records): (PushRequest, _) = if is_packed_push(&headers) {
         tokio::task::spawn_blocking(move || crate::merge_engine::unpack_push(&bytes))
             .await
             .map_err(|error| AppError::Worker(error.to_string()))??
@@ -312,12 +312,14 @@ async fn push(
         let request = codec::decode(&bytes, MAX_PUSH_BYTES)?;
         // The body is freed before the push is applied.
         drop(bytes);
-        request
+        (request, Default::default())
     };
     let device = request.device_id;
     auth::sync_device(state.auth(), &caller, device, "/v1/sync/push")?;
     let before = state.registry().device_last_seq(device)?;
-    let reply = state.push_at_work(caller.clone(), request, work).await?;
+    let reply = state
+        .push_at_work(caller.clone(), request, packed_records, work)
+        .await?;
     if let (Caller::User(principal), PushReply::Accepted { outcomes, .. }) = (&caller, &reply) {
         let fresh = outcomes.iter().filter(|outcome| outcome.seq > before);
         if principal.is_revoked() {

@@ -544,11 +544,13 @@ async fn a_new_based_edit_from_the_creator_merges_against_revision_one() {
 /// batch, a create of a household another device made first and a repeated create of one
 /// this device made in an earlier push (both prepared and unused: the changes the prepared
 /// creates took are given back, and the rejected mutation is kept whole), and a create whose
-/// changes are out of order.
+/// changes are out of order. The same batch sent as a packed push, its creates as records
+/// whose packed maps the revisions keep as they came, makes it too.
 #[test]
 fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
-    use crate::merge_engine::{apply_push, prepare_creates, PreparedCreates};
+    use crate::merge_engine::{apply_push, prepare_creates, unpack_push, PreparedCreates};
     use crate::scope::Caller;
+    use protocol::codec::{packed, packed_push};
 
     let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let now_ms = 1_760_000_000_000;
@@ -577,7 +579,23 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
         mutations,
     };
 
-    let apply = |prepare: bool| {
+    let frames: Vec<Vec<u8>> = batch
+        .mutations
+        .iter()
+        .map(|mutation| {
+            packed_push::record_of(mutation)
+                .unwrap_or_else(|| packed::pack(&protocol::codec::encode(mutation)))
+        })
+        .collect();
+    let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    let (unpacked, packed_records) =
+        unpack_push(&packed_push::encode(&batch.device_id, &frames)).expect("a packed push");
+    assert_eq!(unpacked, batch);
+    // Every create but the shuffled one and the edit made on nothing (whose changes are
+    // still its whole record) came as a record that may be kept.
+    assert_eq!(packed_records.len(), 84);
+
+    let apply = |prepare: bool, packed: bool| {
         let Fixture { state, _dir } = fixture();
         let registry = state.registry();
         let reference = state.reference();
@@ -593,7 +611,12 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
         }
         let mut batch = batch.clone();
         let prepared = if prepare {
-            prepare_creates(&reference, &caller, &mut batch, 1, now_ms).expect("prepared")
+            let kept = if packed {
+                &packed_records
+            } else {
+                &Default::default()
+            };
+            prepare_creates(&reference, &caller, &mut batch, kept, 1, now_ms).expect("prepared")
         } else {
             PreparedCreates::default()
         };
@@ -601,10 +624,16 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
             apply_push(registry, &reference, &caller, &batch, prepared, now_ms).expect("push");
         (reply, registry.digest().expect("digest"), _dir)
     };
-    let (under_lock, under_lock_digest, _one) = apply(false);
-    let (ahead, ahead_digest, _two) = apply(true);
+    let (under_lock, under_lock_digest, _one) = apply(false, false);
+    let (ahead, ahead_digest, _two) = apply(true, false);
     assert_eq!(ahead, under_lock);
     assert_eq!(ahead_digest, under_lock_digest);
+    let (kept, kept_digest, _three) = apply(true, true);
+    assert_eq!(kept, under_lock);
+    assert_eq!(
+        kept_digest, under_lock_digest,
+        "the kept maps are the bytes packed here"
+    );
     let PushReply::Accepted { outcomes, .. } = ahead else {
         panic!("accepted: {ahead:?}");
     };

@@ -90,7 +90,10 @@ fn seeds() -> Seeds {
             let packed_mutations: Vec<Vec<u8>> = push
                 .mutations
                 .iter()
-                .map(|mutation| packed::pack(&encode(mutation)))
+                .map(|mutation| {
+                    packed_push::record_of(mutation)
+                        .unwrap_or_else(|| packed::pack(&encode(mutation)))
+                })
                 .collect();
             let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
             add("packed_push", packed_push::encode(&push.device_id, &slices));
@@ -212,17 +215,22 @@ fn exercise(target: &str, data: &[u8]) {
         }
         "packed_push" => {
             // A push as the server reads one sent packed: every mutation unpacked and decoded.
-            if let Ok(request) = server::merge_engine::unpack_push(data) {
+            if let Ok((request, _)) = server::merge_engine::unpack_push(data) {
                 let _ = server::merge_engine::validate_push(&request);
                 let packed_mutations: Vec<Vec<u8>> = request
                     .mutations
                     .iter()
-                    .map(|mutation| packed::pack(&encode(mutation)))
+                    .map(|mutation| {
+                        packed_push::record_of(mutation)
+                            .unwrap_or_else(|| packed::pack(&encode(mutation)))
+                    })
                     .collect();
                 let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
                 let again = packed_push::encode(&request.device_id, &slices);
                 assert_eq!(
-                    server::merge_engine::unpack_push(&again).ok(),
+                    server::merge_engine::unpack_push(&again)
+                        .ok()
+                        .map(|(again, _)| again),
                     Some(request)
                 );
             }

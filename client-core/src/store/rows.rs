@@ -10,13 +10,15 @@
 //!
 //! Two shortcuts keep the device from unpacking what it does not change: a household row read
 //! as a [`HouseholdMetaRow`] carries its packed maps and touched paths through byte for byte,
-//! and an outbox entry (layout 3) has its household id and seq in front of the packed mutation.
+//! and an outbox entry (layout 3) has its household id and seq in front of the packed mutation
+//! (layout 5, a new household's create, its time as well, and its record's packed field map,
+//! which a push sends as it is).
 //! Household rows are written in layout 4, whose touched paths need not repeat the view's.
 
 use crate::sync::push_batch::EncodedMutation;
 use std::collections::BTreeSet;
 
-use protocol::codec;
+use protocol::codec::{self, packed_push};
 use protocol::fields::{EncodedFields, FieldMap};
 use protocol::merge::ConflictField;
 use protocol::sync::{Mutation, ReviewState};
@@ -31,6 +33,10 @@ const ROW_V2: u8 = 2;
 const ROW_V1: u8 = 1;
 /// Layout byte of outbox and awaiting entries with the household id and seq in front.
 const ENTRY_V3: u8 = 3;
+/// Layout byte of an outbox or awaiting entry that holds a new household's create as its
+/// record: the household id, the seq and the time in front, then the record's field map packed
+/// (`protocol::codec::packed_push::packed_record`), which a push carries as it is.
+const ENTRY_RECORD: u8 = 5;
 /// Layout byte of household rows written by this version: as layout 2, but the touched paths
 /// end the row in a form of their own (below) instead of as a list of texts. A new household
 /// touches every path of its record, so its row carried ~3,800 bytes of paths that repeated its
@@ -569,8 +575,19 @@ impl RejectionRow {
 
 /// Encodes an outbox or awaiting entry: the layout byte, the household id and the seq, then
 /// the packed mutation. The id in front lets an outcome be recorded without unpacking the
-/// mutation, which for a new household is the whole record.
+/// mutation, which for a new household is the whole record. A create made of its record (a
+/// household recorded on this device and not yet received back) is kept as that record
+/// ([`ENTRY_RECORD`]): the server may keep its packed map as it is.
 pub(crate) fn encode_mutation(mutation: &Mutation) -> Vec<u8> {
+    if let Some(fields) = packed_push::packed_record(mutation) {
+        let mut writer = Writer(vec![ENTRY_RECORD]);
+        writer.uuid(mutation.household_id);
+        writer.u64(mutation.seq);
+        // The time's bits, read back as an i64.
+        writer.u64(mutation.made_at_ms as u64);
+        writer.bytes(&fields);
+        return writer.finish();
+    }
     let mut writer = Writer(vec![ENTRY_V3]);
     writer.uuid(mutation.household_id);
     writer.u64(mutation.seq);
@@ -583,6 +600,13 @@ pub(crate) fn encode_mutation(mutation: &Mutation) -> Vec<u8> {
 /// version 1 (`01 00`), never with [`ROW_V2`] or [`ENTRY_V3`].
 pub(crate) fn decode_mutation(bytes: &[u8]) -> Result<Mutation, StoreError> {
     match bytes.first() {
+        Some(&ENTRY_RECORD) => {
+            let mut reader = Reader::entry(bytes);
+            let (household_id, seq, made_at_ms, fields) = reader.record()?;
+            packed_push::read_record(seq, household_id, made_at_ms, fields, EMBEDDED_LIMIT)
+                .map(|read| read.mutation)
+                .map_err(|error| reader.corrupt(error.to_string()))
+        }
         Some(&ENTRY_V3) => {
             let mut reader = Reader::entry(bytes);
             let (household_id, seq) = (reader.uuid()?, reader.u64()?);
@@ -615,6 +639,15 @@ pub(crate) fn decode_mutation(bytes: &[u8]) -> Result<Mutation, StoreError> {
 /// reads the mutation's own, and answers by them. An entry of an earlier layout is decoded,
 /// encoded and packed.
 pub(crate) fn encoded_mutation(bytes: &[u8]) -> Result<EncodedMutation, StoreError> {
+    if bytes.first() == Some(&ENTRY_RECORD) {
+        let mut reader = Reader::entry(bytes);
+        let (household_id, seq, made_at_ms, fields) = reader.record()?;
+        return Ok(EncodedMutation {
+            seq,
+            household_id,
+            frame: packed_push::record_frame(seq, &household_id, made_at_ms, fields),
+        });
+    }
     if bytes.first() != Some(&ENTRY_V3) {
         return Ok(EncodedMutation::of(&decode_mutation(bytes)?));
     }
@@ -625,14 +658,14 @@ pub(crate) fn encoded_mutation(bytes: &[u8]) -> Result<EncodedMutation, StoreErr
     Ok(EncodedMutation {
         seq,
         household_id,
-        packed,
+        frame: packed,
     })
 }
 
 /// The household an outbox or awaiting entry is for, read from its front when the entry has
 /// the id there (layout 3) and decoded otherwise.
 pub(crate) fn entry_household(bytes: &[u8]) -> Result<Uuid, StoreError> {
-    if bytes.first() == Some(&ENTRY_V3) {
+    if matches!(bytes.first(), Some(&ENTRY_V3 | &ENTRY_RECORD)) {
         return Reader::entry(bytes).uuid();
     }
     Ok(decode_mutation(bytes)?.household_id)
@@ -753,6 +786,15 @@ impl<'a> Reader<'a> {
             what: "mutation",
             packed: true,
         }
+    }
+
+    /// A record entry's front and its packed map, the whole of what is left.
+    fn record(&mut self) -> Result<(Uuid, u64, i64, &'a [u8]), StoreError> {
+        let (household_id, seq) = (self.uuid()?, self.u64()?);
+        let made_at_ms = self.u64()? as i64;
+        let fields = self.bytes()?;
+        self.end()?;
+        Ok((household_id, seq, made_at_ms, fields))
     }
 
     fn corrupt(&self, problem: String) -> StoreError {
@@ -1113,6 +1155,55 @@ mod tests {
     }
 
     #[test]
+    fn a_create_made_of_its_record_is_kept_as_the_record_a_push_carries() {
+        let changes: Vec<FieldChange> = (0..30)
+            .map(|i| FieldChange {
+                path: format!("members.0193a1b2-0000-7000-8000-0000000000{i:02}.full_name"),
+                value: Some(FieldValue::Text(format!("Nguyễn Thị Hoa {i}"))),
+            })
+            .collect();
+        let create = Mutation {
+            seq: 9,
+            household_id: Uuid::from_u128(5),
+            base: protocol::sync::Base::New,
+            changes,
+            // Before 1970 on a clock set wrong: the time's bits come back as they went.
+            made_at_ms: -1_000,
+        };
+        let entry = encode_mutation(&create);
+        assert_eq!(entry[0], ENTRY_RECORD);
+        assert_eq!(decode_mutation(&entry).ok(), Some(create.clone()));
+        assert_eq!(entry_household(&entry).ok(), Some(create.household_id));
+        let encoded = encoded_mutation(&entry).expect("reads");
+        assert_eq!(
+            (encoded.seq, encoded.household_id),
+            (9, create.household_id)
+        );
+        assert_eq!(
+            encoded.frame,
+            packed_push::record_of(&create).expect("a record")
+        );
+        let read = packed_push::read(0, &encoded.frame, EMBEDDED_LIMIT).expect("the frame reads");
+        assert_eq!(read.mutation, create);
+        assert!(read.packed_record.is_some(), "the server may keep the map");
+        for cut in 0..entry.len() {
+            assert!(decode_mutation(&entry[..cut]).is_err(), "cut at {cut}");
+            assert!(encoded_mutation(&entry[..cut]).is_err(), "cut at {cut}");
+        }
+        // An edit, or a create with a removal in it, is kept whole as before.
+        let mut edit = create.clone();
+        edit.base = protocol::sync::Base::Rev(2);
+        assert_eq!(encode_mutation(&edit)[0], ENTRY_V3);
+        let mut with_removal = create;
+        with_removal.changes[3].value = None;
+        assert_eq!(encode_mutation(&with_removal)[0], ENTRY_V3);
+        assert_eq!(
+            decode_mutation(&encode_mutation(&with_removal)).ok(),
+            Some(with_removal)
+        );
+    }
+
+    #[test]
     fn mutations_pack_and_entries_from_before_packing_still_read() {
         let changes: Vec<FieldChange> = (0..30)
             .map(|i| FieldChange {
@@ -1164,11 +1255,11 @@ mod tests {
                 (mutation.seq, mutation.household_id)
             );
             assert_eq!(
-                codec::packed::unpack(&encoded.packed, EMBEDDED_LIMIT).ok(),
+                codec::packed::unpack(&encoded.frame, EMBEDDED_LIMIT).ok(),
                 Some(bare.clone())
             );
         }
-        let copied = encoded_mutation(&packed).expect("reads").packed;
+        let copied = encoded_mutation(&packed).expect("reads").frame;
         assert!(packed.ends_with(&copied), "copied as the entry holds it");
         for cut in 0..packed.len() {
             assert!(encoded_mutation(&packed[..cut]).is_err(), "cut at {cut}");

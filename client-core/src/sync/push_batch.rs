@@ -1,7 +1,8 @@
-//! A push batch as the device sends it: each mutation packed, as the outbox keeps it, copied
-//! from the outbox without being unpacked or decoded. The request is a packed push
-//! (`protocol::codec::packed_push`): the device neither unpacks its mutations nor compresses
-//! the request again, which was a third of its work in a first push.
+//! A push batch as the device sends it: each mutation a frame of a packed push
+//! (`protocol::codec::packed_push`), copied from the outbox without being unpacked or
+//! decoded: a new household's create as its record (its packed field map), any other mutation
+//! packed whole. The device neither unpacks its mutations nor compresses the request again,
+//! which was a third of its work in a first push.
 
 use protocol::codec::{self, packed, packed_push, CodecError};
 use protocol::sync::{Mutation, PushRequest};
@@ -14,22 +15,23 @@ pub struct PushBatch {
     mutations: Vec<EncodedMutation>,
 }
 
-/// One mutation of a batch: its seq and household (as its outbox entry says) and the mutation
-/// packed (`codec::packed::pack` of its codec bytes).
+/// One mutation of a batch: its seq and household (as its outbox entry says) and its frame
+/// of the packed push.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EncodedMutation {
     pub(crate) seq: u64,
     pub(crate) household_id: HouseholdId,
-    pub(crate) packed: Vec<u8>,
+    pub(crate) frame: Vec<u8>,
 }
 
 impl EncodedMutation {
-    /// A mutation, encoded and packed.
+    /// A mutation's frame: a record for a create made of its record, else the mutation packed.
     pub(crate) fn of(mutation: &Mutation) -> EncodedMutation {
         EncodedMutation {
             seq: mutation.seq,
             household_id: mutation.household_id,
-            packed: packed::pack(&codec::encode(mutation)),
+            frame: packed_push::record_of(mutation)
+                .unwrap_or_else(|| packed::pack(&codec::encode(mutation))),
         }
     }
 }
@@ -78,12 +80,12 @@ impl PushBatch {
     /// The request as it travels: a packed push, sent with the `Content-Type`
     /// [`packed_push::CONTENT_TYPE`].
     pub fn encode(&self) -> Vec<u8> {
-        let packed: Vec<&[u8]> = self
+        let frames: Vec<&[u8]> = self
             .mutations
             .iter()
-            .map(|mutation| mutation.packed.as_slice())
+            .map(|mutation| mutation.frame.as_slice())
             .collect();
-        packed_push::encode(&self.device_id, &packed)
+        packed_push::encode(&self.device_id, &frames)
     }
 
     /// The request, unpacked and decoded: for a transport that hands it to a server in the
@@ -122,7 +124,12 @@ mod tests {
         let bytes = batch.encode();
         let push = packed_push::decode(&bytes, bytes.len()).expect("a packed push");
         assert_eq!(push.device_id, request.device_id);
-        assert_eq!(push.mutations[0], EncodedMutation::of(&mutations[0]).packed);
+        assert_eq!(push.mutations[0], EncodedMutation::of(&mutations[0]).frame);
+        assert_eq!(
+            push.mutations[0][0],
+            packed_push::RECORD_FRAME,
+            "a create is a record"
+        );
         assert_eq!(batch.request(), Ok(request));
         assert_eq!(batch.last_seq(), Some(5));
         assert_eq!(

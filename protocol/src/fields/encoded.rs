@@ -44,6 +44,15 @@ impl EncodedFields {
         EncodedFields::as_encode_writes(bytes, scan.canonical)
     }
 
+    /// Whether `bytes` are a field map's codec bytes exactly as `codec::encode` writes the map
+    /// they decode to (paths UTF-8 and strictly ascending, every value checked and in its
+    /// shortest form, nothing after the map); an error when they are no field map at all.
+    pub fn is_as_encode_writes(bytes: &[u8]) -> Result<bool, CodecError> {
+        let body = codec::body(bytes, bytes.len())?;
+        let scan = scan_field_map(body)?;
+        Ok(scan.len == body.len() && scan.canonical)
+    }
+
     /// Takes a map's codec bytes from a caller that built them from parts it checked as a scan
     /// checks them, and found as `codec::encode` writes the map: paths UTF-8 and strictly
     /// ascending, every value checked by [`checked_value_len`] and in its shortest form, counts

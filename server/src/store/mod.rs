@@ -210,7 +210,14 @@ impl NewRevision {
 
     /// A revision with its row encoded now.
     pub(crate) fn written(revision: Revision) -> NewRevision {
-        let row = rows::encode_new_revision(&revision);
+        NewRevision::written_with(revision, None)
+    }
+
+    /// A revision with its row encoded now, from its fields already packed when the caller
+    /// has them: `packed_fields` must unpack to the codec bytes of `revision.fields` (a
+    /// record a device sent packed and the merge engine checked, `codec::packed_push`).
+    pub(crate) fn written_with(revision: Revision, packed_fields: Option<&[u8]>) -> NewRevision {
+        let row = rows::encode_new_revision(&revision, packed_fields);
         NewRevision {
             revision,
             row: Some(row),
@@ -232,7 +239,7 @@ impl NewRevision {
     fn into_row(self) -> Vec<u8> {
         match self.row {
             Some(row) => row,
-            None => rows::encode_new_revision(&self.revision),
+            None => rows::encode_new_revision(&self.revision, None),
         }
     }
 }
@@ -1409,7 +1416,7 @@ mod tests {
         for rev in 1..=2 {
             batch.insert(
                 keys::revision(old, rev),
-                rows::encode_new_revision(&revision_numbered(rev)),
+                rows::encode_new_revision(&revision_numbered(rev), None),
             );
         }
         let mut row = rows::encode_household(&stored_at(old, 2, 10).meta(), None);

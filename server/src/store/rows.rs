@@ -327,21 +327,37 @@ pub(super) fn encode_revision(row: &RevisionRow) -> Vec<u8> {
         row.mutation_seq,
         row.at_ms,
         row.why,
-        &row.fields,
+        RevisionFields::Map(&row.fields),
         row.classification.as_ref(),
     )
 }
 
 /// The row of a revision the merge engine made, written from it without copying its fields.
-pub(super) fn encode_new_revision(revision: &super::Revision) -> Vec<u8> {
+/// `packed_fields`, when given, are its fields already packed as a row holds them
+/// (`codec::packed::pack` of the codec bytes of `revision.fields`), written as they are.
+pub(super) fn encode_new_revision(
+    revision: &super::Revision,
+    packed_fields: Option<&[u8]>,
+) -> Vec<u8> {
     write_revision(
         revision.device_id,
         revision.mutation_seq,
         revision.at_ms,
         revision.why,
-        &revision.fields,
+        match packed_fields {
+            Some(packed) => RevisionFields::Packed(packed),
+            None => RevisionFields::Map(&revision.fields),
+        },
         revision.classification.as_ref(),
     )
+}
+
+/// A revision's fields as its row is written from them.
+enum RevisionFields<'a> {
+    /// To be encoded and packed.
+    Map(&'a FieldMap),
+    /// Packed already, as [`RowWriter::protocol`] would pack the map.
+    Packed(&'a [u8]),
 }
 
 /// A revision row: its maker, its fields and, in format 3, a flag and the classification
@@ -352,15 +368,18 @@ fn write_revision(
     mutation_seq: u64,
     at_ms: i64,
     why: RevisionCause,
-    fields: &FieldMap,
+    fields: RevisionFields<'_>,
     classification: Option<&ClassificationRecord>,
 ) -> Vec<u8> {
     let row = RowWriter::new()
         .uuid(device_id)
         .u64(mutation_seq)
         .i64(at_ms)
-        .u8(cause_tag(why))
-        .protocol(fields);
+        .u8(cause_tag(why));
+    let row = match fields {
+        RevisionFields::Map(fields) => row.protocol(fields),
+        RevisionFields::Packed(packed) => row.blob(packed),
+    };
     match classification {
         None => row.u8(0),
         Some(record) => write_classification(row.u8(1), record),
@@ -655,6 +674,37 @@ mod tests {
         let mut format_2 = row[..row.len() - 1].to_vec();
         format_2[0] = FORMAT_PACKED;
         assert_eq!(decode_household_row(&format_2).ok(), Some((meta, None)));
+    }
+
+    #[test]
+    fn a_revision_written_from_packed_fields_keeps_those_bytes() {
+        // Long enough for `pack` to compress it.
+        let mut fields = fields();
+        fields.insert(
+            "dwelling.note".to_string(),
+            FieldValue::Text("nhà tạm, mái lá, vách đất; ".repeat(8)),
+        );
+        let revision = super::super::Revision {
+            rev: 1,
+            fields,
+            device_id: Uuid::from_u128(5),
+            mutation_seq: 12,
+            at_ms: 7,
+            why: RevisionCause::Create,
+            classification: None,
+        };
+        // The map's codec bytes kept plain: not what `pack` writes, but what it stands for.
+        let mut as_sent = vec![codec::packed::PLAIN];
+        as_sent.extend(codec::encode(&revision.fields));
+        let kept = encode_new_revision(&revision, Some(&as_sent));
+        let packed_here = encode_new_revision(&revision, None);
+        assert_ne!(kept, packed_here);
+        assert!(kept.windows(as_sent.len()).any(|part| part == as_sent));
+        for row in [&kept, &packed_here] {
+            let read = decode_revision(row).expect("reads");
+            assert_eq!(read.fields, revision.fields);
+            assert_eq!((read.mutation_seq, read.at_ms), (12, 7));
+        }
     }
 
     #[test]
