@@ -9,7 +9,8 @@
 //! - [`sync`]: push and pull messages, outcomes, conflicts, the protocol version.
 //! - [`codec`]: the one bincode codec, with byte limits, a version prefix and trailing bytes
 //!   rejected. No other module or crate names bincode. [`codec::packed`]: values at rest,
-//!   compressed against a frozen dictionary.
+//!   compressed against a frozen dictionary. [`codec::packed_push`]: a push whose mutations
+//!   travel packed as the outbox keeps them, a new household as its record.
 //! - [`access`]: a user's areas ([`access::Scope`]) and which places they hold: the rule both
 //!   the server and the device apply.
 //! - [`areas`]: the 2025 code set (34 provinces, 3,321 communes) and rural/urban per commune and
