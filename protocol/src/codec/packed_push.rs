@@ -36,8 +36,7 @@ pub const CONTENT_TYPE: &str = "application/x-packed-push";
 /// (`packed::PLAIN`, `DICTIONARY_1` or `DICTIONARY_2`), never with this.
 pub const RECORD_FRAME: u8 = b'R';
 
-/// A packed push as read: the device and each mutation's packed bytes, borrowed from the
-/// message.
+/// A packed push as read: the device and each mutation's frame, borrowed from the message.
 #[derive(Debug, Deserialize)]
 pub struct PackedPush<'a> {
     pub device_id: DeviceId,
@@ -45,21 +44,21 @@ pub struct PackedPush<'a> {
     pub mutations: Vec<&'a [u8]>,
 }
 
-/// Encodes a packed push from each mutation's packed bytes, copied as they are.
-pub fn encode(device_id: &DeviceId, packed_mutations: &[&[u8]]) -> Vec<u8> {
-    let len: usize = packed_mutations.iter().map(|packed| packed.len() + 3).sum();
+/// Encodes a packed push from each mutation's frame, copied as it is.
+pub fn encode(device_id: &DeviceId, frames: &[&[u8]]) -> Vec<u8> {
+    let len: usize = frames.iter().map(|frame| frame.len() + 3).sum();
     let mut out = Vec::with_capacity(len + 32);
     out.extend_from_slice(&crate::sync::PROTOCOL_VERSION.to_le_bytes());
-    super::encode_body_into(&mut out, &(device_id, packed_mutations.len() as u64));
-    for packed in packed_mutations {
+    super::encode_body_into(&mut out, &(device_id, frames.len() as u64));
+    for frame in frames {
         // A byte string as the codec writes one: its length, then its bytes.
-        super::encode_body_into(&mut out, &(packed.len() as u64));
-        out.extend_from_slice(packed);
+        super::encode_body_into(&mut out, &(frame.len() as u64));
+        out.extend_from_slice(frame);
     }
     out
 }
 
-/// Reads a packed push of at most `limit` bytes, its mutations left packed. More mutations
+/// Reads a packed push of at most `limit` bytes, its frames left as they are. More mutations
 /// than [`MAX_PUSH_MUTATIONS`] is an error, as in a [`PushRequest`].
 pub fn decode(bytes: &[u8], limit: usize) -> Result<PackedPush<'_>, CodecError> {
     let body = body(bytes, limit)?;
