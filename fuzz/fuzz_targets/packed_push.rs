@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocol::codec::{encode, packed, packed_push};
+use protocol::codec::packed_push;
 use server::merge_engine::{unpack_push, validate_push};
 
 fuzz_target!(|data: &[u8]| {
@@ -12,15 +12,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = validate_push(&request);
-    let packed_mutations: Vec<Vec<u8>> = request
-        .mutations
-        .iter()
-        .map(|mutation| {
-            packed_push::record_of(mutation).unwrap_or_else(|| packed::pack(&encode(mutation)))
-        })
-        .collect();
-    let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
-    let (again, _) =
-        unpack_push(&packed_push::encode(&request.device_id, &slices)).expect("round trip");
+    let (again, _) = unpack_push(&packed_push::encode_request(&request)).expect("round trip");
     assert_eq!(again, request);
 });

@@ -550,7 +550,7 @@ async fn a_new_based_edit_from_the_creator_merges_against_revision_one() {
 fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
     use crate::merge_engine::{apply_push, prepare_creates, unpack_push, PreparedCreates};
     use crate::scope::Caller;
-    use protocol::codec::{packed, packed_push};
+    use protocol::codec::packed_push;
 
     let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let now_ms = 1_760_000_000_000;
@@ -579,17 +579,8 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
         mutations,
     };
 
-    let frames: Vec<Vec<u8>> = batch
-        .mutations
-        .iter()
-        .map(|mutation| {
-            packed_push::record_of(mutation)
-                .unwrap_or_else(|| packed::pack(&protocol::codec::encode(mutation)))
-        })
-        .collect();
-    let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     let (unpacked, packed_records) =
-        unpack_push(&packed_push::encode(&batch.device_id, &frames)).expect("a packed push");
+        unpack_push(&packed_push::encode_request(&batch)).expect("a packed push");
     assert_eq!(unpacked, batch);
     // Every create but the shuffled one and the edit made on nothing (whose changes are
     // still its whole record) came as a record that may be kept.

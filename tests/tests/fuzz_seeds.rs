@@ -87,16 +87,7 @@ fn seeds() -> Seeds {
         let push = push_of(store);
         if !push.mutations.is_empty() {
             add("push_request", encode(&push));
-            let packed_mutations: Vec<Vec<u8>> = push
-                .mutations
-                .iter()
-                .map(|mutation| {
-                    packed_push::record_of(mutation)
-                        .unwrap_or_else(|| packed::pack(&encode(mutation)))
-                })
-                .collect();
-            let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
-            add("packed_push", packed_push::encode(&push.device_id, &slices));
+            add("packed_push", packed_push::encode_request(&push));
             if let Some(compressed) = protocol::codec::compress(&encode(&push)) {
                 add("compressed_body", with_tag(0, compressed));
             }
@@ -217,16 +208,7 @@ fn exercise(target: &str, data: &[u8]) {
             // A push as the server reads one sent packed: every mutation unpacked and decoded.
             if let Ok((request, _)) = server::merge_engine::unpack_push(data) {
                 let _ = server::merge_engine::validate_push(&request);
-                let packed_mutations: Vec<Vec<u8>> = request
-                    .mutations
-                    .iter()
-                    .map(|mutation| {
-                        packed_push::record_of(mutation)
-                            .unwrap_or_else(|| packed::pack(&encode(mutation)))
-                    })
-                    .collect();
-                let slices: Vec<&[u8]> = packed_mutations.iter().map(Vec::as_slice).collect();
-                let again = packed_push::encode(&request.device_id, &slices);
+                let again = packed_push::encode_request(&request);
                 assert_eq!(
                     server::merge_engine::unpack_push(&again)
                         .ok()

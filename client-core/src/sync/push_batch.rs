@@ -4,7 +4,7 @@
 //! packed whole. The device neither unpacks its mutations nor compresses the request again,
 //! which was a third of its work in a first push.
 
-use protocol::codec::{self, packed, packed_push, CodecError};
+use protocol::codec::{packed_push, CodecError};
 use protocol::sync::{Mutation, PushRequest};
 use protocol::{DeviceId, HouseholdId};
 
@@ -30,8 +30,7 @@ impl EncodedMutation {
         EncodedMutation {
             seq: mutation.seq,
             household_id: mutation.household_id,
-            frame: packed_push::record_of(mutation)
-                .unwrap_or_else(|| packed::pack(&codec::encode(mutation))),
+            frame: packed_push::frame_of(mutation),
         }
     }
 }

@@ -127,6 +127,20 @@ pub fn frame(bytes: &[u8]) -> Result<Frame<'_>, CodecError> {
     }
 }
 
+/// A request as a packed push, each mutation made a frame here ([`frame_of`]): for requests
+/// made by hand (tests, fuzzing). A device copies its frames from its outbox.
+pub fn encode_request(request: &PushRequest) -> Vec<u8> {
+    let frames: Vec<Vec<u8>> = request.mutations.iter().map(frame_of).collect();
+    let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    encode(&request.device_id, &frames)
+}
+
+/// A mutation's frame: a record for a create made of its record ([`record_of`]), else the
+/// mutation packed.
+pub fn frame_of(mutation: &Mutation) -> Vec<u8> {
+    record_of(mutation).unwrap_or_else(|| packed::pack(&super::encode(mutation)))
+}
+
 /// A create made on nothing whose changes are its record (every one a value, paths strictly
 /// ascending) as a record frame, its map packed; `None` for any other mutation.
 pub fn record_of(mutation: &Mutation) -> Option<Vec<u8>> {
