@@ -582,8 +582,8 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
     let (unpacked, packed_records) =
         unpack_push(&packed_push::encode_request(&batch)).expect("a packed push");
     assert_eq!(unpacked, batch);
-    // Every create but the shuffled one and the edit made on nothing (whose changes are
-    // still its whole record) came as a record that may be kept.
+    // Every mutation but the shuffled create came as a record that may be kept: the two
+    // edits made on nothing carry their whole records too.
     assert_eq!(packed_records.len(), 84);
 
     let apply = |prepare: bool, packed: bool| {

@@ -78,8 +78,8 @@ impl PackedPush<'_> {
     /// more than [`MAX_PUSH_BYTES`] is refused as a [`PushRequest`] that long would be.
     pub fn unpacked_len(&self) -> Result<usize, CodecError> {
         let mut total = 0usize;
-        for (index, packed) in self.mutations.iter().enumerate() {
-            let len = frame(packed)
+        for (index, bytes) in self.mutations.iter().enumerate() {
+            let len = frame(bytes)
                 .and_then(|frame| match frame {
                     Frame::Mutation(packed) => packed::unpacked_len(packed),
                     Frame::Record { fields, .. } => packed::unpacked_len(fields),
@@ -99,7 +99,7 @@ impl PackedPush<'_> {
 
 /// One frame of a packed push.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Frame<'a> {
+enum Frame<'a> {
     /// A mutation's codec bytes, packed.
     Mutation(&'a [u8]),
     /// A new household's create: its field map, packed.
@@ -112,7 +112,7 @@ pub enum Frame<'a> {
 }
 
 /// Reads a frame's kind and, for a record, its header.
-pub fn frame(bytes: &[u8]) -> Result<Frame<'_>, CodecError> {
+fn frame(bytes: &[u8]) -> Result<Frame<'_>, CodecError> {
     match bytes.split_first() {
         Some((&RECORD_FRAME, mut rest)) => {
             let (seq, household_id, made_at_ms) = super::decode_part(&mut rest)?;
@@ -260,11 +260,6 @@ pub fn read_record(
     })
 }
 
-/// Unpacks and decodes the mutation at `index` of a push: [`read`] without the packed record.
-pub fn mutation(index: usize, bytes: &[u8], limit: usize) -> Result<Mutation, CodecError> {
-    read(index, bytes, limit).map(|read| read.mutation)
-}
-
 /// The request a packed push stands for, unpacked here and now: for a server in the same
 /// process, and for tests.
 pub fn request(push: &PackedPush<'_>) -> Result<PushRequest, CodecError> {
@@ -273,7 +268,7 @@ pub fn request(push: &PackedPush<'_>) -> Result<PushRequest, CodecError> {
         .mutations
         .iter()
         .enumerate()
-        .map(|(index, packed)| mutation(index, packed, MAX_PUSH_BYTES))
+        .map(|(index, frame)| read(index, frame, MAX_PUSH_BYTES).map(|read| read.mutation))
         .collect::<Result<_, _>>()?;
     Ok(PushRequest {
         device_id: push.device_id,
