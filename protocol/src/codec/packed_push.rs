@@ -415,6 +415,38 @@ mod tests {
         assert!(read_err(&garbage));
     }
 
+    #[test]
+    fn a_record_whose_texts_or_yes_no_values_do_not_read_is_refused() {
+        // Laid out as a map, as the codec writes one, but a text is not UTF-8 or a yes/no
+        // byte is neither: the scan that decides whether to keep the bytes leaves both to
+        // the decode, which refuses them.
+        let create = mutation_numbered(10);
+        let good = codec::encode(&AsMap(&create.changes));
+        let text = "Nguyễn".as_bytes();
+        let at = good
+            .windows(text.len())
+            .position(|window| window == text)
+            .expect("the record holds the name");
+        let mut not_utf8 = good.clone();
+        not_utf8[at + 1] = 0xFF;
+        let frame = record_frame(10, &create.household_id, 0, &packed::pack(&not_utf8));
+        assert!(read_err(&frame), "a text that is not UTF-8");
+
+        let flag = vec![FieldChange {
+            path: "flags.no_working_capacity".into(),
+            value: Some(FieldValue::Bool(true)),
+        }];
+        let mut not_yes_no = codec::encode(&AsMap(&flag));
+        let last = not_yes_no.len() - 1;
+        assert_eq!(not_yes_no[last], 1, "the map ends with its yes");
+        not_yes_no[last] = 2;
+        let frame = record_frame(10, &create.household_id, 0, &packed::pack(&not_yes_no));
+        assert!(read_err(&frame), "a yes/no byte that is neither");
+        not_yes_no[last] = 1;
+        let frame = record_frame(10, &create.household_id, 0, &packed::pack(&not_yes_no));
+        assert!(read(4, &frame, MAX_PUSH_BYTES).is_ok(), "mended, it reads");
+    }
+
     fn read_err(frame: &[u8]) -> bool {
         read(4, frame, MAX_PUSH_BYTES)
             .is_err_and(|error| error.to_string().contains("mutation 5 of the push"))
