@@ -65,8 +65,9 @@ pub struct Assessment {
 /// Derives every indicator of `standard` for `household` as of `reference_date`.
 pub fn assess(household: &Household, standard: &Standard, reference_date: Date) -> Assessment {
     let mut out = Assessment::default();
+    let people = people_of(household, reference_date);
     for spec in &standard.indicators {
-        match derive(household, spec, &standard.working_age, reference_date) {
+        match derive_for(household, &people, spec, &standard.working_age) {
             Finding::Deprived(deprivation) => out.deprivations.push(deprivation),
             Finding::NotDeprived => out.not_deprived.push(spec.rule.id()),
             Finding::Unknown(gap) => out.gaps.push(gap),
@@ -82,18 +83,35 @@ pub fn derive(
     working_age: &WorkingAge,
     reference_date: Date,
 ) -> Finding {
-    let id = spec.rule.id();
-    // In member-id order, so that the reasons read the same whatever order a device or the
-    // server holds the members in (the server rebuilds the list from field paths keyed by id).
+    let people = people_of(household, reference_date);
+    derive_for(household, &people, spec, working_age)
+}
+
+/// The household's members with their ages on `reference_date`, in member-id order, so that
+/// the reasons read the same whatever order a device or the server holds the members in (the
+/// server rebuilds the list from field paths keyed by id).
+fn people_of(household: &Household, reference_date: Date) -> Vec<Person<'_>> {
     let mut people: Vec<Person<'_>> = household
         .members
         .iter()
         .map(|member| Person::new(member, reference_date))
         .collect();
     people.sort_by_key(|person| person.member.id);
+    people
+}
+
+/// [`derive`] with the household's people already counted ([`people_of`]): a standard's
+/// indicators share them.
+fn derive_for(
+    household: &Household,
+    people: &[Person<'_>],
+    spec: &IndicatorSpec,
+    working_age: &WorkingAge,
+) -> Finding {
+    let id = spec.rule.id();
     let dwelling = &household.dwelling;
     match &spec.rule {
-        IndicatorRule::Employment => per_member(id, &people, |p| {
+        IndicatorRule::Employment => per_member(id, people, |p| {
             if !working_age.contains(p.age, p.member.sex) {
                 return Check::Fine;
             }
@@ -112,13 +130,13 @@ pub fn derive(
             more_than_percent,
         } => dependents(
             id,
-            &people,
+            people,
             household.flags.no_working_capacity,
             working_age,
             i64::from(*child_below_age),
             *more_than_percent,
         ),
-        IndicatorRule::Nutrition { child_below_age } => per_member(id, &people, |p| {
+        IndicatorRule::Nutrition { child_below_age } => per_member(id, people, |p| {
             if p.age >= i64::from(*child_below_age) {
                 return Check::Fine;
             }
@@ -133,7 +151,7 @@ pub fn derive(
                 None => Check::Unknown(vec![("tình trạng dinh dưỡng", "nutrition status")]),
             }
         }),
-        IndicatorRule::HealthInsurance { min_age } => per_member(id, &people, |p| {
+        IndicatorRule::HealthInsurance { min_age } => per_member(id, people, |p| {
             if p.age < i64::from(*min_age) {
                 return Check::Fine;
             }
@@ -143,7 +161,7 @@ pub fn derive(
                 None => Check::Unknown(vec![("bảo hiểm y tế", "health insurance")]),
             }
         }),
-        IndicatorRule::AdultEducation { bands } => per_member_owned(id, &people, |p| {
+        IndicatorRule::AdultEducation { bands } => per_member_owned(id, people, |p| {
             let Some(band) = bands
                 .iter()
                 .find(|b| i64::from(b.from_age) <= p.age && p.age < i64::from(b.below_age))
@@ -174,7 +192,7 @@ pub fn derive(
         IndicatorRule::ChildSchooling {
             from_age,
             below_age,
-        } => per_member(id, &people, |p| {
+        } => per_member(id, people, |p| {
             if p.age < i64::from(*from_age) || p.age >= i64::from(*below_age) {
                 return Check::Fine;
             }
