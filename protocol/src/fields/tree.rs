@@ -32,7 +32,16 @@ struct Tree<'a> {
 #[derive(Default)]
 struct Children<'a>(Vec<(&'a str, Child<'a>)>);
 
+/// Nodes a household's tree is expected to have: the record, its groups, and its members.
+const NODES_EXPECTED: usize = 16;
+/// Children a node is expected to have at most.
+const CHILDREN_EXPECTED: usize = 24;
+
 impl<'a> Children<'a> {
+    fn sized() -> Children<'a> {
+        Children(Vec::with_capacity(CHILDREN_EXPECTED))
+    }
+
     /// Where `part` is, or where it goes.
     fn find(&self, part: &str) -> Result<usize, usize> {
         match self.0.last() {
@@ -76,9 +85,11 @@ enum Child<'a> {
 }
 
 pub(super) fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
-    let mut tree = Tree {
-        nodes: vec![Children::default()],
-    };
+    // Sized for a household, so that the lists are not grown entry by entry (that was an
+    // eighth of `unflatten`): a few dozen nodes, none with more than a few dozen children.
+    let mut nodes = Vec::with_capacity(NODES_EXPECTED);
+    nodes.push(Children::sized());
+    let mut tree = Tree { nodes };
     let mut parent = None;
     for (path, value) in fields {
         check_leaf(path, value)?;
@@ -137,7 +148,7 @@ impl<'a> Tree<'a> {
                 }
                 None => {
                     let child = self.nodes.len();
-                    self.nodes.push(Children::default());
+                    self.nodes.push(Children::sized());
                     self.nodes[node].insert_new(part, Child::Node(child));
                     child
                 }
