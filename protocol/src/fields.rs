@@ -269,6 +269,25 @@ pub fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
     tree::unflatten(fields)
 }
 
+/// The record that `changes` make from nothing ([`apply`] to an empty map, then
+/// [`unflatten`]). When they are the whole record, as a device sends a create (each a value,
+/// paths strictly ascending), the record is read from them without building the map: that
+/// map was a tenth of the server's work on a pushed create, counting its building and freeing.
+pub fn unflatten_changes(changes: &[FieldChange]) -> Result<Household, FieldError> {
+    let whole_record = changes.iter().all(|change| change.value.is_some())
+        && changes.windows(2).all(|pair| pair[0].path < pair[1].path);
+    if !whole_record {
+        let mut fields = FieldMap::new();
+        apply(&mut fields, changes);
+        return unflatten(&fields);
+    }
+    tree::unflatten_entries(
+        changes
+            .iter()
+            .filter_map(|change| Some((change.path.as_str(), change.value.as_ref()?))),
+    )
+}
+
 /// Checks the size limits of one leaf.
 pub fn check_leaf(path: &str, value: &FieldValue) -> Result<(), FieldError> {
     let invalid = |problem: String| FieldError::Invalid {

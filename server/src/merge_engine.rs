@@ -273,13 +273,17 @@ impl<'r> Maker<'r> {
     ///
     /// `packed_record` is the record as the device sent it packed, when it came as a record
     /// the codec writes so ([`PackedRecords`]): the revision's row keeps those bytes instead
-    /// of encoding and packing the record again.
+    /// of encoding and packing the record again, and no map of the record is built at all
+    /// ([`Self::create_packed`]).
     fn prepare(&self, mutation: &mut Mutation, packed_record: Option<&[u8]>) -> PreparedCreate {
         let exact = mutation.changes.iter().all(|change| change.value.is_some())
             && mutation
                 .changes
                 .windows(2)
                 .all(|pair| pair[0].path < pair[1].path);
+        if let (true, Some(packed)) = (exact, packed_record) {
+            return self.create_packed(mutation, packed);
+        }
         if !exact {
             return match self.create_from_copy(mutation, NewRevision::written) {
                 Ok(made) => PreparedCreate::Made(Box::new(made)),
@@ -302,6 +306,45 @@ impl<'r> Maker<'r> {
                 PreparedCreate::Refused(reason)
             }
         }
+    }
+
+    /// [`Self::prepare`] for a create whose record came as the codec writes it, `packed`: the
+    /// record is read from the mutation's changes, which it leaves as they are, and the
+    /// revision's row keeps `packed` as its fields, which the revision itself does not hold
+    /// ([`NewRevision::written_packed`]). Building that map from the changes, and freeing it,
+    /// was a tenth of the server's work on a pushed create.
+    fn create_packed(&self, mutation: &Mutation, packed: &[u8]) -> PreparedCreate {
+        let id = mutation.household_id;
+        let checked = validate::household_from_changes_with_areas(
+            &mutation.changes,
+            self.today,
+            &self.reference.areas,
+        )
+        .and_then(|household| is_named(household, id));
+        let household = match checked {
+            Ok(household) => household,
+            Err(problems) => return PreparedCreate::Refused(validate::reason(&problems)),
+        };
+        // The record's place, as `Place::of` reads it from the record's fields: the checked
+        // record has both as the texts its fields hold.
+        let place = Place {
+            commune_code: Some(&household.commune_code),
+            village: Some(&household.village),
+        };
+        if !may_write(self.caller, &place) {
+            return PreparedCreate::Refused(not_allowed(id));
+        }
+        let revision = self.revision(
+            1,
+            FieldMap::new(),
+            Some(household),
+            mutation.seq,
+            RevisionCause::Create,
+        );
+        PreparedCreate::Made(Box::new(MadeCreate {
+            revision: NewRevision::written_packed(revision, packed),
+            changes_taken: false,
+        }))
     }
 
     /// [`Self::create`] with a record copied from the mutation's changes, which stay as they
@@ -560,7 +603,7 @@ impl<'r> Batch<'r> {
             if let Some(row) = &mut row {
                 let made = self.made.get(&(row.id, row.rev));
                 if let Some((_, revision)) = made.and_then(|&at| self.commit.revisions.get(at)) {
-                    row.fields = revision.revision().fields.clone();
+                    row.fields = revision.fields(row.id)?;
                 }
             }
             return Ok(row);
@@ -572,11 +615,12 @@ impl<'r> Batch<'r> {
 
     fn revision_fields(&self, id: Uuid, rev: u32) -> Result<Option<FieldMap>, StoreError> {
         if let Some(index) = self.made.get(&(id, rev)) {
-            return Ok(self
+            return self
                 .commit
                 .revisions
                 .get(*index)
-                .map(|(_, r)| r.revision().fields.clone()));
+                .map(|(_, revision)| revision.fields(id))
+                .transpose();
         }
         self.registry.revision_fields(id, rev)
     }
@@ -964,6 +1008,11 @@ fn check_record(
     reference: &ReferenceData,
 ) -> Result<Household, Vec<Problem>> {
     let household = validate::household_from_fields_with_areas(fields, today, &reference.areas)?;
+    is_named(household, id)
+}
+
+/// The record, if its id is the household `id` the mutation names.
+fn is_named(household: Household, id: Uuid) -> Result<Household, Vec<Problem>> {
     if household.id != id {
         return Err(vec![Problem(format!(
             "mã hộ trong bản ghi ({}) khác mã hộ của thay đổi ({id}) / the record's id {} is not the household id {id} the change names",

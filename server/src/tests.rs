@@ -566,6 +566,8 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
     let mut mutations: Vec<Mutation> = vec![create(1, &taken)];
     mutations.extend(records.iter().map(|record| create(0, record)));
     mutations.push(create(0, &invalid));
+    // An edit of a household this batch creates: with the create's record kept packed, the
+    // edit reads the revision's fields back from its row (`NewRevision::fields`).
     mutations.push(mutation(0, edited.id, Base::New, changes(None, &edited)));
     mutations.push(mutation(0, mine.id, Base::New, changes(None, &mine_edited)));
     let mut shuffled = create(0, &household("Đặng Thị Xuân"));

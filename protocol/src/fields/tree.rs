@@ -85,6 +85,13 @@ enum Child<'a> {
 }
 
 pub(super) fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
+    unflatten_entries(fields.iter().map(|(path, value)| (path.as_str(), value)))
+}
+
+/// [`unflatten`] for a map given as its entries, with no path twice.
+pub(super) fn unflatten_entries<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a FieldValue)>,
+) -> Result<Household, FieldError> {
     // Sized for a household, so that the lists are not grown entry by entry (that was an
     // eighth of `unflatten`): a few dozen nodes, none with more than a few dozen children.
     let mut nodes = Vec::with_capacity(NODES_EXPECTED);

@@ -197,6 +197,8 @@ pub(crate) struct NewRevision {
     /// two cannot disagree; once the row is written, `take_written_fields` may leave the
     /// revision's fields empty, the row holding them).
     row: Option<Vec<u8>>,
+    /// The revision's fields are in its row only ([`Self::written_packed`]).
+    fields_in_row: bool,
 }
 
 impl NewRevision {
@@ -205,6 +207,7 @@ impl NewRevision {
         NewRevision {
             revision,
             row: None,
+            fields_in_row: false,
         }
     }
 
@@ -221,11 +224,41 @@ impl NewRevision {
         NewRevision {
             revision,
             row: Some(row),
+            fields_in_row: false,
         }
     }
 
+    /// A revision whose fields are `packed_fields` alone, written into its row now:
+    /// `revision.fields` is left empty, and [`Self::fields`] reads them back from the row when
+    /// they are asked for (a later mutation of the same household in the same push, which is
+    /// rare). `packed_fields` must unpack to the codec bytes of a field map (a record a device
+    /// sent packed and the merge engine checked).
+    pub(crate) fn written_packed(revision: Revision, packed_fields: &[u8]) -> NewRevision {
+        let row = rows::encode_new_revision(&revision, Some(packed_fields));
+        NewRevision {
+            revision: Revision {
+                fields: FieldMap::new(),
+                ..revision
+            },
+            row: Some(row),
+            fields_in_row: true,
+        }
+    }
+
+    /// The revision, with empty fields when they are in its row only ([`Self::fields`]).
     pub(crate) fn revision(&self) -> &Revision {
         &self.revision
+    }
+
+    /// The fields of this revision of household `id`, from its row when they are kept there
+    /// only.
+    pub(crate) fn fields(&self, id: Uuid) -> Result<FieldMap, StoreError> {
+        match (&self.row, self.fields_in_row) {
+            (Some(row), true) => rows::decode_revision_unclassified(row)
+                .map(|row| row.fields)
+                .map_err(Registry::corrupt(&keys::revision(id, self.revision.rev))),
+            _ => Ok(self.revision.fields.clone()),
+        }
     }
 
     /// The fields of a revision whose row is written already, taken out of it: the row holds
