@@ -461,6 +461,38 @@ mod tests {
     }
 
     #[test]
+    fn a_record_read_from_its_changes_is_the_record_their_map_makes() {
+        let household = sample();
+        let fields = flatten(&household);
+        let whole = diff(&FieldMap::new(), &fields);
+        assert!(whole.windows(2).all(|pair| pair[0].path < pair[1].path));
+        assert_eq!(unflatten_changes(&whole), Ok(household.clone()));
+        // Changes that are not the whole record in order go through the map they make.
+        let mut shuffled = whole.clone();
+        shuffled.reverse();
+        assert_eq!(unflatten_changes(&shuffled), Ok(household.clone()));
+        let mut with_removal = whole.clone();
+        with_removal.push(FieldChange {
+            path: "address".into(),
+            value: None,
+        });
+        let mut without_address = fields.clone();
+        without_address.remove("address");
+        assert_eq!(
+            unflatten_changes(&with_removal),
+            unflatten(&without_address),
+            "a removal after the value removes it"
+        );
+        assert!(unflatten_changes(&with_removal).is_err());
+        // A path that clashes is refused either way, with the same error.
+        let mut clash = fields.clone();
+        clash.insert("dwelling".into(), FieldValue::Int(1));
+        let clash_changes = diff(&FieldMap::new(), &clash);
+        assert_eq!(unflatten_changes(&clash_changes), unflatten(&clash));
+        assert!(unflatten(&clash).is_err());
+    }
+
+    #[test]
     fn diff_then_apply_reaches_the_new_record() {
         let old = sample();
         let mut new = old.clone();
