@@ -24,8 +24,8 @@ mod encoded;
 #[cfg(test)]
 mod through_json;
 mod tree;
-pub(crate) use encoded::checked_value_len;
 pub use encoded::EncodedFields;
+pub(crate) use encoded::{checked_value_len, decode_entries};
 
 /// Collections of objects that are keyed by their `id` field in paths.
 const KEYED_LISTS: &[&str] = &["members"];

@@ -25,7 +25,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Deserialize;
 
 use super::{body, packed, CodecError};
-use crate::fields::{EncodedFields, FieldChange, FieldValue};
+use crate::fields::{decode_entries, FieldChange};
 use crate::sync::{Base, Mutation, PushRequest, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS};
 use crate::{DeviceId, HouseholdId};
 
@@ -194,10 +194,6 @@ impl Serialize for AsMap<'_> {
     }
 }
 
-/// A field map's entries, in the order its bytes hold them.
-#[derive(Deserialize)]
-struct Entries(#[serde(deserialize_with = "super::bounded_vec")] Vec<(String, FieldValue)>);
-
 /// A mutation read from a packed push.
 #[derive(Debug, PartialEq)]
 pub struct ReadMutation {
@@ -238,8 +234,7 @@ pub fn read_record(
     limit: usize,
 ) -> Result<ReadMutation, CodecError> {
     let map = packed::unpack(fields, limit)?;
-    let as_encode_writes = EncodedFields::is_as_encode_writes(&map)?;
-    let Entries(entries) = super::decode(&map, limit)?;
+    let (entries, as_encode_writes) = decode_entries(&map, limit)?;
     let changes = entries
         .into_iter()
         .map(|(path, value)| FieldChange {

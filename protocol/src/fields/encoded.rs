@@ -8,7 +8,7 @@ use serde::de::Deserializer;
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use super::{FieldMap, MAX_LIST_DEPTH};
+use super::{FieldMap, FieldValue, MAX_LIST_DEPTH};
 use crate::codec::{self, CodecError};
 
 /// A field map as the protocol codec encodes it (`codec::encode(&map)`), held without being
@@ -42,17 +42,6 @@ impl EncodedFields {
             return Err(CodecError::TrailingBytes);
         }
         EncodedFields::as_encode_writes(bytes, scan.canonical)
-    }
-
-    /// Whether `bytes`, which the caller decodes as a field map too, are exactly as
-    /// `codec::encode` writes the map they decode to (paths strictly ascending, every number
-    /// in its shortest form, nothing after the map); an error when they are not laid out as a
-    /// field map at all. Texts and yes/no bytes are left to the decode: checking every text
-    /// as UTF-8 in both was a twentieth of the server's work on a pushed record.
-    pub fn is_as_encode_writes(bytes: &[u8]) -> Result<bool, CodecError> {
-        let body = codec::body(bytes, bytes.len())?;
-        let scan = scan_field_map_unchecked(body)?;
-        Ok(scan.len == body.len() && scan.canonical)
     }
 
     /// Takes a map's codec bytes from a caller that built them from parts it checked as a scan
@@ -164,6 +153,44 @@ impl<'de> Deserialize<'de> for EncodedFields {
     }
 }
 
+/// A field map's codec bytes (at most `limit` long, version in front) decoded into its entries
+/// in the order the bytes hold them, as `codec::decode` decodes a list of paths and values,
+/// with the same kinds of error; and whether the bytes are exactly as `codec::encode` writes
+/// the map they make (paths strictly ascending, every number in its shortest form). One pass
+/// does both: a scan, then serde's decode, had each walked a pushed record, and together they
+/// were a sixth of the server's work on it.
+pub(crate) fn decode_entries(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<(Vec<(String, FieldValue)>, bool), CodecError> {
+    let body = codec::body(bytes, limit)?;
+    let mut scanner = Scanner::new(body);
+    let count = scanner.varint()?;
+    // Each entry takes at least two bytes: a claimed count beyond them allocates no more.
+    let mut entries =
+        Vec::with_capacity(usize::try_from(count).map_or(0, |n| n.min(body.len() / 2)));
+    let mut previous: Option<&[u8]> = None;
+    for _ in 0..count {
+        let path = scanner.text_bytes()?;
+        if previous.is_some_and(|previous| previous >= path) {
+            scanner.canonical = false;
+        }
+        previous = Some(path);
+        let path = owned_text(path)?;
+        entries.push((path, scanner.owned_value(0)?));
+    }
+    if scanner.at < body.len() {
+        return Err(CodecError::TrailingBytes);
+    }
+    Ok((entries, scanner.canonical))
+}
+
+fn owned_text(bytes: &[u8]) -> Result<String, CodecError> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| malformed("a text is not UTF-8"))
+}
+
 /// A map's entries, walked without checking again (see [`EncodedFields::entries`]).
 pub(crate) struct Entries<'a> {
     scanner: Scanner<'a>,
@@ -204,31 +231,17 @@ struct Scan {
 /// varint integers), accepting what bincode accepts, except lists nested past
 /// [`MAX_LIST_DEPTH`] as `FieldValue` refuses them.
 fn scan_field_map(body: &[u8]) -> Result<Scan, CodecError> {
-    scan_entries(body, true)
-}
-
-/// [`scan_field_map`] for bytes the caller decodes as well: texts are not checked as UTF-8,
-/// nor yes/no bytes (the decode refuses both), and paths are compared as bytes, the order of
-/// UTF-8 text.
-fn scan_field_map_unchecked(body: &[u8]) -> Result<Scan, CodecError> {
-    scan_entries(body, false)
-}
-
-fn scan_entries(body: &[u8], check: bool) -> Result<Scan, CodecError> {
     let mut scanner = Scanner::new(body);
-    let mut previous: Option<&[u8]> = None;
+    let mut previous: Option<&str> = None;
     // Each entry takes at least two bytes: a claimed count larger than the bytes runs out of
     // them, it allocates nothing.
     for _ in 0..scanner.varint()? {
-        let path = match check {
-            true => scanner.text()?.as_bytes(),
-            false => scanner.text_bytes()?,
-        };
+        let path = scanner.text()?;
         if previous.is_some_and(|previous| previous >= path) {
             scanner.canonical = false;
         }
         previous = Some(path);
-        scanner.value(0, check)?;
+        scanner.value(0, true)?;
     }
     Ok(Scan {
         len: scanner.at,
@@ -292,6 +305,40 @@ impl<'a> Scanner<'a> {
     fn text_bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let len = usize::try_from(self.varint()?).map_err(|_| CodecError::Truncated)?;
         self.take(len)
+    }
+
+    /// The `FieldValue` at the front, inside `depth` lists, as `FieldValue`'s `Deserialize`
+    /// reads it from the codec: the same values, refused for the same faults.
+    fn owned_value(&mut self, depth: usize) -> Result<FieldValue, CodecError> {
+        // The variant, in `FieldValue`'s order.
+        Ok(match self.varint()? {
+            0 => FieldValue::Null,
+            1 => match self.array::<1>()?[0] {
+                0 => FieldValue::Bool(false),
+                1 => FieldValue::Bool(true),
+                _ => return Err(malformed("a yes/no value is neither")),
+            },
+            // bincode's signed varint: zigzag, so that small negative numbers stay short.
+            2 => {
+                let zigzag = self.varint()?;
+                FieldValue::Int((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+            }
+            3 => FieldValue::Float(f64::from_le_bytes(self.array()?)),
+            4 => FieldValue::Text(owned_text(self.text_bytes()?)?),
+            5 => {
+                if depth >= MAX_LIST_DEPTH {
+                    return Err(malformed("lists nest too deep"));
+                }
+                let count = self.varint()?;
+                // As `codec::bounded_vec`: the length prefix is not trusted for the allocation.
+                let mut items = Vec::with_capacity(usize::try_from(count).map_or(0, |n| n.min(16)));
+                for _ in 0..count {
+                    items.push(self.owned_value(depth + 1)?);
+                }
+                FieldValue::List(items)
+            }
+            _ => return Err(malformed("a value of an unknown kind")),
+        })
     }
 
     /// A `FieldValue` inside `depth` lists; its text's bytes when it is one. `check` checks
@@ -431,6 +478,110 @@ mod tests {
             EncodedFields::from_codec_bytes(long_form),
             Ok(EncodedFields::encode(&as_map))
         );
+    }
+
+    /// A map's entries as serde decodes them: what [`decode_entries`] must match.
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct SerdeEntries(
+        #[serde(deserialize_with = "crate::codec::bounded_vec")] Vec<(String, FieldValue)>,
+    );
+
+    /// [`decode_entries`] against serde's decode of the same bytes: the same entries, or an
+    /// error of the same kind; and, when they decode, the scan's verdict on their form.
+    fn decodes_as_serde_does(bytes: &[u8]) -> Result<(), String> {
+        let ours = decode_entries(bytes, usize::MAX);
+        let serde: Result<SerdeEntries, _> = codec::decode(bytes, usize::MAX);
+        match (&ours, &serde) {
+            (Ok((entries, canonical)), Ok(SerdeEntries(expected))) => {
+                let body = codec::body(bytes, usize::MAX).map_err(|e| e.to_string())?;
+                let scan = scan_field_map(body).map_err(|e| e.to_string())?;
+                if entries != expected || *canonical != scan.canonical {
+                    return Err(format!(
+                        "{ours:?} against {serde:?}, scan {}",
+                        scan.canonical
+                    ));
+                }
+            }
+            (Err(a), Err(b)) if std::mem::discriminant(a) == std::mem::discriminant(b) => {}
+            _ => return Err(format!("{ours:?} against {serde:?}")),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_map_decodes_into_its_entries_in_one_pass_as_serde_decodes_it() {
+        let fields = every_kind_of_value();
+        let whole = EncodedFields::encode(&fields).codec_bytes().to_vec();
+        let (entries, canonical) = decode_entries(&whole, usize::MAX).expect("decodes");
+        assert!(canonical);
+        assert_eq!(entries.into_iter().collect::<FieldMap>(), fields);
+        // Every cut, and every byte changed, decodes as serde decodes it.
+        for cut in 0..=whole.len() {
+            assert_eq!(decodes_as_serde_does(&whole[..cut]), Ok(()), "cut at {cut}");
+        }
+        for at in VERSION_BYTES..whole.len() {
+            for byte in [
+                0, 1, 2, 3, 4, 5, 6, 0x7f, 0xc3, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
+            ] {
+                let mut bytes = whole.clone();
+                bytes[at] = byte;
+                assert_eq!(
+                    decodes_as_serde_does(&bytes),
+                    Ok(()),
+                    "byte {at} set to {byte}"
+                );
+            }
+        }
+        // Entries out of order, and a number in a longer form, decode but are not as
+        // `codec::encode` writes them.
+        let reversed: Vec<(String, FieldValue)> = fields.clone().into_iter().rev().collect();
+        let bytes = written_by_hand(
+            &reversed
+                .iter()
+                .map(|(p, v)| (p.as_str(), v.clone()))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(decodes_as_serde_does(&bytes), Ok(()));
+        assert_eq!(
+            decode_entries(&bytes, usize::MAX).map(|(_, canonical)| canonical),
+            Ok(false)
+        );
+        let mut long_count = whole[..VERSION_BYTES].to_vec();
+        let count = u16::try_from(fields.len()).expect("a short map");
+        long_count.push(251);
+        long_count.extend(count.to_le_bytes());
+        long_count.extend(&whole[VERSION_BYTES + 1..]);
+        assert_eq!(decodes_as_serde_does(&long_count), Ok(()));
+        assert_eq!(
+            decode_entries(&long_count, usize::MAX).map(|(_, canonical)| canonical),
+            Ok(false)
+        );
+        // Trailing bytes, lists nested past the bound, and a claimed count far beyond the
+        // bytes (which must not allocate for it).
+        let mut trailing = whole.clone();
+        trailing.push(0);
+        assert_eq!(
+            decode_entries(&trailing, usize::MAX),
+            Err(CodecError::TrailingBytes)
+        );
+        let mut deep = written_by_hand(&[("a", FieldValue::Null)]);
+        deep.pop();
+        for _ in 0..100_000 {
+            deep.extend([5, 1]);
+        }
+        deep.push(0);
+        assert!(matches!(
+            decode_entries(&deep, usize::MAX),
+            Err(CodecError::Malformed(m)) if m.contains("nest")
+        ));
+        let mut huge = whole[..VERSION_BYTES].to_vec();
+        huge.push(253);
+        huge.extend(u64::MAX.to_le_bytes());
+        assert_eq!(
+            decode_entries(&huge, usize::MAX),
+            Err(CodecError::Truncated)
+        );
+        assert_eq!(decodes_as_serde_does(&huge), Ok(()));
     }
 
     #[test]
