@@ -234,14 +234,10 @@ pub fn read_record(
     limit: usize,
 ) -> Result<ReadMutation, CodecError> {
     let map = packed::unpack(fields, limit)?;
-    let (entries, as_encode_writes) = decode_entries(&map, limit)?;
-    let changes = entries
-        .into_iter()
-        .map(|(path, value)| FieldChange {
-            path,
-            value: Some(value),
-        })
-        .collect();
+    let (changes, as_encode_writes) = decode_entries(&map, limit, |path, value| FieldChange {
+        path,
+        value: Some(value),
+    })?;
     Ok(ReadMutation {
         mutation: Mutation {
             seq,

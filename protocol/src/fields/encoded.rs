@@ -154,15 +154,17 @@ impl<'de> Deserialize<'de> for EncodedFields {
 }
 
 /// A field map's codec bytes (at most `limit` long, version in front) decoded into its entries
-/// in the order the bytes hold them, as `codec::decode` decodes a list of paths and values,
-/// with the same kinds of error; and whether the bytes are exactly as `codec::encode` writes
-/// the map they make (paths strictly ascending, every number in its shortest form). One pass
-/// does both: a scan, then serde's decode, had each walked a pushed record, and together they
-/// were a sixth of the server's work on it.
-pub(crate) fn decode_entries(
+/// in the order the bytes hold them, each made into what the caller keeps by `entry`, as
+/// `codec::decode` decodes a list of paths and values, with the same kinds of error; and
+/// whether the bytes are exactly as `codec::encode` writes the map they make (paths strictly
+/// ascending, every number in its shortest form). One pass does both: a scan, then serde's
+/// decode, had each walked a pushed record, and together they were a sixth of the server's
+/// work on it.
+pub(crate) fn decode_entries<T>(
     bytes: &[u8],
     limit: usize,
-) -> Result<(Vec<(String, FieldValue)>, bool), CodecError> {
+    mut entry: impl FnMut(String, FieldValue) -> T,
+) -> Result<(Vec<T>, bool), CodecError> {
     let body = codec::body(bytes, limit)?;
     let mut scanner = Scanner::new(body);
     let count = scanner.varint()?;
@@ -177,7 +179,7 @@ pub(crate) fn decode_entries(
         }
         previous = Some(path);
         let path = owned_text(path)?;
-        entries.push((path, scanner.owned_value(0)?));
+        entries.push(entry(path, scanner.owned_value(0)?));
     }
     if scanner.at < body.len() {
         return Err(CodecError::TrailingBytes);
@@ -480,6 +482,10 @@ mod tests {
         );
     }
 
+    fn pair(path: String, value: FieldValue) -> (String, FieldValue) {
+        (path, value)
+    }
+
     /// A map's entries as serde decodes them: what [`decode_entries`] must match.
     #[derive(serde::Deserialize, Debug, PartialEq)]
     struct SerdeEntries(
@@ -489,7 +495,7 @@ mod tests {
     /// [`decode_entries`] against serde's decode of the same bytes: the same entries, or an
     /// error of the same kind; and, when they decode, the scan's verdict on their form.
     fn decodes_as_serde_does(bytes: &[u8]) -> Result<(), String> {
-        let ours = decode_entries(bytes, usize::MAX);
+        let ours = decode_entries(bytes, usize::MAX, pair);
         let serde: Result<SerdeEntries, _> = codec::decode(bytes, usize::MAX);
         match (&ours, &serde) {
             (Ok((entries, canonical)), Ok(SerdeEntries(expected))) => {
@@ -512,7 +518,7 @@ mod tests {
     fn a_map_decodes_into_its_entries_in_one_pass_as_serde_decodes_it() {
         let fields = every_kind_of_value();
         let whole = EncodedFields::encode(&fields).codec_bytes().to_vec();
-        let (entries, canonical) = decode_entries(&whole, usize::MAX).expect("decodes");
+        let (entries, canonical) = decode_entries(&whole, usize::MAX, pair).expect("decodes");
         assert!(canonical);
         assert_eq!(entries.into_iter().collect::<FieldMap>(), fields);
         // Every cut, and every byte changed, decodes as serde decodes it.
@@ -543,7 +549,7 @@ mod tests {
         );
         assert_eq!(decodes_as_serde_does(&bytes), Ok(()));
         assert_eq!(
-            decode_entries(&bytes, usize::MAX).map(|(_, canonical)| canonical),
+            decode_entries(&bytes, usize::MAX, pair).map(|(_, canonical)| canonical),
             Ok(false)
         );
         let mut long_count = whole[..VERSION_BYTES].to_vec();
@@ -553,7 +559,7 @@ mod tests {
         long_count.extend(&whole[VERSION_BYTES + 1..]);
         assert_eq!(decodes_as_serde_does(&long_count), Ok(()));
         assert_eq!(
-            decode_entries(&long_count, usize::MAX).map(|(_, canonical)| canonical),
+            decode_entries(&long_count, usize::MAX, pair).map(|(_, canonical)| canonical),
             Ok(false)
         );
         // Trailing bytes, lists nested past the bound, and a claimed count far beyond the
@@ -561,7 +567,7 @@ mod tests {
         let mut trailing = whole.clone();
         trailing.push(0);
         assert_eq!(
-            decode_entries(&trailing, usize::MAX),
+            decode_entries(&trailing, usize::MAX, pair),
             Err(CodecError::TrailingBytes)
         );
         let mut deep = written_by_hand(&[("a", FieldValue::Null)]);
@@ -571,14 +577,14 @@ mod tests {
         }
         deep.push(0);
         assert!(matches!(
-            decode_entries(&deep, usize::MAX),
+            decode_entries(&deep, usize::MAX, pair),
             Err(CodecError::Malformed(m)) if m.contains("nest")
         ));
         let mut huge = whole[..VERSION_BYTES].to_vec();
         huge.push(253);
         huge.extend(u64::MAX.to_le_bytes());
         assert_eq!(
-            decode_entries(&huge, usize::MAX),
+            decode_entries(&huge, usize::MAX, pair),
             Err(CodecError::Truncated)
         );
         assert_eq!(decodes_as_serde_does(&huge), Ok(()));
