@@ -17,6 +17,8 @@
 //! Ages are whole years at the review's reference date, from each member's date of birth.
 //! Members are considered in id order, so the result does not depend on the order of the list.
 
+use std::fmt::Write;
+
 use serde::{Deserialize, Serialize};
 
 use crate::household::{
@@ -325,10 +327,15 @@ impl<'a> Person<'a> {
 
     /// "thành viên Nguyễn Văn A, 34 tuổi" and "member Nguyễn Văn A, 34".
     fn who(&self) -> (String, String) {
-        (
-            format!("thành viên {}, {} tuổi", self.name(), self.age),
-            format!("member {}, {}", self.name(), self.age),
-        )
+        let (mut vi, mut en) = (String::new(), String::new());
+        self.write_who(&mut vi, &mut en);
+        (vi, en)
+    }
+
+    /// [`Self::who`], written at the end of `vi` and `en`.
+    fn write_who(&self, vi: &mut String, en: &mut String) {
+        let _ = write!(vi, "thành viên {}, {} tuổi", self.name(), self.age);
+        let _ = write!(en, "member {}, {}", self.name(), self.age);
     }
 }
 
@@ -386,19 +393,25 @@ fn per_member_owned(
     people: &[Person<'_>],
     check: impl Fn(&Person<'_>) -> OwnedCheck,
 ) -> Finding {
-    let mut deprived_vi = Vec::new();
-    let mut deprived_en = Vec::new();
+    // The reason in each language, "who, why" per deprived member, joined by "; ", written
+    // straight into one string each: a household is classified at every revision (on the
+    // server, inside every push).
+    let mut reason_vi = String::new();
+    let mut reason_en = String::new();
     let mut members = Vec::new();
     let mut missing = Vec::new();
     for person in people {
-        // Who a member is is written only for a reason: most members are fine, and a
-        // household is classified at every revision (on the server, inside every push).
+        // Who a member is is written only for a reason: most members are fine.
         match check(person) {
             OwnedCheck::Fine => {}
             OwnedCheck::Deprived((vi, en)) => {
-                let (who_vi, who_en) = person.who();
-                deprived_vi.push(format!("{who_vi}, {vi}"));
-                deprived_en.push(format!("{who_en}, {en}"));
+                if !members.is_empty() {
+                    reason_vi.push_str("; ");
+                    reason_en.push_str("; ");
+                }
+                person.write_who(&mut reason_vi, &mut reason_en);
+                let _ = write!(reason_vi, ", {vi}");
+                let _ = write!(reason_en, ", {en}");
                 members.push(person.member.id);
             }
             OwnedCheck::Unknown(items) => {
@@ -410,9 +423,11 @@ fn per_member_owned(
         }
     }
     if !members.is_empty() {
+        reason_vi.push_str(" / ");
+        reason_vi.push_str(&reason_en);
         Finding::Deprived(Deprivation {
             indicator: id,
-            reason: format!("{} / {}", deprived_vi.join("; "), deprived_en.join("; ")),
+            reason: reason_vi,
             members,
         })
     } else if !missing.is_empty() {

@@ -528,6 +528,17 @@ fn a_deprivation_reason_names_the_member_and_age() {
         "thành viên Nguyễn Văn A, 34 tuổi, không có bảo hiểm y tế / member Nguyễn Văn A, 34, no health insurance"
     );
     assert_eq!(d.members, vec![member_id(1)]);
+    // Two members: each named in turn, in member-id order, in both languages.
+    h.members[1].health_insurance = Some(false);
+    h.members.reverse();
+    let Finding::Deprived(d) = finding(&h, nd07(), IndicatorId::HealthInsurance) else {
+        panic!("deprived");
+    };
+    assert_eq!(
+        d.reason,
+        "thành viên Nguyễn Văn A, 34 tuổi, không có bảo hiểm y tế; thành viên Trần Thị Bình, 43 tuổi, không có bảo hiểm y tế / member Nguyễn Văn A, 34, no health insurance; member Trần Thị Bình, 43, no health insurance"
+    );
+    assert_eq!(d.members, vec![member_id(1), member_id(2)]);
 }
 
 #[test]
