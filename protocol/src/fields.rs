@@ -269,6 +269,14 @@ pub fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
     tree::unflatten(fields)
 }
 
+/// [`unflatten`] for a map given as its entries in strictly ascending path order (as a map
+/// iterates), borrowed from wherever they lie.
+pub(crate) fn unflatten_entries<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a FieldValue)>,
+) -> Result<Household, FieldError> {
+    tree::unflatten_entries(entries)
+}
+
 /// The record that `changes` make from nothing ([`apply`] to an empty map, then
 /// [`unflatten`]). When they are the whole record, as a device sends a create (each a value,
 /// paths strictly ascending), the record is read from them without building the map: that

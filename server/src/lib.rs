@@ -230,7 +230,7 @@ impl AppState {
                     &reference,
                     &caller,
                     &mut request,
-                    &packed_records,
+                    packed_records,
                     last_seq,
                     now_ms,
                 );

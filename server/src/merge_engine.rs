@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use protocol::codec::packed_push;
+use protocol::codec::packed_push::{self, KeptRecord, Pushed};
 use protocol::fields::{self, FieldChange, FieldMap, FieldValue};
 use protocol::household::{Date, Household};
 use protocol::merge::{self, ConflictField, MergePlan};
@@ -275,28 +275,38 @@ impl<'r> Maker<'r> {
     /// the codec writes so ([`PackedRecords`]): the revision's row keeps those bytes instead
     /// of encoding and packing the record again, and no map of the record is built at all
     /// ([`Self::create_packed`]).
-    fn prepare(&self, mutation: &mut Mutation, packed_record: Option<&[u8]>) -> PreparedCreate {
+    fn prepare(
+        &self,
+        mutation: &mut Mutation,
+        kept: Option<KeptRecord>,
+    ) -> Result<PreparedCreate, AppError> {
+        if let Some(kept) = kept {
+            return self.create_kept(mutation, kept);
+        }
         let exact = mutation.changes.iter().all(|change| change.value.is_some())
             && mutation
                 .changes
                 .windows(2)
                 .all(|pair| pair[0].path < pair[1].path);
-        if let (true, Some(packed)) = (exact, packed_record) {
-            return self.create_packed(mutation, packed);
-        }
         if !exact {
-            return match self.create_from_copy(mutation, NewRevision::written) {
-                Ok(made) => PreparedCreate::Made(Box::new(made)),
-                Err(reason) => PreparedCreate::Refused(reason),
-            };
+            return Ok(
+                match self.create_from_copy(mutation, NewRevision::written) {
+                    Ok(made) => PreparedCreate::Made(Box::new(made)),
+                    Err(reason) => PreparedCreate::Refused(reason),
+                },
+            );
         }
         let record = std::mem::take(&mut mutation.changes)
             .into_iter()
             .filter_map(|change| Some((change.path, change.value?)))
             .collect();
-        match self.create(mutation.household_id, mutation.seq, record, |revision| {
-            NewRevision::written_with(revision, packed_record)
-        }) {
+        let made = self.create(
+            mutation.household_id,
+            mutation.seq,
+            record,
+            NewRevision::written,
+        );
+        Ok(match made {
             Ok(made) => PreparedCreate::Made(Box::new(MadeCreate {
                 changes_taken: true,
                 ..made
@@ -305,46 +315,60 @@ impl<'r> Maker<'r> {
                 mutation.changes = changes_of(&record);
                 PreparedCreate::Refused(reason)
             }
-        }
+        })
     }
 
-    /// [`Self::prepare`] for a create whose record came as the codec writes it, `packed`: the
-    /// record is read from the mutation's changes, which it leaves as they are, and the
-    /// revision's row keeps `packed` as its fields, which the revision itself does not hold
-    /// ([`NewRevision::written_packed`]). Building that map from the changes, and freeing it,
-    /// was a tenth of the server's work on a pushed create.
-    fn create_packed(&self, mutation: &Mutation, packed: &[u8]) -> PreparedCreate {
-        let id = mutation.household_id;
-        let checked = validate::household_from_changes_with_areas(
-            &mutation.changes,
-            self.today,
-            &self.reference.areas,
-        )
-        .and_then(|household| is_named(household, id));
-        let household = match checked {
+    /// [`Self::prepare`] for a create whose record came packed as the codec writes it
+    /// ([`PackedRecords`]): the record was read from the map with the push, the revision's row
+    /// keeps the packed map as its fields, and the revision itself holds no map
+    /// ([`NewRevision::written_packed`]). The mutation came without its changes: a create
+    /// refused gives them back at once, a made one leaves them in its row until the batch
+    /// either commits it or gives them back ([`PreparedCreate::given_back`]). Decoding the
+    /// changes, building the record's map from them and freeing both was about a sixth of the
+    /// server's work on a pushed create.
+    fn create_kept(
+        &self,
+        mutation: &mut Mutation,
+        kept: KeptRecord,
+    ) -> Result<PreparedCreate, AppError> {
+        if let Some(reason) = self.refusal_of(&kept, mutation.household_id) {
+            give_changes_back(mutation, &kept)?;
+            return Ok(PreparedCreate::Refused(reason));
+        }
+        let (record, packed) = kept.into_parts();
+        let revision = self.revision(
+            1,
+            FieldMap::new(),
+            record.ok(),
+            mutation.seq,
+            RevisionCause::Create,
+        );
+        Ok(PreparedCreate::Made(Box::new(MadeCreate {
+            revision: NewRevision::written_packed(revision, &packed),
+            // Empty unless the caller gave the mutation its changes (a push decoded whole).
+            changes_taken: mutation.changes.is_empty(),
+        })))
+    }
+
+    /// Why the create of household `id` from `kept` is refused, as [`Self::create`] words it,
+    /// if it is.
+    fn refusal_of(&self, kept: &KeptRecord, id: Uuid) -> Option<String> {
+        let household = match &kept.record {
             Ok(household) => household,
-            Err(problems) => return PreparedCreate::Refused(validate::reason(&problems)),
+            Err(error) => return Some(validate::reason(&[Problem(error.to_string())])),
         };
+        let checked = validate::check_with_areas(household, self.today, &self.reference.areas)
+            .and_then(|()| is_named(household, id));
+        if let Err(problems) = checked {
+            return Some(validate::reason(&problems));
+        }
         // The record's place, as `Place::of` reads it from the record's fields: the checked
         // record has both as the texts its fields hold.
         let place = Place {
             commune_code: Some(&household.commune_code),
             village: Some(&household.village),
         };
-        if !may_write(self.caller, &place) {
-            return PreparedCreate::Refused(not_allowed(id));
-        }
-        let revision = self.revision(
-            1,
-            FieldMap::new(),
-            Some(household),
-            mutation.seq,
-            RevisionCause::Create,
-        );
-        PreparedCreate::Made(Box::new(MadeCreate {
-            revision: NewRevision::written_packed(revision, packed),
-            changes_taken: false,
-        }))
+        (!may_write(self.caller, &place)).then(|| not_allowed(id))
     }
 
     /// [`Self::create`] with a record copied from the mutation's changes, which stay as they
@@ -388,14 +412,15 @@ struct MadeCreate {
 
 impl PreparedCreate {
     /// The mutation as it came, for a batch that does not commit this create: with the changes
-    /// the create took given back, if it took them.
-    fn given_back(self, mutation: &Mutation) -> Option<Mutation> {
+    /// the create took given back, if it took them (from its revision's fields, or its row's
+    /// for a record kept packed).
+    fn given_back(self, mutation: &Mutation) -> Result<Option<Mutation>, StoreError> {
         match self {
-            PreparedCreate::Made(made) if made.changes_taken => Some(Mutation {
-                changes: changes_of(&made.revision.revision().fields),
+            PreparedCreate::Made(made) if made.changes_taken => Ok(Some(Mutation {
+                changes: changes_of(&made.revision.fields(mutation.household_id)?),
                 ..mutation.clone()
-            }),
-            _ => None,
+            })),
+            _ => Ok(None),
         }
     }
 }
@@ -427,11 +452,12 @@ pub(crate) fn prepare_creates(
     reference: &ReferenceData,
     caller: &Caller,
     request: &mut PushRequest,
-    packed_records: &PackedRecords,
+    mut packed_records: PackedRecords,
     last_seq: u64,
     now_ms: i64,
 ) -> Result<PreparedCreates, AppError> {
     if scope::refusal(caller).is_some() {
+        packed_records.give_back(request)?;
         return Ok(PreparedCreates::default());
     }
     let maker = Maker::new(reference, caller, request.device_id, now_ms);
@@ -440,20 +466,44 @@ pub(crate) fn prepare_creates(
         .iter()
         .position(|mutation| mutation.seq > last_seq)
         .unwrap_or(request.mutations.len());
-    let fresh = &mut request.mutations[from..];
+    let (replayed, fresh) = request.mutations.split_at_mut(from);
+    for mutation in replayed.iter_mut() {
+        if let Some(kept) = packed_records.take(mutation.seq) {
+            give_changes_back(mutation, &kept)?;
+        }
+    }
     let Some(first_seq) = fresh.first().map(|mutation| mutation.seq) else {
         return Ok(PreparedCreates::default());
     };
-    let prepare = |mutations: &mut [Mutation]| -> Vec<Option<PreparedCreate>> {
-        mutations
-            .iter_mut()
-            .map(|mutation| {
-                matches!(mutation.base, Base::New)
-                    .then(|| maker.prepare(mutation, packed_records.get(mutation.seq)))
+    // Each fresh mutation with its record, if it came as one; a record that is not made into
+    // a create gives its mutation its changes back (`Maker::prepare`).
+    let mut work: Vec<(&mut Mutation, Option<KeptRecord>)> = fresh
+        .iter_mut()
+        .map(|mutation| {
+            let kept = packed_records.take(mutation.seq);
+            (mutation, kept)
+        })
+        .collect();
+    let prepare = |part: &mut [(&mut Mutation, Option<KeptRecord>)]| {
+        part.iter_mut()
+            .map(|(mutation, kept)| match mutation.base {
+                Base::New => maker.prepare(mutation, kept.take()).map(Some),
+                Base::Rev(_) => Ok(None),
             })
-            .collect()
+            .collect::<Vec<Result<Option<PreparedCreate>, AppError>>>()
     };
-    let creates = on_threads(fresh, "prepare a push's creates", |_, part| prepare(part))?;
+    let creates = on_threads(&mut work, "prepare a push's creates", |_, part| {
+        prepare(part)
+    })?
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    // A record the work above did not take (none: every record is a create) gives its
+    // mutation its changes back all the same.
+    for (mutation, kept) in &mut work {
+        if let Some(kept) = kept.take() {
+            give_changes_back(mutation, &kept)?;
+        }
+    }
     Ok(PreparedCreates { first_seq, creates })
 }
 
@@ -504,25 +554,42 @@ fn on_threads<T: Send, R: Send>(
 
 /// The request a packed push stands for (`protocol::codec::packed_push`): its mutations
 /// unpacked and decoded side by side on the machine's cores, once their headers show that
-/// together they unpack to no more than a [`PushRequest`] may be long. With it, the packed
-/// maps of the records that came as the codec writes them.
+/// together they unpack to no more than a [`PushRequest`] may be long. With it, the records
+/// that came packed as the codec writes them ([`PackedRecords`]): each of their mutations is
+/// in the request with no changes until [`prepare_creates`] either makes its create or gives
+/// them back.
 pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppError> {
     let mut push = packed_push::decode(bytes, MAX_PUSH_BYTES)?;
     push.unpacked_len()?;
     let read = on_threads(&mut push.mutations, "unpack a push", |first, part| {
         part.iter()
             .enumerate()
-            .map(|(at, frame)| packed_push::read(first + at, frame, MAX_PUSH_BYTES))
+            .map(|(at, frame)| {
+                packed_push::read_keeping(
+                    first + at,
+                    frame,
+                    MAX_PUSH_BYTES,
+                    MAX_CHANGES_PER_MUTATION,
+                )
+            })
             .collect()
     })?;
     let mut mutations = Vec::with_capacity(read.len());
     let mut packed_records = PackedRecords::default();
     for read in read {
-        let read = read?;
-        if let Some(packed) = read.packed_record {
-            packed_records.by_seq.insert(read.mutation.seq, packed);
+        match read? {
+            Pushed::Mutation(read) => mutations.push(read.mutation),
+            Pushed::Kept(kept) => {
+                mutations.push(Mutation {
+                    seq: kept.seq,
+                    household_id: kept.household_id,
+                    base: Base::New,
+                    changes: Vec::new(),
+                    made_at_ms: kept.made_at_ms,
+                });
+                packed_records.by_seq.insert(kept.seq, *kept);
+            }
         }
-        mutations.push(read.mutation);
     }
     Ok((
         PushRequest {
@@ -534,17 +601,18 @@ pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppErro
 }
 
 /// The records of a packed push that came packed as the codec writes them, by mutation seq
-/// (`protocol::codec::packed_push::ReadMutation::packed_record`). Each unpacks to the codec
-/// bytes of the record its mutation's changes make, checked when the push was read; a create
-/// worked out from those changes as they came keeps the bytes as its revision's fields.
-#[derive(Debug, Default)]
+/// (`protocol::codec::packed_push::KeptRecord`): each read into the household it makes, with
+/// its packed map, which a create made from it keeps as its revision's fields. Their
+/// mutations wait in the request without their changes ([`unpack_push`]), which
+/// [`prepare_creates`] decodes back for every one it does not make into a create.
+#[derive(Clone, Debug, Default)]
 pub struct PackedRecords {
-    by_seq: HashMap<u64, Vec<u8>>,
+    by_seq: HashMap<u64, KeptRecord>,
 }
 
 impl PackedRecords {
-    fn get(&self, seq: u64) -> Option<&[u8]> {
-        self.by_seq.get(&seq).map(Vec::as_slice)
+    fn take(&mut self, seq: u64) -> Option<KeptRecord> {
+        self.by_seq.remove(&seq)
     }
 
     /// How many records came so.
@@ -555,6 +623,24 @@ impl PackedRecords {
     pub fn is_empty(&self) -> bool {
         self.by_seq.is_empty()
     }
+
+    /// Gives every mutation of `request` whose record is still here its changes back.
+    pub fn give_back(mut self, request: &mut PushRequest) -> Result<(), AppError> {
+        for mutation in &mut request.mutations {
+            if let Some(kept) = self.take(mutation.seq) {
+                give_changes_back(mutation, &kept)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The changes of `kept`'s record, put back in its mutation (which came without them).
+fn give_changes_back(mutation: &mut Mutation, kept: &KeptRecord) -> Result<(), AppError> {
+    if mutation.changes.is_empty() {
+        mutation.changes = kept.mutation()?.changes;
+    }
+    Ok(())
 }
 
 /// One push being decided: the registry as it will be after the mutations so far, and what
@@ -694,7 +780,10 @@ impl<'r> Batch<'r> {
         }
         // Anything but a create is decided on the mutation as it came, with the changes a
         // create prepared ahead of the lock took given back.
-        let given_back = prepared.and_then(|prepared| prepared.given_back(mutation));
+        let given_back = match prepared {
+            Some(prepared) => prepared.given_back(mutation)?,
+            None => None,
+        };
         let mutation = given_back.as_ref().unwrap_or(mutation);
         // A revoked device's work is kept for review, whatever it touches.
         if let Some(reason) = refusal {
@@ -1008,18 +1097,19 @@ fn check_record(
     reference: &ReferenceData,
 ) -> Result<Household, Vec<Problem>> {
     let household = validate::household_from_fields_with_areas(fields, today, &reference.areas)?;
-    is_named(household, id)
+    is_named(&household, id)?;
+    Ok(household)
 }
 
-/// The record, if its id is the household `id` the mutation names.
-fn is_named(household: Household, id: Uuid) -> Result<Household, Vec<Problem>> {
+/// Whether the record's id is the household `id` the mutation names.
+fn is_named(household: &Household, id: Uuid) -> Result<(), Vec<Problem>> {
     if household.id != id {
         return Err(vec![Problem(format!(
             "mã hộ trong bản ghi ({}) khác mã hộ của thay đổi ({id}) / the record's id {} is not the household id {id} the change names",
             household.id, household.id
         ))]);
     }
-    Ok(household)
+    Ok(())
 }
 
 /// Reads a pull page: the households changed after the cursor, each at its latest state, and

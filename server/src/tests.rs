@@ -583,10 +583,23 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
 
     let (unpacked, packed_records) =
         unpack_push(&packed_push::encode_request(&batch)).expect("a packed push");
-    assert_eq!(unpacked, batch);
-    // Every mutation but the shuffled create came as a record that may be kept: the two
-    // edits made on nothing carry their whole records too.
+    // Every mutation but the shuffled create came as a record that may be kept (the two
+    // edits made on nothing carry their whole records too), and waits without its changes.
     assert_eq!(packed_records.len(), 84);
+    assert_eq!(
+        unpacked
+            .mutations
+            .iter()
+            .filter(|mutation| mutation.changes.is_empty())
+            .count(),
+        84
+    );
+    let mut whole = unpacked.clone();
+    packed_records
+        .clone()
+        .give_back(&mut whole)
+        .expect("changes decode");
+    assert_eq!(whole, batch, "given back, they are the push as sent");
 
     let apply = |prepare: bool, packed: bool| {
         let Fixture { state, _dir } = fixture();
@@ -602,13 +615,13 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
             apply_push(registry, &reference, &caller, &earlier, prepared, now_ms)
                 .expect("an earlier push");
         }
-        let mut batch = batch.clone();
+        // Read from the packed push, the kept records' mutations come without their changes.
+        let (mut batch, kept) = if packed {
+            (unpacked.clone(), packed_records.clone())
+        } else {
+            (batch.clone(), Default::default())
+        };
         let prepared = if prepare {
-            let kept = if packed {
-                &packed_records
-            } else {
-                &Default::default()
-            };
             prepare_creates(&reference, &caller, &mut batch, kept, 1, now_ms).expect("prepared")
         } else {
             PreparedCreates::default()
@@ -645,6 +658,117 @@ fn creates_prepared_ahead_make_the_registry_the_batch_would_make_itself() {
     assert_eq!(*outcomes[82], Outcome::Applied { rev: 2 });
     assert_eq!(*outcomes[83], Outcome::Applied { rev: 2 });
     assert_eq!(*outcomes[84], Outcome::Applied { rev: 1 });
+}
+
+#[test]
+fn a_record_kept_packed_gets_its_changes_back_wherever_its_create_is_not_made() {
+    use crate::merge_engine::{apply_push, prepare_creates, unpack_push, PreparedCreates};
+    use crate::scope::{Caller, Credential, Principal};
+    use protocol::codec::packed_push;
+
+    let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let now_ms = 1_760_000_000_000;
+    let taken = household("Đặng Thị Hoa");
+    let fresh = household("Đặng Văn Lâm");
+    let mut invalid = household("Đặng Văn Sai");
+    invalid.members[0].date_of_birth = Date::new(2999, 1, 1).expect("valid date");
+    let batch = PushRequest {
+        device_id: second,
+        mutations: vec![create(1, &taken), create(2, &fresh), create(3, &invalid)],
+    };
+    let (unpacked, kept) =
+        unpack_push(&packed_push::encode_request(&batch)).expect("a packed push");
+    assert_eq!(kept.len(), 3);
+    assert!(unpacked.mutations.iter().all(|m| m.changes.is_empty()));
+
+    let Fixture { state, _dir } = fixture();
+    let registry = state.registry();
+    let reference = state.reference();
+    let unrestricted = Caller::Unrestricted;
+    let revoked = Caller::User(std::sync::Arc::new(Principal {
+        username: "bi.thu.hoi".into(),
+        role: crate::scope::Role::Enumerator,
+        scope: protocol::access::Scope::Everything,
+        credential: Credential::Device {
+            id: second,
+            revoked: true,
+            caught_up_ms: None,
+        },
+        address: None,
+        areas: std::sync::Arc::new(reference.areas.clone()),
+    }));
+    // Replayed (the registry is past them), or from a revoked device (kept for review): no
+    // create is made, and every mutation is whole again.
+    for (caller, last_seq) in [(&unrestricted, 3), (&revoked, 0)] {
+        let mut request = unpacked.clone();
+        prepare_creates(
+            &reference,
+            caller,
+            &mut request,
+            kept.clone(),
+            last_seq,
+            now_ms,
+        )
+        .expect("prepared");
+        assert_eq!(request, batch);
+    }
+    // Made, the creates wait without their changes; refused, it has them back at once.
+    let mut request = unpacked.clone();
+    let prepared = prepare_creates(&reference, &unrestricted, &mut request, kept, 0, now_ms)
+        .expect("prepared");
+    assert!(request.mutations[0].changes.is_empty());
+    assert!(request.mutations[1].changes.is_empty());
+    assert_eq!(request.mutations[2], batch.mutations[2]);
+    // Another device recorded the first household meanwhile: the batch does not make that
+    // create, and the rejection it keeps holds the changes, read back from the row.
+    let earlier = PushRequest {
+        device_id: first,
+        mutations: vec![create(1, &taken)],
+    };
+    apply_push(
+        registry,
+        &reference,
+        &unrestricted,
+        &earlier,
+        PreparedCreates::default(),
+        now_ms,
+    )
+    .expect("an earlier push");
+    let (reply, _) = apply_push(
+        registry,
+        &reference,
+        &unrestricted,
+        &request,
+        prepared,
+        now_ms,
+    )
+    .expect("push");
+    let PushReply::Accepted { outcomes, .. } = reply else {
+        panic!("accepted: {reply:?}");
+    };
+    assert!(
+        matches!(&outcomes[0].outcome, Outcome::Rejected { reason } if reason.contains("already exists"))
+    );
+    assert_eq!(outcomes[1].outcome, Outcome::Applied { rev: 1 });
+    assert!(
+        matches!(&outcomes[2].outcome, Outcome::Rejected { reason } if reason.contains("future"))
+    );
+    let mut rejected: Vec<Mutation> = registry
+        .rejected()
+        .expect("rejected")
+        .into_iter()
+        .map(|rejected| rejected.mutation)
+        .collect();
+    rejected.sort_by_key(|mutation| mutation.seq);
+    assert_eq!(
+        rejected,
+        vec![batch.mutations[0].clone(), batch.mutations[2].clone()]
+    );
+    let stored = registry
+        .revision_fields(fresh.id, 1)
+        .expect("read")
+        .expect("made");
+    assert_eq!(stored, fields::flatten(&fresh));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

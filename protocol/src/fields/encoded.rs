@@ -160,10 +160,13 @@ impl<'de> Deserialize<'de> for EncodedFields {
 /// ascending, every number in its shortest form). One pass does both: a scan, then serde's
 /// decode, had each walked a pushed record, and together they were a sixth of the server's
 /// work on it.
-pub(crate) fn decode_entries<T>(
-    bytes: &[u8],
+///
+/// The paths are handed over as they lie in `bytes` (checked as UTF-8): a caller that keeps
+/// them copies them, one that only reads the record does not.
+pub(crate) fn decode_entries<'a, T>(
+    bytes: &'a [u8],
     limit: usize,
-    mut entry: impl FnMut(String, FieldValue) -> T,
+    mut entry: impl FnMut(&'a str, FieldValue) -> T,
 ) -> Result<(Vec<T>, bool), CodecError> {
     let body = codec::body(bytes, limit)?;
     let mut scanner = Scanner::new(body);
@@ -178,7 +181,7 @@ pub(crate) fn decode_entries<T>(
             scanner.canonical = false;
         }
         previous = Some(path);
-        let path = owned_text(path)?;
+        let path = std::str::from_utf8(path).map_err(|_| malformed("a text is not UTF-8"))?;
         entries.push(entry(path, scanner.owned_value(0)?));
     }
     if scanner.at < body.len() {
@@ -482,8 +485,8 @@ mod tests {
         );
     }
 
-    fn pair(path: String, value: FieldValue) -> (String, FieldValue) {
-        (path, value)
+    fn pair(path: &str, value: FieldValue) -> (String, FieldValue) {
+        (path.to_owned(), value)
     }
 
     /// A map's entries as serde decodes them: what [`decode_entries`] must match.
