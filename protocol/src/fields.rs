@@ -277,25 +277,6 @@ pub(crate) fn unflatten_entries<'a>(
     tree::unflatten_entries(entries)
 }
 
-/// The record that `changes` make from nothing ([`apply`] to an empty map, then
-/// [`unflatten`]). When they are the whole record, as a device sends a create (each a value,
-/// paths strictly ascending), the record is read from them without building the map: that
-/// map was a tenth of the server's work on a pushed create, counting its building and freeing.
-pub fn unflatten_changes(changes: &[FieldChange]) -> Result<Household, FieldError> {
-    let whole_record = changes.iter().all(|change| change.value.is_some())
-        && changes.windows(2).all(|pair| pair[0].path < pair[1].path);
-    if !whole_record {
-        let mut fields = FieldMap::new();
-        apply(&mut fields, changes);
-        return unflatten(&fields);
-    }
-    tree::unflatten_entries(
-        changes
-            .iter()
-            .filter_map(|change| Some((change.path.as_str(), change.value.as_ref()?))),
-    )
-}
-
 /// Checks the size limits of one leaf.
 pub fn check_leaf(path: &str, value: &FieldValue) -> Result<(), FieldError> {
     let invalid = |problem: String| FieldError::Invalid {
@@ -466,38 +447,6 @@ mod tests {
             Some(&FieldValue::Text("2".into()))
         );
         assert_eq!(unflatten(&fields), Ok(household));
-    }
-
-    #[test]
-    fn a_record_read_from_its_changes_is_the_record_their_map_makes() {
-        let household = sample();
-        let fields = flatten(&household);
-        let whole = diff(&FieldMap::new(), &fields);
-        assert!(whole.windows(2).all(|pair| pair[0].path < pair[1].path));
-        assert_eq!(unflatten_changes(&whole), Ok(household.clone()));
-        // Changes that are not the whole record in order go through the map they make.
-        let mut shuffled = whole.clone();
-        shuffled.reverse();
-        assert_eq!(unflatten_changes(&shuffled), Ok(household.clone()));
-        let mut with_removal = whole.clone();
-        with_removal.push(FieldChange {
-            path: "address".into(),
-            value: None,
-        });
-        let mut without_address = fields.clone();
-        without_address.remove("address");
-        assert_eq!(
-            unflatten_changes(&with_removal),
-            unflatten(&without_address),
-            "a removal after the value removes it"
-        );
-        assert!(unflatten_changes(&with_removal).is_err());
-        // A path that clashes is refused either way, with the same error.
-        let mut clash = fields.clone();
-        clash.insert("dwelling".into(), FieldValue::Int(1));
-        let clash_changes = diff(&FieldMap::new(), &clash);
-        assert_eq!(unflatten_changes(&clash_changes), unflatten(&clash));
-        assert!(unflatten(&clash).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use crate::areas::{AreaError, AreaRegistry, Village};
-use crate::fields::{self, FieldChange, FieldMap};
+use crate::fields::{self, FieldMap};
 use crate::household::{Date, Household, Relationship};
 
 /// Most members in one household.
@@ -44,23 +44,6 @@ pub fn household_from_fields(fields: &FieldMap, today: Date) -> Result<Household
     }
     let household = fields::unflatten(fields).map_err(|e| vec![Problem(e.to_string())])?;
     check(&household, today)?;
-    Ok(household)
-}
-
-/// [`household_from_fields_with_areas`] for the record `changes` make from nothing
-/// ([`fields::unflatten_changes`]): a create's record, read from its changes.
-pub fn household_from_changes_with_areas(
-    changes: &[FieldChange],
-    today: Date,
-    areas: &AreaRegistry,
-) -> Result<Household, Vec<Problem>> {
-    if changes.len() > MAX_FIELDS {
-        let mut fields = FieldMap::new();
-        fields::apply(&mut fields, changes);
-        return household_from_fields_with_areas(&fields, today, areas);
-    }
-    let household = fields::unflatten_changes(changes).map_err(|e| vec![Problem(e.to_string())])?;
-    check_with_areas(&household, today, areas)?;
     Ok(household)
 }
 

@@ -535,6 +535,60 @@ mod tests {
         assert!(read(4, &frame, MAX_PUSH_BYTES).is_ok(), "mended, it reads");
     }
 
+    #[test]
+    fn a_record_the_server_may_keep_is_read_into_its_household() {
+        let household = crate::fields::tests_support::sample();
+        let fields = crate::fields::flatten(&household);
+        let create = Mutation {
+            seq: 11,
+            household_id: household.id,
+            base: Base::New,
+            changes: crate::fields::diff(&Default::default(), &fields),
+            made_at_ms: 1_760_000_000_000,
+        };
+        let frame = record_of(&create).expect("a record");
+        let Ok(Pushed::Kept(kept)) = read_keeping(0, &frame, MAX_PUSH_BYTES, 2_000) else {
+            panic!("kept");
+        };
+        assert_eq!(kept.record, Ok(household.clone()));
+        assert_eq!(kept.mutation(), Ok(create.clone()));
+        assert_eq!(Some(kept.packed().to_vec()), packed_record(&create));
+        // A record that does not make a household is kept all the same, with why.
+        let not_a_household = mutation_numbered(12);
+        let frame = record_of(&not_a_household).expect("a record");
+        let Ok(Pushed::Kept(kept)) = read_keeping(0, &frame, MAX_PUSH_BYTES, 2_000) else {
+            panic!("kept");
+        };
+        assert!(kept.record.is_err());
+        assert_eq!(kept.mutation(), Ok(not_a_household.clone()));
+        // Past a push's limits (more changes than allowed, a text too long), or not as the
+        // codec writes it, a record is decoded whole, for the push's checks to refuse.
+        let whole =
+            |frame: &[u8], max_changes| match read_keeping(0, frame, MAX_PUSH_BYTES, max_changes) {
+                Ok(Pushed::Mutation(read)) => Some(read.mutation),
+                _ => None,
+            };
+        let frame = record_of(&create).expect("a record");
+        assert_eq!(
+            whole(&frame, create.changes.len() - 1),
+            Some(create.clone())
+        );
+        let mut long = create.clone();
+        long.changes[0].value = Some(FieldValue::Text("ắ".repeat(1_000)));
+        let frame = record_of(&long).expect("a record");
+        assert_eq!(whole(&frame, 2_000), Some(long));
+        let mut shuffled = create.clone();
+        shuffled.changes.reverse();
+        let fields = packed::pack(&codec::encode(&AsMap(&shuffled.changes)));
+        let frame = record_frame(11, &create.household_id, create.made_at_ms, &fields);
+        assert_eq!(whole(&frame, 2_000), Some(shuffled));
+        // A frame that is no mutation at all is refused as `read` refuses it.
+        assert_eq!(
+            read_keeping(4, &[RECORD_FRAME, 1], MAX_PUSH_BYTES, 2_000).map(|_| ()),
+            read(4, &[RECORD_FRAME, 1], MAX_PUSH_BYTES).map(|_| ())
+        );
+    }
+
     fn read_err(frame: &[u8]) -> bool {
         read(4, frame, MAX_PUSH_BYTES)
             .is_err_and(|error| error.to_string().contains("mutation 5 of the push"))

@@ -213,14 +213,7 @@ impl NewRevision {
 
     /// A revision with its row encoded now.
     pub(crate) fn written(revision: Revision) -> NewRevision {
-        NewRevision::written_with(revision, None)
-    }
-
-    /// A revision with its row encoded now, from its fields already packed when the caller
-    /// has them: `packed_fields` must unpack to the codec bytes of `revision.fields` (a
-    /// record a device sent packed and the merge engine checked, `codec::packed_push`).
-    pub(crate) fn written_with(revision: Revision, packed_fields: Option<&[u8]>) -> NewRevision {
-        let row = rows::encode_new_revision(&revision, packed_fields);
+        let row = rows::encode_new_revision(&revision, None);
         NewRevision {
             revision,
             row: Some(row),
