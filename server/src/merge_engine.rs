@@ -271,10 +271,11 @@ impl<'r> Maker<'r> {
     /// revision until the batch either commits it or gives them back
     /// ([`PreparedCreate::given_back`]).
     ///
-    /// `packed_record` is the record as the device sent it packed, when it came as a record
-    /// the codec writes so ([`PackedRecords`]): the revision's row keeps those bytes instead
-    /// of encoding and packing the record again, and no map of the record is built at all
-    /// ([`Self::create_packed`]).
+    /// `kept` is the mutation's record when it came packed as the codec writes it
+    /// ([`PackedRecords`]; the mutation then came without its changes): the revision's row
+    /// keeps those bytes instead of encoding and packing the record again, and no map of the
+    /// record is built at all ([`Self::create_kept`]). An error is a kept record whose changes
+    /// do not decode back, which its read had checked.
     fn prepare(
         &self,
         mutation: &mut Mutation,
@@ -556,7 +557,7 @@ fn on_threads<T: Send, R: Send>(
 /// unpacked and decoded side by side on the machine's cores, once their headers show that
 /// together they unpack to no more than a [`PushRequest`] may be long. With it, the records
 /// that came packed as the codec writes them ([`PackedRecords`]): each of their mutations is
-/// in the request with no changes until [`prepare_creates`] either makes its create or gives
+/// in the request with no changes until `prepare_creates` either makes its create or gives
 /// them back.
 pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppError> {
     let mut push = packed_push::decode(bytes, MAX_PUSH_BYTES)?;
@@ -604,7 +605,7 @@ pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppErro
 /// (`protocol::codec::packed_push::KeptRecord`): each read into the household it makes, with
 /// its packed map, which a create made from it keeps as its revision's fields. Their
 /// mutations wait in the request without their changes ([`unpack_push`]), which
-/// [`prepare_creates`] decodes back for every one it does not make into a create.
+/// `prepare_creates` decodes back for every one it does not make into a create.
 #[derive(Clone, Debug, Default)]
 pub struct PackedRecords {
     by_seq: HashMap<u64, KeptRecord>,
