@@ -485,6 +485,24 @@ mod tests {
         );
     }
 
+    /// A map's bytes with one byte more after the map.
+    fn with_a_byte_after(whole: &[u8]) -> Vec<u8> {
+        let mut bytes = whole.to_vec();
+        bytes.push(0);
+        bytes
+    }
+
+    /// A map of one entry whose value is a list in a list in a list … 100,000 deep.
+    fn nested_too_deep() -> Vec<u8> {
+        let mut deep = written_by_hand(&[("a", FieldValue::Null)]);
+        deep.pop();
+        for _ in 0..100_000 {
+            deep.extend([5, 1]);
+        }
+        deep.push(0);
+        deep
+    }
+
     fn pair(path: &str, value: FieldValue) -> (String, FieldValue) {
         (path.to_owned(), value)
     }
@@ -567,18 +585,11 @@ mod tests {
         );
         // Trailing bytes, lists nested past the bound, and a claimed count far beyond the
         // bytes (which must not allocate for it).
-        let mut trailing = whole.clone();
-        trailing.push(0);
         assert_eq!(
-            decode_entries(&trailing, usize::MAX, pair),
+            decode_entries(&with_a_byte_after(&whole), usize::MAX, pair),
             Err(CodecError::TrailingBytes)
         );
-        let mut deep = written_by_hand(&[("a", FieldValue::Null)]);
-        deep.pop();
-        for _ in 0..100_000 {
-            deep.extend([5, 1]);
-        }
-        deep.push(0);
+        let deep = nested_too_deep();
         assert!(matches!(
             decode_entries(&deep, usize::MAX, pair),
             Err(CodecError::Malformed(m)) if m.contains("nest")
@@ -620,18 +631,11 @@ mod tests {
                 );
             }
         }
-        let mut trailing = whole.clone();
-        trailing.push(0);
         assert_eq!(
-            EncodedFields::from_codec_bytes(trailing),
+            EncodedFields::from_codec_bytes(with_a_byte_after(&whole)),
             Err(CodecError::TrailingBytes)
         );
-        let mut deep = written_by_hand(&[("a", FieldValue::Null)]);
-        deep.pop();
-        for _ in 0..100_000 {
-            deep.extend([5, 1]);
-        }
-        deep.push(0);
+        let deep = nested_too_deep();
         assert!(matches!(
             EncodedFields::from_codec_bytes(deep),
             Err(CodecError::Malformed(m)) if m.contains("nest")
