@@ -579,7 +579,7 @@ pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppErro
     let mut packed_records = PackedRecords::default();
     for read in read {
         match read? {
-            Pushed::Mutation(read) => mutations.push(read.mutation),
+            Pushed::Mutation(mutation) => mutations.push(mutation),
             Pushed::Kept(kept) => {
                 mutations.push(Mutation {
                     seq: kept.seq,

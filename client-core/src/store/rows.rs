@@ -604,7 +604,6 @@ pub(crate) fn decode_mutation(bytes: &[u8]) -> Result<Mutation, StoreError> {
             let mut reader = Reader::entry(bytes);
             let (household_id, seq, made_at_ms, fields) = reader.record()?;
             packed_push::read_record(seq, household_id, made_at_ms, fields, EMBEDDED_LIMIT)
-                .map(|read| read.mutation)
                 .map_err(|error| reader.corrupt(error.to_string()))
         }
         Some(&ENTRY_V3) => {
@@ -1184,8 +1183,14 @@ mod tests {
             packed_push::record_of(&create).expect("a record")
         );
         let read = packed_push::read(0, &encoded.frame, EMBEDDED_LIMIT).expect("the frame reads");
-        assert_eq!(read.mutation, create);
-        assert!(read.packed_record.is_some(), "the server may keep the map");
+        assert_eq!(read, create);
+        assert!(
+            matches!(
+                packed_push::read_keeping(0, &encoded.frame, EMBEDDED_LIMIT, 2_000),
+                Ok(packed_push::Pushed::Kept(_))
+            ),
+            "the server may keep the map"
+        );
         for cut in 0..entry.len() {
             assert!(decode_mutation(&entry[..cut]).is_err(), "cut at {cut}");
             assert!(encoded_mutation(&entry[..cut]).is_err(), "cut at {cut}");

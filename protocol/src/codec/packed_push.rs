@@ -195,41 +195,30 @@ impl Serialize for AsMap<'_> {
     }
 }
 
-/// A mutation read from a packed push.
-#[derive(Debug, PartialEq)]
-pub struct ReadMutation {
-    pub mutation: Mutation,
-    /// For a record whose map came packed with this build's dictionary and exactly as the
-    /// codec writes it: the packed map as sent, which unpacks to the codec bytes of the record
-    /// the mutation's changes make, and which a store may keep as it is.
-    pub packed_record: Option<Vec<u8>>,
-}
-
 /// Reads the frame at `index` of a push (for the error's sake): its mutation, at most `limit`
 /// bytes unpacked.
-pub fn read(index: usize, bytes: &[u8], limit: usize) -> Result<ReadMutation, CodecError> {
-    let read = |bytes: &[u8]| -> Result<ReadMutation, CodecError> {
-        match frame(bytes)? {
-            Frame::Mutation(packed) => Ok(ReadMutation {
-                mutation: super::decode(&packed::unpack(packed, limit)?, limit)?,
-                packed_record: None,
-            }),
-            Frame::Record {
-                seq,
-                household_id,
-                made_at_ms,
-                fields,
-            } => read_record(seq, household_id, made_at_ms, fields, limit),
-        }
-    };
-    read(bytes).map_err(|error| at(index, error))
+pub fn read(index: usize, bytes: &[u8], limit: usize) -> Result<Mutation, CodecError> {
+    read_frame(bytes, limit).map_err(|error| at(index, error))
+}
+
+/// [`read`], its error not yet naming the frame's place.
+fn read_frame(bytes: &[u8], limit: usize) -> Result<Mutation, CodecError> {
+    match frame(bytes)? {
+        Frame::Mutation(packed) => super::decode(&packed::unpack(packed, limit)?, limit),
+        Frame::Record {
+            seq,
+            household_id,
+            made_at_ms,
+            fields,
+        } => read_record(seq, household_id, made_at_ms, fields, limit),
+    }
 }
 
 /// A frame of a packed push as a server that keeps records reads it ([`read_keeping`]).
 #[derive(Debug)]
 pub enum Pushed {
     /// Decoded whole.
-    Mutation(ReadMutation),
+    Mutation(Mutation),
     /// A record whose packed map the server may keep as it is, read without its changes.
     Kept(Box<KeptRecord>),
 }
@@ -273,20 +262,19 @@ impl KeptRecord {
             &self.packed,
             MAX_PUSH_BYTES,
         )
-        .map(|read| read.mutation)
     }
 }
 
 /// [`read`] for a server that keeps records: a record frame that may be kept as it is comes
 /// as a [`KeptRecord`], anything else decoded whole. The same frames are refused, for the same
-/// faults.
+/// faults, and each is unpacked and decoded once.
 pub fn read_keeping(
     index: usize,
     bytes: &[u8],
     limit: usize,
     max_changes: usize,
 ) -> Result<Pushed, CodecError> {
-    let kept = |bytes: &[u8]| -> Result<Option<KeptRecord>, CodecError> {
+    let read_kept = |bytes: &[u8]| -> Result<Pushed, CodecError> {
         let Frame::Record {
             seq,
             household_id,
@@ -294,59 +282,73 @@ pub fn read_keeping(
             fields,
         } = frame(bytes)?
         else {
-            return Ok(None);
+            return read_frame(bytes, limit).map(Pushed::Mutation);
         };
-        if fields.first() != Some(&packed::DICTIONARY_2) {
-            return Ok(None);
-        }
         let map = packed::unpack(fields, limit)?;
         let (entries, as_encode_writes) = decode_entries(&map, limit, |path, value| (path, value))?;
-        let within_limits = entries.len() <= max_changes
+        let kept = as_encode_writes
+            && fields.first() == Some(&packed::DICTIONARY_2)
+            && entries.len() <= max_changes
             && entries
                 .iter()
                 .all(|(path, value)| check_leaf(path, value).is_ok());
-        if !(as_encode_writes && within_limits) {
-            return Ok(None);
+        if !kept {
+            let changes = entries
+                .into_iter()
+                .map(|(path, value)| FieldChange {
+                    path: path.to_owned(),
+                    value: Some(value),
+                })
+                .collect();
+            return Ok(Pushed::Mutation(create(
+                seq,
+                household_id,
+                made_at_ms,
+                changes,
+            )));
         }
-        Ok(Some(KeptRecord {
+        Ok(Pushed::Kept(Box::new(KeptRecord {
             seq,
             household_id,
             made_at_ms,
             record: unflatten_entries(entries.iter().map(|(path, value)| (*path, value))),
             packed: fields.to_vec(),
-        }))
+        })))
     };
-    match kept(bytes).map_err(|error| at(index, error))? {
-        Some(kept) => Ok(Pushed::Kept(Box::new(kept))),
-        None => read(index, bytes, limit).map(Pushed::Mutation),
-    }
+    read_kept(bytes).map_err(|error| at(index, error))
 }
 
 /// The create a record stands for (its seq, household, time and packed field map, as a record
-/// frame or a device's outbox holds them), with the packed map when it may be kept as it is.
+/// frame or a device's outbox holds them).
 pub fn read_record(
     seq: u64,
     household_id: HouseholdId,
     made_at_ms: i64,
     fields: &[u8],
     limit: usize,
-) -> Result<ReadMutation, CodecError> {
+) -> Result<Mutation, CodecError> {
     let map = packed::unpack(fields, limit)?;
-    let (changes, as_encode_writes) = decode_entries(&map, limit, |path, value| FieldChange {
+    let (changes, _) = decode_entries(&map, limit, |path, value| FieldChange {
         path: path.to_owned(),
         value: Some(value),
     })?;
-    Ok(ReadMutation {
-        mutation: Mutation {
-            seq,
-            household_id,
-            base: Base::New,
-            changes,
-            made_at_ms,
-        },
-        packed_record: (as_encode_writes && fields.first() == Some(&packed::DICTIONARY_2))
-            .then(|| fields.to_vec()),
-    })
+    Ok(create(seq, household_id, made_at_ms, changes))
+}
+
+/// A create made on nothing with `changes`.
+fn create(
+    seq: u64,
+    household_id: HouseholdId,
+    made_at_ms: i64,
+    changes: Vec<FieldChange>,
+) -> Mutation {
+    Mutation {
+        seq,
+        household_id,
+        base: Base::New,
+        changes,
+        made_at_ms,
+    }
 }
 
 /// The request a packed push stands for, unpacked here and now: for a server in the same
@@ -357,7 +359,7 @@ pub fn request(push: &PackedPush<'_>) -> Result<PushRequest, CodecError> {
         .mutations
         .iter()
         .enumerate()
-        .map(|(index, frame)| read(index, frame, MAX_PUSH_BYTES).map(|read| read.mutation))
+        .map(|(index, frame)| read(index, frame, MAX_PUSH_BYTES))
         .collect::<Result<_, _>>()?;
     Ok(PushRequest {
         device_id: push.device_id,
@@ -440,11 +442,8 @@ mod tests {
         let create = mutation_numbered(6);
         let record = record_of(&create).expect("a create made of its record");
         assert_eq!(record[0], RECORD_FRAME);
-        let got = read(0, &record, MAX_PUSH_BYTES).expect("reads");
-        assert_eq!(got.mutation, create);
-        let kept = got
-            .packed_record
-            .expect("a map as the codec writes it is kept");
+        assert_eq!(read(0, &record, MAX_PUSH_BYTES), Ok(create.clone()));
+        let kept = kept_bytes(&record).expect("a map as the codec writes it is kept");
         assert_eq!(Some(kept.clone()), packed_record(&create));
         // The kept bytes are the packed codec bytes of the map the changes make.
         let map: crate::fields::FieldMap = create
@@ -480,8 +479,9 @@ mod tests {
         let fields = packed::pack(&codec::encode(&AsMap(&create.changes)));
         let frame = record_frame(8, &create.household_id, create.made_at_ms, &fields);
         let got = read(0, &frame, MAX_PUSH_BYTES).expect("reads");
-        assert_eq!(got.mutation, create, "the changes as they came");
-        assert_eq!(got.packed_record, None);
+        assert_eq!(got, create, "the changes as they came");
+        assert_eq!(kept_bytes(&frame), None);
+        assert_eq!(decoded_whole(&frame, 2_000), Some(create));
         // Nor a map sent plain, which a store would keep four times as long.
         let mut create = mutation_numbered(9);
         let plain = {
@@ -490,8 +490,8 @@ mod tests {
             plain
         };
         let frame = record_frame(9, &create.household_id, create.made_at_ms, &plain);
-        let got = read(0, &frame, MAX_PUSH_BYTES).expect("reads");
-        assert_eq!(got.packed_record, None);
+        assert_eq!(read(0, &frame, MAX_PUSH_BYTES), Ok(create.clone()));
+        assert_eq!(kept_bytes(&frame), None);
         // A record frame cut short, or whose map is no map, is an error naming it.
         create.changes.clear();
         let frame = record_of(&create).expect("an empty record");
@@ -563,11 +563,7 @@ mod tests {
         assert_eq!(kept.mutation(), Ok(not_a_household.clone()));
         // Past a push's limits (more changes than allowed, a text too long), or not as the
         // codec writes it, a record is decoded whole, for the push's checks to refuse.
-        let whole =
-            |frame: &[u8], max_changes| match read_keeping(0, frame, MAX_PUSH_BYTES, max_changes) {
-                Ok(Pushed::Mutation(read)) => Some(read.mutation),
-                _ => None,
-            };
+        let whole = decoded_whole;
         let frame = record_of(&create).expect("a record");
         assert_eq!(
             whole(&frame, create.changes.len() - 1),
@@ -582,11 +578,35 @@ mod tests {
         let fields = packed::pack(&codec::encode(&AsMap(&shuffled.changes)));
         let frame = record_frame(11, &create.household_id, create.made_at_ms, &fields);
         assert_eq!(whole(&frame, 2_000), Some(shuffled));
-        // A frame that is no mutation at all is refused as `read` refuses it.
-        assert_eq!(
-            read_keeping(4, &[RECORD_FRAME, 1], MAX_PUSH_BYTES, 2_000).map(|_| ()),
-            read(4, &[RECORD_FRAME, 1], MAX_PUSH_BYTES).map(|_| ())
-        );
+        // A frame that is no mutation at all is refused as `read` refuses it, with the same
+        // error naming its place.
+        for bad in [&[RECORD_FRAME, 1][..], &[9, 1, 2][..]] {
+            let error = read(4, bad, MAX_PUSH_BYTES).expect_err("no mutation");
+            assert_eq!(
+                error.to_string().matches("mutation 5 of the push").count(),
+                1
+            );
+            assert_eq!(
+                read_keeping(4, bad, MAX_PUSH_BYTES, 2_000).map(|_| ()),
+                Err(error)
+            );
+        }
+    }
+
+    /// The packed map a server would keep of `frame`, if it keeps it.
+    fn kept_bytes(frame: &[u8]) -> Option<Vec<u8>> {
+        match read_keeping(0, frame, MAX_PUSH_BYTES, 2_000) {
+            Ok(Pushed::Kept(kept)) => Some(kept.packed().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// The mutation a server reads of `frame` when it does not keep it.
+    fn decoded_whole(frame: &[u8], max_changes: usize) -> Option<Mutation> {
+        match read_keeping(0, frame, MAX_PUSH_BYTES, max_changes) {
+            Ok(Pushed::Mutation(mutation)) => Some(mutation),
+            _ => None,
+        }
     }
 
     fn read_err(frame: &[u8]) -> bool {
