@@ -205,14 +205,22 @@ fn exercise(target: &str, data: &[u8]) {
             }
         }
         "packed_push" => {
-            // A push as the server reads one sent packed: every mutation unpacked and decoded.
-            if let Ok((request, _)) = server::merge_engine::unpack_push(data) {
+            // A push as the server reads one sent packed: every mutation unpacked, the records
+            // it may keep read without their changes. Given them back, the mutations are the
+            // push read whole, and they pack and read back the same.
+            let read_back = |bytes: &[u8]| {
+                let (mut request, kept) = server::merge_engine::unpack_push(bytes).ok()?;
+                kept.give_back(&mut request)
+                    .expect("a kept record's changes decode");
+                Some(request)
+            };
+            if let Some(request) = read_back(data) {
+                let whole = packed_push::decode(data, MAX_PUSH_BYTES)
+                    .and_then(|push| packed_push::request(&push));
+                assert_eq!(whole.as_ref(), Ok(&request));
                 let _ = server::merge_engine::validate_push(&request);
-                let again = packed_push::encode_request(&request);
                 assert_eq!(
-                    server::merge_engine::unpack_push(&again)
-                        .ok()
-                        .map(|(again, _)| again),
+                    read_back(&packed_push::encode_request(&request)),
                     Some(request)
                 );
             }
