@@ -210,9 +210,16 @@ impl Transport for HttpTransport {
         // Sync messages travel compressed both ways: a slow link is the usual limit in the field.
         // A push's mutations are packed already, each as the outbox keeps it, so a push goes as
         // it is; a pull request is compressed when it is long enough to gain.
-        let (endpoint, content_type, body) = match request {
-            Request::Push(push) => ("push", packed_push::CONTENT_TYPE, push.encode()),
-            Request::Pull(pull) => ("pull", "application/octet-stream", codec::encode(pull)),
+        let (endpoint, content_type, body, coding) = match request {
+            Request::Push(push) => ("push", packed_push::CONTENT_TYPE, push.encode(), None),
+            Request::Pull(pull) => {
+                let body = codec::encode(pull);
+                let (body, coding) = match codec::compress(&body) {
+                    Some(compressed) => (compressed, Some(codec::CONTENT_CODING)),
+                    None => (body, None),
+                };
+                ("pull", "application/octet-stream", body, coding)
+            }
         };
         let url = format!("{}/v1/sync/{endpoint}", self.base);
         let mut post = self
@@ -220,16 +227,9 @@ impl Transport for HttpTransport {
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(reqwest::header::ACCEPT_ENCODING, codec::CONTENT_CODING);
-        let body = match request {
-            Request::Push(_) => body,
-            Request::Pull(_) => match codec::compress(&body) {
-                Some(compressed) => {
-                    post = post.header(reqwest::header::CONTENT_ENCODING, codec::CONTENT_CODING);
-                    compressed
-                }
-                None => body,
-            },
-        };
+        if let Some(coding) = coding {
+            post = post.header(reqwest::header::CONTENT_ENCODING, coding);
+        }
         if let Some(token) = &self.token {
             post = post.bearer_auth(token);
         }
