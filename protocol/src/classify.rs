@@ -176,7 +176,7 @@ pub fn classify(household: &Household, input: &ClassifyInput<'_>) -> Classificat
             standard_id: None,
             reference_date: date,
             class: PovertyClass::CannotClassify {
-                missing: vec![format!(
+                missing: vec![text!(
                     "chuẩn nghèo áp dụng cho ngày {date} / a poverty standard in force on {date}"
                 )],
             },
@@ -187,7 +187,7 @@ pub fn classify(household: &Household, input: &ClassifyInput<'_>) -> Classificat
             score_b: 0,
             income_mode: None,
             rural_or_urban: None,
-            decided_by: format!(
+            decided_by: text!(
                 "không có chuẩn nghèo nào áp dụng cho ngày {date} / no poverty standard applies on {date}"
             ),
         };
@@ -239,7 +239,7 @@ pub fn classify(household: &Household, input: &ClassifyInput<'_>) -> Classificat
             if !above_every_line {
                 missing.extend(gap_items(&out.not_assessed));
             }
-            let decided_by = format!(
+            let decided_by = text!(
                 "{sid}: thiếu dữ liệu mà quy tắc cần / {sid}: data the rule needs is missing"
             );
             return cannot(out, missing, decided_by);
@@ -266,8 +266,8 @@ fn by_income(
     let (income_vi, income_en) = (vnd_vi(income), vnd_en(income));
     let (line_vi, line_en) = (vnd_vi(line), vnd_en(line));
     if income <= line {
-        let premise_vi = format!("{sid}: thu nhập {income_vi} ≤ chuẩn nghèo {area_vi} {line_vi}");
-        let premise_en = format!("{sid}: income {income_en} ≤ {area_en} line {line_en}");
+        let premise_vi = text!("{sid}: thu nhập {income_vi} ≤ chuẩn nghèo {area_vi} {line_vi}");
+        let premise_en = text!("{sid}: income {income_en} ≤ {area_en} line {line_en}");
         return decide_by_deprivations(
             out,
             found,
@@ -291,7 +291,7 @@ fn by_income(
             } else {
                 ("", "")
             };
-            out.decided_by = format!(
+            out.decided_by = text!(
                 "{sid}: chuẩn nghèo {area_vi} {line_vi} < thu nhập {income_vi} ≤ {} → hộ có mức sống trung bình{extra_vi} / {sid}: {area_en} line {line_en} < income {income_en} ≤ {} → average living standard{extra_en}",
                 vnd_vi(upper),
                 vnd_en(upper),
@@ -299,7 +299,7 @@ fn by_income(
         }
         Some(upper) => {
             out.class = PovertyClass::NotPoor;
-            out.decided_by = format!(
+            out.decided_by = text!(
                 "{sid}: thu nhập {income_vi} > mức sống trung bình {area_vi} {} → hộ không nghèo / {sid}: income {income_en} > {area_en} average-living bound {} → not poor",
                 vnd_vi(upper),
                 vnd_en(upper),
@@ -307,7 +307,7 @@ fn by_income(
         }
         None => {
             out.class = PovertyClass::NotPoor;
-            out.decided_by = format!(
+            out.decided_by = text!(
                 "{sid}: thu nhập {income_vi} > chuẩn nghèo {area_vi} {line_vi}; chuẩn này chưa có mức sống trung bình nên không xét → hộ không nghèo / {sid}: income {income_en} > {area_en} line {line_en}; this standard has no average-living band yet, so it was not assessed → not poor"
             );
         }
@@ -331,7 +331,7 @@ fn by_score_a(
         return cannot(
             out,
             missing,
-            format!("{sid}: chưa có bảng điểm B1 để tính điểm A / {sid}: no B1 point tables to compute score A"),
+            text!("{sid}: chưa có bảng điểm B1 để tính điểm A / {sid}: no B1 point tables to compute score A"),
         );
     };
     let province = input
@@ -350,7 +350,7 @@ fn by_score_a(
             return cannot(
                 out,
                 missing,
-                format!("{sid}: chưa tính được điểm A / {sid}: score A cannot be computed"),
+                text!("{sid}: chưa tính được điểm A / {sid}: score A cannot be computed"),
             );
         }
     };
@@ -366,7 +366,7 @@ fn by_score_a(
     let (area_vi, area_en) = (settlement.label_vi(), settlement.label_en());
     if score > line {
         out.class = PovertyClass::NotPoor;
-        out.decided_by = format!(
+        out.decided_by = text!(
             "{sid}: điểm A {score} > {line} ({area_vi}){sample_vi} → hộ không nghèo / {sid}: score A {score} > {line} ({area_en}){sample_en} → not poor"
         );
         return out;
@@ -374,8 +374,8 @@ fn by_score_a(
     let points = scoring.points_per_deprivation;
     // Score B ≥ threshold is "at least this many deprivations": ⌈threshold / points⌉.
     let needed = scoring.score_b_threshold.div_ceil(points.max(1));
-    let premise_vi = format!("{sid}: điểm A {score} ≤ {line} ({area_vi}){sample_vi}");
-    let premise_en = format!("{sid}: score A {score} ≤ {line} ({area_en}){sample_en}");
+    let premise_vi = text!("{sid}: điểm A {score} ≤ {line} ({area_vi}){sample_vi}");
+    let premise_en = text!("{sid}: score A {score} ≤ {line} ({area_en}){sample_en}");
     decide_by_deprivations(
         out,
         found,
@@ -408,24 +408,24 @@ fn decide_by_deprivations(
     if found32 >= needed {
         out.class = PovertyClass::Poor;
         let (vi, en) = comparison(&counted, found32, "≥", needed);
-        out.decided_by = format!("{premise_vi} và {vi} → hộ nghèo / {premise_en} and {en} → poor");
+        out.decided_by = text!("{premise_vi} và {vi} → hộ nghèo / {premise_en} and {en} → poor");
     } else if most < needed {
         out.class = PovertyClass::NearPoor;
         let (vi, en) = comparison(&counted, found32, "<", needed);
         let (note_vi, note_en) = if unknown > 0 {
             (
-                format!(" (kể cả khi {unknown} chỉ số chưa đánh giá đều thiếu hụt)"),
-                format!(" (even if the {unknown} unassessed indicators were deprived)"),
+                text!(" (kể cả khi {unknown} chỉ số chưa đánh giá đều thiếu hụt)"),
+                text!(" (even if the {unknown} unassessed indicators were deprived)"),
             )
         } else {
             (String::new(), String::new())
         };
-        out.decided_by = format!(
+        out.decided_by = text!(
             "{premise_vi} và {vi}{note_vi} → hộ cận nghèo / {premise_en} and {en}{note_en} → near-poor"
         );
     } else {
         let missing = gap_items(&out.not_assessed);
-        let decided_by = format!(
+        let decided_by = text!(
             "{premise_vi}; có {found} chỉ số thiếu hụt và {unknown} chỉ số chưa đánh giá được, nên chưa xác định nghèo hay cận nghèo / {premise_en}; {found} deprivations found and {unknown} indicators cannot be assessed, so poor versus near-poor is undecided"
         );
         return cannot(out, missing, decided_by);
@@ -437,14 +437,14 @@ fn decide_by_deprivations(
 fn comparison(counted: &Counted, n: u32, op: &str, needed: u32) -> (String, String) {
     match counted {
         Counted::Deprivations => (
-            format!("thiếu hụt {n} chỉ số {op} {needed}"),
-            format!("{n} deprivations {op} {needed}"),
+            text!("thiếu hụt {n} chỉ số {op} {needed}"),
+            text!("{n} deprivations {op} {needed}"),
         ),
         Counted::ScoreB { points, threshold } => {
             let b = points.saturating_mul(n);
             (
-                format!("điểm B {b} {op} {threshold}"),
-                format!("score B {b} {op} {threshold}"),
+                text!("điểm B {b} {op} {threshold}"),
+                text!("score B {b} {op} {threshold}"),
             )
         }
     }
@@ -461,7 +461,7 @@ fn gap_items(gaps: &[IndicatorGap]) -> Vec<String> {
     gaps.iter()
         .flat_map(|gap| {
             gap.missing.iter().map(move |item| {
-                format!(
+                text!(
                     "[{} / {}] {item}",
                     gap.indicator.label_vi(),
                     gap.indicator.label_en()
@@ -477,12 +477,12 @@ fn count(n: usize) -> u32 {
 
 /// "1.500.000 đ".
 fn vnd_vi(amount: u64) -> String {
-    format!("{} đ", group(amount, '.'))
+    text!("{} đ", group(amount, '.'))
 }
 
 /// "1,500,000 VND".
 fn vnd_en(amount: u64) -> String {
-    format!("{} VND", group(amount, ','))
+    text!("{} VND", group(amount, ','))
 }
 
 fn group(amount: u64, separator: char) -> String {

@@ -17,7 +17,7 @@
 //! Ages are whole years at the review's reference date, from each member's date of birth.
 //! Members are considered in id order, so the result does not depend on the order of the list.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -178,8 +178,8 @@ fn derive_for(
             if studying == Some(false) && qualification.is_some() {
                 let (vi, en) = qualification_label(band.requires);
                 return OwnedCheck::Deprived((
-                    format!("không đi học và chưa tốt nghiệp {vi}"),
-                    format!("not studying and has not completed {en}"),
+                    text!("không đi học và chưa tốt nghiệp {vi}"),
+                    text!("not studying and has not completed {en}"),
                 ));
             }
             let mut missing = Vec::new();
@@ -208,7 +208,11 @@ fn derive_for(
             None => household_gap(id, ("mức độ kiên cố của nhà", "house durability")),
             Some(d) if deprived.contains(&d) => {
                 let (vi, en) = durability_label(d);
-                household_deprived(id, format!("nhà ở {vi}"), format!("the dwelling is {en}"))
+                household_deprived(
+                    id,
+                    format_args!("nhà ở {vi}"),
+                    format_args!("the dwelling is {en}"),
+                )
             }
             Some(_) => Finding::NotDeprived,
         },
@@ -221,8 +225,8 @@ fn derive_for(
                 let (vi, en) = water_label(source);
                 household_deprived(
                     id,
-                    format!("không có nguồn nước sinh hoạt hợp vệ sinh (đang dùng {vi})"),
-                    format!("no safe domestic water (uses {en})"),
+                    format_args!("không có nguồn nước sinh hoạt hợp vệ sinh (đang dùng {vi})"),
+                    format_args!("no safe domestic water (uses {en})"),
                 )
             }
             Some(_) => Finding::NotDeprived,
@@ -233,8 +237,8 @@ fn derive_for(
                 let (vi, en) = latrine_label(latrine);
                 household_deprived(
                     id,
-                    format!("không có nhà tiêu hợp vệ sinh ({vi})"),
-                    format!("no hygienic latrine ({en})"),
+                    format_args!("không có nhà tiêu hợp vệ sinh ({vi})"),
+                    format_args!("no hygienic latrine ({en})"),
                 )
             }
             Some(_) => Finding::NotDeprived,
@@ -261,9 +265,10 @@ fn derive_for(
             } else if !owned.is_empty() || dwelling.information_devices_asked {
                 household_deprived(
                     id,
-                    "không có điện thoại, tivi, radio, máy tính và không nghe được loa truyền thanh"
-                        .into(),
-                    "no phone, TV, radio or computer and no village loudspeaker".into(),
+                    format_args!(
+                        "không có điện thoại, tivi, radio, máy tính và không nghe được loa truyền thanh"
+                    ),
+                    format_args!("no phone, TV, radio or computer and no village loudspeaker"),
                 )
             } else {
                 household_gap(
@@ -293,8 +298,8 @@ fn derive_for(
                 let (vi, en) = waste_label(handling);
                 household_deprived(
                     id,
-                    format!("rác thải sinh hoạt không được thu gom, xử lý ({vi})"),
-                    format!("household waste is not collected or treated ({en})"),
+                    format_args!("rác thải sinh hoạt không được thu gom, xử lý ({vi})"),
+                    format_args!("household waste is not collected or treated ({en})"),
                 )
             }
             Some(_) => Finding::NotDeprived,
@@ -405,19 +410,24 @@ fn per_member_owned(
         match check(person) {
             OwnedCheck::Fine => {}
             OwnedCheck::Deprived((vi, en)) => {
-                if !members.is_empty() {
+                if members.is_empty() {
+                    reason_vi.reserve(160);
+                    reason_en.reserve(96);
+                } else {
                     reason_vi.push_str("; ");
                     reason_en.push_str("; ");
                 }
                 person.write_who(&mut reason_vi, &mut reason_en);
-                let _ = write!(reason_vi, ", {vi}");
-                let _ = write!(reason_en, ", {en}");
+                reason_vi.push_str(", ");
+                reason_vi.push_str(&vi);
+                reason_en.push_str(", ");
+                reason_en.push_str(&en);
                 members.push(person.member.id);
             }
             OwnedCheck::Unknown(items) => {
                 let (who_vi, who_en) = person.who();
                 for (vi, en) in items {
-                    missing.push(format!("{who_vi} – {vi} / {who_en} – {en}"));
+                    missing.push(text!("{who_vi} – {vi} / {who_en} – {en}"));
                 }
             }
         }
@@ -470,7 +480,7 @@ fn dependents(
         let count = dependents.len();
         Finding::Deprived(Deprivation {
             indicator: id,
-            reason: format!(
+            reason: text!(
                 "{count}/{total} thành viên là người phụ thuộc, trên {more_than_percent}% / {count} of {total} members are dependents, more than {more_than_percent}%"
             ),
             members: dependents,
@@ -482,7 +492,7 @@ fn dependents(
                 .iter()
                 .map(|person| {
                     let (who_vi, who_en) = person.who();
-                    format!(
+                    text!(
                         "{who_vi} – khuyết tật hoặc bệnh nặng / {who_en} – disability or severe illness"
                     )
                 })
@@ -509,10 +519,10 @@ fn floor_area(id: IndicatorId, area: Option<u32>, people: usize, min_per_person:
     let (whole, tenth) = (tenths / 10, tenths % 10);
     household_deprived(
         id,
-        format!(
+        format_args!(
             "diện tích nhà ở {area} m² cho {people} người, {whole},{tenth} m²/người, dưới {min_per_person} m²/người"
         ),
-        format!(
+        format_args!(
             "floor area {area} m² for {people} people, {whole}.{tenth} m² per person, below {min_per_person}"
         ),
     )
@@ -526,15 +536,20 @@ fn yes_no(
 ) -> Finding {
     match answer {
         None => household_gap(id, question),
-        Some(false) => household_deprived(id, deprived.0.into(), deprived.1.into()),
+        Some(false) => household_deprived(
+            id,
+            format_args!("{}", deprived.0),
+            format_args!("{}", deprived.1),
+        ),
         Some(true) => Finding::NotDeprived,
     }
 }
 
-fn household_deprived(id: IndicatorId, vi: String, en: String) -> Finding {
+/// A deprivation of the household as a whole: "vi / en", written once.
+fn household_deprived(id: IndicatorId, vi: fmt::Arguments<'_>, en: fmt::Arguments<'_>) -> Finding {
     Finding::Deprived(Deprivation {
         indicator: id,
-        reason: format!("{vi} / {en}"),
+        reason: text!("{vi} / {en}"),
         members: Vec::new(),
     })
 }
@@ -542,7 +557,7 @@ fn household_deprived(id: IndicatorId, vi: String, en: String) -> Finding {
 fn household_gap(id: IndicatorId, (vi, en): (&str, &str)) -> Finding {
     Finding::Unknown(IndicatorGap {
         indicator: id,
-        missing: vec![format!("hộ – {vi} / household – {en}")],
+        missing: vec![text!("hộ – {vi} / household – {en}")],
     })
 }
 
