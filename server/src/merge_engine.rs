@@ -159,7 +159,7 @@ pub(crate) fn apply_push(
         return Ok((reply, Vec::new()));
     };
 
-    let mut batch = Batch::new(registry, reference, caller, device, now_ms)?;
+    let mut batch = Batch::new(registry, reference, caller, device, now_ms, fresh.len())?;
     for mutation in fresh {
         let outcome = MutationOutcome {
             seq: mutation.seq,
@@ -666,8 +666,15 @@ impl<'r> Batch<'r> {
         caller: &'r Caller,
         device: Uuid,
         now_ms: i64,
+        mutations: usize,
     ) -> Result<Batch<'r>, StoreError> {
+        // Sized for a mutation a household, as in a first push: growing them moved every
+        // revision made so far.
         let commit = Commit {
+            households: Vec::with_capacity(mutations),
+            revisions: Vec::with_capacity(mutations),
+            changes: Vec::with_capacity(mutations),
+            outcomes: Vec::with_capacity(mutations),
             head_seq: registry.head_seq()?,
             last_conflict: registry.last_conflict_id()?,
             household_count: registry.household_count()?,
@@ -676,9 +683,9 @@ impl<'r> Batch<'r> {
         Ok(Batch {
             registry,
             maker: Maker::new(reference, caller, device, now_ms),
-            rows: HashMap::new(),
-            touched: Vec::new(),
-            made: HashMap::new(),
+            rows: HashMap::with_capacity(mutations),
+            touched: Vec::with_capacity(mutations),
+            made: HashMap::with_capacity(mutations),
             commit,
         })
     }

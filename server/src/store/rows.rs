@@ -60,7 +60,15 @@ pub(super) struct RowWriter(Vec<u8>);
 
 impl RowWriter {
     pub(super) fn new() -> RowWriter {
-        RowWriter(vec![FORMAT])
+        RowWriter::with_capacity(64)
+    }
+
+    /// A row expected to take about `capacity` bytes, so that it is not grown as it is
+    /// written.
+    pub(super) fn with_capacity(capacity: usize) -> RowWriter {
+        let mut row = Vec::with_capacity(capacity);
+        row.push(FORMAT);
+        RowWriter(row)
     }
 
     pub(super) fn u8(mut self, value: u8) -> RowWriter {
@@ -371,7 +379,13 @@ fn write_revision(
     fields: RevisionFields<'_>,
     classification: Option<&ClassificationRecord>,
 ) -> Vec<u8> {
-    let row = RowWriter::new()
+    // The maker and the flag, the packed fields, and a classification packs to about 160.
+    let expected =
+        64 + match fields {
+            RevisionFields::Map(_) => 640,
+            RevisionFields::Packed(packed) => packed.len(),
+        } + 256;
+    let row = RowWriter::with_capacity(expected)
         .uuid(device_id)
         .u64(mutation_seq)
         .i64(at_ms)
