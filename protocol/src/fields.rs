@@ -270,11 +270,11 @@ pub fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
 }
 
 /// [`unflatten`] for a map given as its entries in strictly ascending path order (as a map
-/// iterates), borrowed from wherever they lie.
-pub(crate) fn unflatten_entries<'a>(
+/// iterates), borrowed from wherever they lie, whose every leaf passed [`check_leaf`] already.
+pub(crate) fn unflatten_checked_entries<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a FieldValue)>,
 ) -> Result<Household, FieldError> {
-    tree::unflatten_entries(entries)
+    tree::unflatten_entries_with(entries, tree::Leaves::Checked)
 }
 
 /// Checks the size limits of one leaf.

@@ -25,7 +25,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Deserialize;
 
 use super::{body, packed, CodecError};
-use crate::fields::{check_leaf, decode_entries, unflatten_entries, FieldChange, FieldError};
+use crate::fields::{
+    check_leaf, decode_entries, unflatten_checked_entries, FieldChange, FieldError,
+};
 use crate::household::Household;
 use crate::sync::{Base, Mutation, PushRequest, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS};
 use crate::{DeviceId, HouseholdId};
@@ -311,7 +313,8 @@ pub fn read_keeping(
             seq,
             household_id,
             made_at_ms,
-            record: unflatten_entries(entries.iter().map(|(path, value)| (*path, value))),
+            // Every leaf was checked above.
+            record: unflatten_checked_entries(entries.iter().map(|(path, value)| (*path, value))),
             packed: fields.to_vec(),
         })))
     };

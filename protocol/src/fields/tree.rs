@@ -85,12 +85,25 @@ enum Child<'a> {
 }
 
 pub(super) fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
-    unflatten_entries(fields.iter().map(|(path, value)| (path.as_str(), value)))
+    unflatten_entries_with(
+        fields.iter().map(|(path, value)| (path.as_str(), value)),
+        Leaves::ToCheck,
+    )
 }
 
-/// [`unflatten`] for a map given as its entries, with no path twice.
-pub(super) fn unflatten_entries<'a>(
+/// Whether the leaves of the entries given to [`unflatten_entries_with`] were checked
+/// ([`check_leaf`]) already.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Leaves {
+    ToCheck,
+    Checked,
+}
+
+/// [`unflatten`] for a map given as its entries, with no path twice, checking each leaf
+/// only if `leaves` says it was not.
+pub(super) fn unflatten_entries_with<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a FieldValue)>,
+    leaves: Leaves,
 ) -> Result<Household, FieldError> {
     // Sized for a household, so that the lists are not grown entry by entry (that was an
     // eighth of `unflatten`): a few dozen nodes, none with more than a few dozen children.
@@ -99,7 +112,9 @@ pub(super) fn unflatten_entries<'a>(
     let mut tree = Tree { nodes };
     let mut parent = None;
     for (path, value) in fields {
-        check_leaf(path, value)?;
+        if leaves == Leaves::ToCheck {
+            check_leaf(path, value)?;
+        }
         parent = Some(tree.insert(path, value, parent)?);
     }
     let household = Household::deserialize(Value::Node(Node {
@@ -129,22 +144,20 @@ impl<'a> Tree<'a> {
             let last = path.strip_prefix(parent)?.strip_prefix('.')?;
             (!parent.is_empty() && !last.contains('.')).then_some((node, last))
         });
-        let (mut node, rest) = sibling.unwrap_or((0, path));
-        let mut parts = rest.split('.').peekable();
+        // Most paths are a sibling of the one before: their last segment goes straight in.
+        if let Some((node, last)) = sibling {
+            return self.insert_leaf(path, node, last, value);
+        }
+        let mut node = 0;
+        let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                return self.insert_leaf(path, node, part, value);
+            }
             if part.is_empty() {
                 return Err(invalid(
                     "đường dẫn có đoạn rỗng / the path has an empty segment",
                 ));
-            }
-            if parts.peek().is_none() {
-                if !self.nodes[node].insert_new(part, Child::Leaf(value)) {
-                    return Err(invalid(
-                        "trùng với một nhóm trường / clashes with a group of fields",
-                    ));
-                }
-                let parent = path.get(..path.len() - part.len()).unwrap_or_default();
-                return Ok((parent.strip_suffix('.').unwrap_or(parent), node));
             }
             node = match self.nodes[node].get(part) {
                 Some(Child::Node(child)) => *child,
@@ -165,6 +178,33 @@ impl<'a> Tree<'a> {
         Err(invalid(
             "đường dẫn có đoạn rỗng / the path has an empty segment",
         ))
+    }
+
+    /// Puts `path`'s value at its last segment `part`, under `node`. Returns its parent, as
+    /// [`Self::insert`] does.
+    fn insert_leaf(
+        &mut self,
+        path: &'a str,
+        node: usize,
+        part: &'a str,
+        value: &'a FieldValue,
+    ) -> Result<(&'a str, usize), FieldError> {
+        let invalid = |problem: &str| FieldError::Invalid {
+            path: path.to_string(),
+            problem: problem.to_string(),
+        };
+        if part.is_empty() {
+            return Err(invalid(
+                "đường dẫn có đoạn rỗng / the path has an empty segment",
+            ));
+        }
+        if !self.nodes[node].insert_new(part, Child::Leaf(value)) {
+            return Err(invalid(
+                "trùng với một nhóm trường / clashes with a group of fields",
+            ));
+        }
+        let parent = path.get(..path.len() - part.len()).unwrap_or_default();
+        Ok((parent.strip_suffix('.').unwrap_or(parent), node))
     }
 }
 
