@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::{body, packed, CodecError};
 use crate::fields::{
-    check_leaf, decode_entries, unflatten_checked_entries, FieldChange, FieldError,
+    check_leaf_ref, decode_entries, unflatten_checked_entries, FieldChange, FieldError,
 };
 use crate::household::Household;
 use crate::sync::{Base, Mutation, PushRequest, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS};
@@ -293,13 +293,13 @@ pub fn read_keeping(
             && entries.len() <= max_changes
             && entries
                 .iter()
-                .all(|(path, value)| check_leaf(path, value).is_ok());
+                .all(|(path, value)| check_leaf_ref(path, value.as_ref()).is_ok());
         if !kept {
             let changes = entries
                 .into_iter()
                 .map(|(path, value)| FieldChange {
                     path: path.to_owned(),
-                    value: Some(value),
+                    value: Some(value.into_owned()),
                 })
                 .collect();
             return Ok(Pushed::Mutation(create(
@@ -314,7 +314,9 @@ pub fn read_keeping(
             household_id,
             made_at_ms,
             // Every leaf was checked above.
-            record: unflatten_checked_entries(entries.iter().map(|(path, value)| (*path, value))),
+            record: unflatten_checked_entries(
+                entries.iter().map(|(path, value)| (*path, value.as_ref())),
+            ),
             packed: fields.to_vec(),
         })))
     };
@@ -333,7 +335,7 @@ pub fn read_record(
     let map = packed::unpack(fields, limit)?;
     let (changes, _) = decode_entries(&map, limit, |path, value| FieldChange {
         path: path.to_owned(),
-        value: Some(value),
+        value: Some(value.into_owned()),
     })?;
     Ok(create(seq, household_id, made_at_ms, changes))
 }

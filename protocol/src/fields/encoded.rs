@@ -8,7 +8,7 @@ use serde::de::Deserializer;
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use super::{FieldMap, FieldValue, MAX_LIST_DEPTH};
+use super::{FieldMap, FieldValue, Leaf, MAX_LIST_DEPTH};
 use crate::codec::{self, CodecError};
 
 /// A field map as the protocol codec encodes it (`codec::encode(&map)`), held without being
@@ -122,6 +122,9 @@ impl EncodedFields {
 /// The protocol version in front of every encoded value.
 const VERSION_BYTES: usize = 2;
 
+/// A text's variant, in `FieldValue`'s order.
+const TEXT: u64 = 4;
+
 impl Default for EncodedFields {
     fn default() -> EncodedFields {
         EncodedFields::encode(&FieldMap::new())
@@ -166,7 +169,7 @@ impl<'de> Deserialize<'de> for EncodedFields {
 pub(crate) fn decode_entries<'a, T>(
     bytes: &'a [u8],
     limit: usize,
-    mut entry: impl FnMut(&'a str, FieldValue) -> T,
+    mut entry: impl FnMut(&'a str, Leaf<'a>) -> T,
 ) -> Result<(Vec<T>, bool), CodecError> {
     let body = codec::body(bytes, limit)?;
     let mut scanner = Scanner::new(body);
@@ -182,7 +185,7 @@ pub(crate) fn decode_entries<'a, T>(
         }
         previous = Some(path);
         let path = std::str::from_utf8(path).map_err(|_| malformed("a text is not UTF-8"))?;
-        entries.push(entry(path, scanner.owned_value(0)?));
+        entries.push(entry(path, scanner.leaf()?));
     }
     if scanner.at < body.len() {
         return Err(CodecError::TrailingBytes);
@@ -312,11 +315,25 @@ impl<'a> Scanner<'a> {
         self.take(len)
     }
 
+    /// The value of a map's entry, its text borrowed: [`Self::owned_value`] otherwise.
+    fn leaf(&mut self) -> Result<Leaf<'a>, CodecError> {
+        match self.varint()? {
+            TEXT => self.text().map(Leaf::Text),
+            variant => self.owned_value_of(variant, 0).map(Leaf::Value),
+        }
+    }
+
     /// The `FieldValue` at the front, inside `depth` lists, as `FieldValue`'s `Deserialize`
     /// reads it from the codec: the same values, refused for the same faults.
     fn owned_value(&mut self, depth: usize) -> Result<FieldValue, CodecError> {
+        let variant = self.varint()?;
+        self.owned_value_of(variant, depth)
+    }
+
+    /// [`Self::owned_value`] once its variant is read.
+    fn owned_value_of(&mut self, variant: u64, depth: usize) -> Result<FieldValue, CodecError> {
         // The variant, in `FieldValue`'s order.
-        Ok(match self.varint()? {
+        Ok(match variant {
             0 => FieldValue::Null,
             1 => match self.array::<1>()?[0] {
                 0 => FieldValue::Bool(false),
@@ -329,7 +346,7 @@ impl<'a> Scanner<'a> {
                 FieldValue::Int((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
             }
             3 => FieldValue::Float(f64::from_le_bytes(self.array()?)),
-            4 => FieldValue::Text(owned_text(self.text_bytes()?)?),
+            TEXT => FieldValue::Text(owned_text(self.text_bytes()?)?),
             5 => {
                 if depth >= MAX_LIST_DEPTH {
                     return Err(malformed("lists nest too deep"));
@@ -503,8 +520,8 @@ mod tests {
         deep
     }
 
-    fn pair(path: &str, value: FieldValue) -> (String, FieldValue) {
-        (path.to_owned(), value)
+    fn pair(path: &str, value: Leaf<'_>) -> (String, FieldValue) {
+        (path.to_owned(), value.into_owned())
     }
 
     /// A map's entries as serde decodes them: what [`decode_entries`] must match.

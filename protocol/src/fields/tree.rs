@@ -16,7 +16,7 @@ use serde::de::{
 };
 use serde::forward_to_deserialize_any;
 
-use super::{check_leaf, FieldError, FieldMap, FieldValue, KEYED_LISTS};
+use super::{check_leaf_ref, FieldError, FieldMap, FieldValue, LeafRef, KEYED_LISTS};
 use crate::household::Household;
 
 /// The paths of a field map as a tree of their segments. The nodes live in an arena (the root
@@ -79,14 +79,16 @@ type ChildrenIter<'t, 'a> = std::slice::Iter<'t, (&'a str, Child<'a>)>;
 
 #[derive(Clone, Copy)]
 enum Child<'a> {
-    Leaf(&'a FieldValue),
+    Leaf(LeafRef<'a>),
     /// A node, by its place in the arena.
     Node(usize),
 }
 
 pub(super) fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
     unflatten_entries_with(
-        fields.iter().map(|(path, value)| (path.as_str(), value)),
+        fields
+            .iter()
+            .map(|(path, value)| (path.as_str(), LeafRef::of(value))),
         Leaves::ToCheck,
     )
 }
@@ -102,7 +104,7 @@ pub(super) enum Leaves {
 /// [`unflatten`] for a map given as its entries, with no path twice, checking each leaf
 /// only if `leaves` says it was not.
 pub(super) fn unflatten_entries_with<'a>(
-    fields: impl IntoIterator<Item = (&'a str, &'a FieldValue)>,
+    fields: impl IntoIterator<Item = (&'a str, LeafRef<'a>)>,
     leaves: Leaves,
 ) -> Result<Household, FieldError> {
     // Sized for a household, so that the lists are not grown entry by entry (that was an
@@ -113,7 +115,7 @@ pub(super) fn unflatten_entries_with<'a>(
     let mut parent = None;
     for (path, value) in fields {
         if leaves == Leaves::ToCheck {
-            check_leaf(path, value)?;
+            check_leaf_ref(path, value)?;
         }
         parent = Some(tree.insert(path, value, parent)?);
     }
@@ -133,7 +135,7 @@ impl<'a> Tree<'a> {
     fn insert(
         &mut self,
         path: &'a str,
-        value: &'a FieldValue,
+        value: LeafRef<'a>,
         parent: Option<(&'a str, usize)>,
     ) -> Result<(&'a str, usize), FieldError> {
         let invalid = |problem: &str| FieldError::Invalid {
@@ -187,7 +189,7 @@ impl<'a> Tree<'a> {
         path: &'a str,
         node: usize,
         part: &'a str,
-        value: &'a FieldValue,
+        value: LeafRef<'a>,
     ) -> Result<(&'a str, usize), FieldError> {
         let invalid = |problem: &str| FieldError::Invalid {
             path: path.to_string(),
@@ -245,7 +247,7 @@ struct Member<'t, 'a> {
 /// A value in the tree, as it deserializes.
 #[derive(Clone, Copy)]
 enum Value<'t, 'a> {
-    Leaf(&'a FieldValue),
+    Leaf(LeafRef<'a>),
     Node(Node<'t, 'a>),
     /// A keyed list's items, by id.
     Keyed(&'t Tree<'a>, &'t Children<'a>),
@@ -382,7 +384,7 @@ impl<'de> SeqAccess<'de> for ListItems<'de> {
         seed: T,
     ) -> Result<Option<T::Value>, ShapeError> {
         match self.items.next() {
-            Some(item) => seed.deserialize(Value::Leaf(item)).map(Some),
+            Some(item) => seed.deserialize(Value::Leaf(LeafRef::of(item))).map(Some),
             None => Ok(None),
         }
     }
@@ -404,7 +406,8 @@ impl<'de> de::Deserializer<'de> for Value<'_, 'de> {
                 items: items.iter(),
             }),
             Value::Id(id) => visitor.visit_borrowed_str(id),
-            Value::Leaf(leaf) => match leaf {
+            Value::Leaf(LeafRef::Text(text)) => visitor.visit_borrowed_str(text),
+            Value::Leaf(LeafRef::Value(leaf)) => match leaf {
                 FieldValue::Null => visitor.visit_unit(),
                 FieldValue::Bool(b) => visitor.visit_bool(*b),
                 // As a JSON number holds it: non-negative integers are unsigned.
@@ -423,7 +426,7 @@ impl<'de> de::Deserializer<'de> for Value<'_, 'de> {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
         match self {
-            Value::Leaf(FieldValue::Null) => visitor.visit_none(),
+            Value::Leaf(LeafRef::Value(FieldValue::Null)) => visitor.visit_none(),
             other => visitor.visit_some(other),
         }
     }
@@ -436,7 +439,8 @@ impl<'de> de::Deserializer<'de> for Value<'_, 'de> {
     ) -> Result<V::Value, ShapeError> {
         match self {
             // A unit variant, as JSON writes it: its name.
-            Value::Leaf(FieldValue::Text(text)) => {
+            Value::Leaf(LeafRef::Text(text)) => visitor.visit_enum(text.into_deserializer()),
+            Value::Leaf(LeafRef::Value(FieldValue::Text(text))) => {
                 visitor.visit_enum(text.as_str().into_deserializer())
             }
             Value::Id(id) => visitor.visit_enum(id.into_deserializer()),
@@ -576,7 +580,10 @@ mod tests {
         let value = FieldValue::Null;
         let mut children = Children::default();
         for part in ["dwelling", "address", "members", "dwelling-x", "age"] {
-            assert!(children.insert_new(part, Child::Leaf(&value)), "{part}");
+            assert!(
+                children.insert_new(part, Child::Leaf(LeafRef::of(&value))),
+                "{part}"
+            );
         }
         assert!(!children.insert_new("address", Child::Node(1)));
         let order: Vec<&str> = children.iter().map(|(part, _)| *part).collect();
