@@ -25,10 +25,10 @@ mod journaled;
 mod keys;
 mod rows;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use fxhash::FxHashMap;
 use protocol::classify::Classification;
 use protocol::fields::{EncodedFields, FieldError, FieldMap};
 use protocol::household::Household;
@@ -956,12 +956,13 @@ impl Registry {
         // A household's current revision goes to the journal only, and its household row
         // refers to it there; a revision superseded within this commit is an `r` row. Either
         // row holds the revision's first classification record too.
-        let current_revs: HashMap<Uuid, u32> = commit
+        let current_revs: FxHashMap<Uuid, u32> = commit
             .households
             .iter()
             .map(|household| (household.id, household.rev))
             .collect();
-        let mut current_writes: HashMap<Uuid, usize> = HashMap::new();
+        let mut current_writes: FxHashMap<Uuid, usize> =
+            FxHashMap::with_capacity_and_hasher(commit.revisions.len(), Default::default());
         for (id, revision) in commit.revisions {
             let rev = revision.revision().rev;
             let row = revision.into_row();
