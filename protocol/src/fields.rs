@@ -279,7 +279,7 @@ pub(crate) fn unflatten_checked_entries<'a>(
 
 /// A leaf as a pushed record is read: a text borrowed from the map's bytes, any other value
 /// owned. A record's values are mostly texts (names, answers, dates, ids), and most are read
-/// into something other than a `String`: allocating each only to drop it was a tenth of
+/// into something other than a `String`: allocating each only to drop it was a twentieth of
 /// reading a record.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Leaf<'a> {

@@ -94,7 +94,7 @@ pub(super) fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
 }
 
 /// Whether the leaves of the entries given to [`unflatten_entries_with`] were checked
-/// ([`check_leaf`]) already.
+/// ([`super::check_leaf`]) already.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Leaves {
     ToCheck,
