@@ -281,7 +281,7 @@ pub(crate) fn unflatten_checked_entries<'a>(
 /// owned. A record's values are mostly texts (names, answers, dates, ids), and most are read
 /// into something other than a `String`: allocating each only to drop it was a twentieth of
 /// reading a record.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum Leaf<'a> {
     Text(&'a str),
     Value(FieldValue),

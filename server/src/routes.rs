@@ -146,8 +146,9 @@ pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, A
     }
     // Sized by the length the request gives (up to a bound): growing a push's body from empty
     // moved it at every doubling.
-    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
-    let mut bytes = Vec::with_capacity(expected.min(limit).min(BODY_PRESIZE_BYTES));
+    // (The length is within `limit`: checked above.)
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(BODY_PRESIZE_BYTES);
+    let mut bytes = Vec::with_capacity(expected.min(BODY_PRESIZE_BYTES));
     while let Some(data) = next_data(&mut body).await {
         let data = data.map_err(|error| AppError::Body(error.to_string()))?;
         if let Some(data) = data {
