@@ -6,10 +6,12 @@
 //! id (`members.<uuid>.full_name`), never by position, so members added on two devices both
 //! survive. A member exists while any of its leaves does; removing a member removes its leaves.
 //!
-//! Both conversions go through serde, so a field added to [`Household`] needs no code here:
-//! they follow the struct. [`flatten`] goes through `serde_json::Value`; [`unflatten`]
-//! deserializes the record straight from a tree of the paths (`tree`), which reads every map
-//! as going through JSON did (`through_json`, kept in the tests as the oracle).
+//! Both conversions go through serde, so they follow the struct. [`flatten`] goes through
+//! `serde_json::Value`; [`unflatten`] deserializes the record straight from a tree of the
+//! paths (`tree`), which reads every map as going through JSON did (`through_json`, kept in
+//! the tests as the oracle). A map as the codec writes a household's is read without the tree
+//! (`direct`), field by field, and the tree reads any other: a field added to [`Household`]
+//! is added there too (the compiler asks for it).
 
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, SeqAccess, VariantAccess, Visitor,
@@ -20,6 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::household::Household;
 
+mod direct;
 mod encoded;
 #[cfg(test)]
 mod through_json;
@@ -272,7 +275,7 @@ pub fn unflatten(fields: &FieldMap) -> Result<Household, FieldError> {
 /// [`unflatten`] for a map given as its entries in strictly ascending path order (as a map
 /// iterates), borrowed from wherever they lie, whose every leaf passed [`check_leaf`] already.
 pub(crate) fn unflatten_checked_entries<'a>(
-    entries: impl IntoIterator<Item = (&'a str, LeafRef<'a>)>,
+    entries: impl Iterator<Item = (&'a str, LeafRef<'a>)> + Clone,
 ) -> Result<Household, FieldError> {
     tree::unflatten_entries_with(entries, tree::Leaves::Checked)
 }

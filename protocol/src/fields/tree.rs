@@ -103,8 +103,26 @@ pub(super) enum Leaves {
 
 /// [`unflatten`] for a map given as its entries, with no path twice, checking each leaf
 /// only if `leaves` says it was not.
+///
+/// A map as the codec writes a household's is read without the tree ([`super::direct`]);
+/// the tree reads any other, and gives the error.
 pub(super) fn unflatten_entries_with<'a>(
-    fields: impl IntoIterator<Item = (&'a str, LeafRef<'a>)>,
+    fields: impl Iterator<Item = (&'a str, LeafRef<'a>)> + Clone,
+    leaves: Leaves,
+) -> Result<Household, FieldError> {
+    let leaf_ok = |path: &str, leaf: LeafRef<'_>| {
+        leaves == Leaves::Checked || check_leaf_ref(path, leaf).is_ok()
+    };
+    if let Some(household) = super::direct::read(fields.clone(), leaf_ok) {
+        return Ok(household);
+    }
+    unflatten_through_tree(fields, leaves)
+}
+
+/// [`unflatten_entries_with`] through the tree: any map, and the error for one that is not a
+/// household.
+fn unflatten_through_tree<'a>(
+    fields: impl Iterator<Item = (&'a str, LeafRef<'a>)>,
     leaves: Leaves,
 ) -> Result<Household, FieldError> {
     // Sized for a household, so that the lists are not grown entry by entry (that was an
@@ -480,14 +498,45 @@ mod tests {
 
     /// Both ways read `fields` alike: the same record, or errors of the same kind (the same
     /// error when it is about a path).
-    fn agree(fields: &FieldMap, what: &str) {
-        let direct = unflatten(fields);
+    ///
+    /// Returns whether the map was read without the tree ([`super::super::direct`]); the tree
+    /// is held to JSON on every map, whichever way `unflatten` took.
+    fn agree(fields: &FieldMap, what: &str) -> bool {
         let through_json = through_json::unflatten(fields);
-        match (&direct, &through_json) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
-            (Err(FieldError::Shape(_)), Err(FieldError::Shape(_))) => {}
-            (a, b) => assert_eq!(a, b, "{what}"),
+        for read in [
+            &unflatten_through_tree(entries(fields), Leaves::ToCheck),
+            &unflatten(fields),
+        ] {
+            match (read, &through_json) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
+                (Err(FieldError::Shape(_)), Err(FieldError::Shape(_))) => {}
+                (a, b) => assert_eq!(a, b, "{what}"),
+            }
         }
+        read_directly_as_the_tree_reads(fields, what)
+    }
+
+    fn entries(fields: &FieldMap) -> impl Iterator<Item = (&str, LeafRef<'_>)> + Clone {
+        fields
+            .iter()
+            .map(|(path, value)| (path.as_str(), LeafRef::of(value)))
+    }
+
+    /// Where the direct reader reads `fields`, it reads what the tree reads. Returns whether
+    /// it read them.
+    fn read_directly_as_the_tree_reads(fields: &FieldMap, what: &str) -> bool {
+        let read_directly = super::super::direct::read(entries(fields), |path, leaf| {
+            check_leaf_ref(path, leaf).is_ok()
+        });
+        if let Some(household) = &read_directly {
+            let through_tree = unflatten_through_tree(entries(fields), Leaves::ToCheck);
+            assert_eq!(
+                Ok(household),
+                through_tree.as_ref(),
+                "{what}, read directly"
+            );
+        }
+        read_directly.is_some()
     }
 
     fn values() -> Vec<FieldValue> {
@@ -516,10 +565,15 @@ mod tests {
             reason: crate::household::VoidReason::MovedAway,
             note: "Chuyển vào Nam".into(),
         });
+        let mut read_directly = 0;
+        let mut maps = 0;
         for record in [sample(), household] {
             let fields = flatten(&record);
             assert_eq!(unflatten(&fields), Ok(record.clone()));
-            agree(&fields, "the record");
+            assert!(
+                agree(&fields, "the record"),
+                "a whole record is read directly"
+            );
             let member = format!("members.{}", record.members[0].id);
             let paths: Vec<String> = fields
                 .keys()
@@ -557,12 +611,14 @@ mod tests {
             for path in &paths {
                 let mut without = fields.clone();
                 if without.remove(path).is_some() {
-                    agree(&without, &format!("without {path}"));
+                    maps += 1;
+                    read_directly += usize::from(agree(&without, &format!("without {path}")));
                 }
                 for value in values() {
                     let mut changed = fields.clone();
                     changed.insert(path.clone(), value.clone());
-                    agree(&changed, &format!("{path} = {value:?}"));
+                    maps += 1;
+                    read_directly += usize::from(agree(&changed, &format!("{path} = {value:?}")));
                 }
             }
             // An enum as an object: of one variant, and of two.
@@ -573,6 +629,12 @@ mod tests {
             as_object.insert("round.kind.periodic".into(), FieldValue::Null);
             agree(&as_object, "round.kind as an object of two variants");
         }
+        // The direct reader took a good share of the maps, not only the whole records.
+        assert!(
+            read_directly > maps / 20 && read_directly < maps,
+            "{read_directly} of {maps} read directly"
+        );
+        println!("{read_directly} of {maps} maps read directly");
     }
 
     #[test]
@@ -594,6 +656,99 @@ mod tests {
         assert!(matches!(children.get("dwelling-x"), Some(Child::Leaf(_))));
         assert!(children.get("income").is_none());
         assert_eq!(children.len(), 5);
+    }
+
+    /// A record with `members` members, its gps and void mark present or not, as a map.
+    fn record_with(members: usize, gps: bool, void: bool) -> FieldMap {
+        let mut household = sample();
+        let first = household.members[0].clone();
+        for n in 1..members {
+            let mut member = first.clone();
+            member.id =
+                uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0100 + n as u128);
+            member.full_name = format!("Thành viên {n}");
+            member.child_nutrition = Some(crate::household::ChildNutrition::Stunted);
+            household.members.push(member);
+        }
+        if members == 0 {
+            household.members.clear();
+            household.head_member_id = None;
+        }
+        if !gps {
+            household.gps = None;
+        }
+        if void {
+            household.void = Some(crate::household::VoidMark {
+                reason: crate::household::VoidReason::Duplicate,
+                note: String::new(),
+            });
+        }
+        flatten(&household)
+    }
+
+    proptest::proptest! {
+        /// Any few edits of a record: the direct reader, where it reads one, reads what the
+        /// tree reads. (JSON is not the oracle here: it dropped a member given as a plain
+        /// value, which the tree refuses.)
+        #[test]
+        fn the_direct_reader_reads_any_edited_record_as_the_tree_does(
+            members in 0usize..4,
+            gps: bool,
+            void: bool,
+            edits in proptest::collection::vec((0usize..1_000, proptest::option::of(0usize..1_000)), 0..5),
+        ) {
+            let mut fields = record_with(members, gps, void);
+            let member = "members.01900000-0000-7000-8000-000000000001";
+            let extra = [
+                "gps", "gps.lat", "gps.lon", "void", "void.reason", "void.note", "members",
+                "head_member_id", "income.b1_answers.Q7", "income.b1_answers", "round",
+                "flags", "dwelling.waste_handling", "causes_of_poverty.other", "id",
+                "members.01900000-0000-7000-8000-000000000101.sex",
+                "members.01900000-0000-7000-8000-00000000010A.full_name",
+                "members.{01900000-0000-7000-8000-000000000001}.full_name",
+            ];
+            let mut paths: Vec<String> = fields.keys().cloned().collect();
+            paths.extend(extra.iter().map(|path| path.to_string()));
+            paths.push(format!("{member}.id"));
+            paths.push(format!("{member}.personal_id"));
+            let mut pool = values();
+            pool.extend([
+                FieldValue::Int(2025),
+                FieldValue::Int(70_000),
+                FieldValue::Int(i64::from(u32::MAX) + 1),
+                FieldValue::Bool(false),
+                FieldValue::Text("male".into()),
+                FieldValue::Text("head".into()),
+                FieldValue::Text("duplicate".into()),
+                FieldValue::Text("collected".into()),
+                FieldValue::List(vec![FieldValue::Text("radio".into()), FieldValue::Text("tv".into())]),
+                FieldValue::List(vec![FieldValue::Null]),
+            ]);
+            for (path, value) in edits {
+                let path = &paths[path % paths.len()];
+                match value {
+                    None => {
+                        fields.remove(path);
+                    }
+                    Some(value) => {
+                        fields.insert(path.clone(), pool[value % pool.len()].clone());
+                    }
+                }
+            }
+            read_directly_as_the_tree_reads(&fields, "edited");
+        }
+    }
+
+    #[test]
+    fn records_as_devices_write_them_are_read_directly() {
+        for members in 0..4 {
+            for gps in [false, true] {
+                for void in [false, true] {
+                    let fields = record_with(members, gps, void);
+                    assert!(agree(&fields, "a record"), "{members} {gps} {void}");
+                }
+            }
+        }
     }
 
     #[test]
