@@ -166,6 +166,8 @@ impl Registry {
             }
             return Err(StoreError::Journal(error));
         }
+        // Before the rows are in the tree, so that no read finds a row whose id is not known.
+        self.known_households.note(&batch.writes);
         let sled_batch = in_journal::sled_batch(&batch.writes, &positions);
         if let Err(error) = self.tree.apply_batch(sled_batch) {
             self.fail("applying a batch", &error);

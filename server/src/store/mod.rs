@@ -23,6 +23,7 @@ mod accounts;
 mod in_journal;
 mod journaled;
 mod keys;
+mod known_households;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -367,6 +368,8 @@ pub struct Registry {
     journal: std::sync::Mutex<crate::journal::Journal>,
     /// Reads the large rows, which sled refers to in the journal (see `in_journal`).
     rows_in_journal: in_journal::JournalRows,
+    /// Which households have a row, without asking the tree (see `known_households`).
+    known_households: known_households::KnownHouseholds,
 }
 
 impl std::fmt::Debug for Registry {
@@ -392,6 +395,8 @@ impl Registry {
         let tree = db.open_tree("registry").map_err(open_error)?;
         let journal = journaled::open_journal(dir, &db, &tree)?;
         let rows_in_journal = in_journal::JournalRows::open(journal.path())?;
+        // After the journal's replay: the rows it brought back are in the tree.
+        let known_households = known_households::KnownHouseholds::read(&tree)?;
         Ok(Registry {
             db,
             tree,
@@ -401,6 +406,7 @@ impl Registry {
             flushing: std::sync::Mutex::new(()),
             journal: std::sync::Mutex::new(journal),
             rows_in_journal,
+            known_households,
         })
     }
 
@@ -458,6 +464,13 @@ impl Registry {
         id: Uuid,
     ) -> Result<Option<(HouseholdMeta, Option<Reference>)>, StoreError> {
         let key = keys::household(id);
+        if !self.known_households.may_hold(id) {
+            debug_assert!(
+                matches!(self.tree.get(&key), Ok(None)),
+                "household {id} has a row, and the known households lack it"
+            );
+            return Ok(None);
+        }
         self.get(&key)?
             .map(|row| rows::decode_household_row(&row).map_err(Self::corrupt(&key)))
             .transpose()
