@@ -10,7 +10,9 @@
 //! notes a batch's household ids before applying it. Debug builds check every "not here"
 //! against the tree.
 //!
-//! Memory: 16 bytes an id and the table's slack, about 36 MiB at a million households.
+//! Memory: 16 bytes an id and the table's slack. At a million households the server's peak
+//! RSS measured 410 MiB with the set, 391 MiB without (`bench --full --only sizes`). Opening
+//! the registry reads the household keys once to fill it.
 
 use std::sync::{PoisonError, RwLock};
 
