@@ -101,8 +101,8 @@ pub(super) enum Leaves {
     Checked,
 }
 
-/// [`unflatten`] for a map given as its entries, with no path twice, checking each leaf
-/// only if `leaves` says it was not.
+/// [`unflatten`] for a map given as its entries in ascending path order, with no path twice,
+/// checking each leaf only if `leaves` says it was not.
 ///
 /// A map as the codec writes a household's is read without the tree ([`super::direct`]);
 /// the tree reads any other, and gives the error.
