@@ -140,15 +140,19 @@ impl Store {
         let mut txn = self.begin();
         let mut effects = AckEffects::default();
         let mut conflicts = ConflictIndex::default();
+        let mut removed = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             if let Some((recorded, was_pending)) =
                 record_outcome(&mut txn, outcome, &mut conflicts)?
             {
                 effects.acknowledged += usize::from(was_pending);
                 effects.recorded.push(recorded);
+                if was_pending {
+                    removed.push(outcome.seq);
+                }
             }
         }
-        effects.acknowledged += move_to_awaiting(&mut txn, last_seq)?;
+        effects.acknowledged += move_to_awaiting(&mut txn, last_seq, removed)?;
         txn.commit()?;
         Ok(effects)
     }
@@ -157,7 +161,7 @@ impl Store {
     /// entries wait for their outcomes (which come with the pull) instead of being resent.
     pub(crate) fn record_seq_gap(&self, expected: u64) -> Result<usize, StoreError> {
         let mut txn = self.begin();
-        let moved = move_to_awaiting(&mut txn, expected.saturating_sub(1))?;
+        let moved = move_to_awaiting(&mut txn, expected.saturating_sub(1), Vec::new())?;
         txn.commit()?;
         Ok(moved)
     }
@@ -343,15 +347,38 @@ fn first_number(txn: &Txn<'_>, prefix: u8) -> Result<Option<u64>, StoreError> {
     }
 }
 
-/// Moves outbox entries with seq up to `through` to the awaiting-outcome rows.
-fn move_to_awaiting(txn: &mut Txn<'_>, through: u64) -> Result<usize, StoreError> {
+/// Moves outbox entries with seq up to `through` to the awaiting-outcome rows. `removed`
+/// holds the seqs whose entries this step already took out of the outbox (a reply's recorded
+/// outcomes): the scan goes around them, since they are still in the tree until the commit.
+fn move_to_awaiting(
+    txn: &mut Txn<'_>,
+    through: u64,
+    mut removed: Vec<u64>,
+) -> Result<usize, StoreError> {
+    removed.sort_unstable();
+    removed.dedup();
     let mut moved = 0;
-    // sled's values are shared, not copied, until one is moved: after a push's reply most of
-    // the range is entries whose outcome this step already recorded.
-    let acknowledged: Vec<(sled::IVec, sled::IVec)> = txn
-        .db
-        .range(keys::outbox(0)..=keys::outbox(through))
-        .collect::<Result<_, _>>()?;
+    // The stretches of seqs between the removed ones: after a push's reply, usually none.
+    let mut stretches = Vec::new();
+    let mut from = 0u64;
+    for &seq in removed.iter().take_while(|&&seq| seq <= through) {
+        if seq > from {
+            stretches.push(from..=seq - 1);
+        }
+        from = seq.saturating_add(1);
+    }
+    if from <= through {
+        stretches.push(from..=through);
+    }
+    let mut acknowledged: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+    for stretch in stretches {
+        for item in txn
+            .db
+            .range(keys::outbox(*stretch.start())..=keys::outbox(*stretch.end()))
+        {
+            acknowledged.push(item?);
+        }
+    }
     for (key, value) in acknowledged {
         // Entries whose outcome this step already recorded are gone from the staged view.
         if txn.get(&key)?.is_none() {

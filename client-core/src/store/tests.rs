@@ -309,3 +309,49 @@ fn clones_share_one_store_and_concurrent_saves_get_distinct_seqs() {
     assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
     assert_eq!(store.households().expect("list").len(), 20);
 }
+
+#[test]
+fn a_reply_with_some_outcomes_keeps_the_rest_of_what_it_acknowledged_awaiting_them() {
+    let (_dir, store) = store();
+    for n in 1..=6 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    let pending = store.pending().expect("pending");
+    assert_eq!(pending.len(), 6);
+    // Outcomes for seqs 2, 3 and 5 only, and everything through seq 5 acknowledged.
+    let outcomes: Vec<MutationOutcome> = pending
+        .iter()
+        .filter(|m| [2, 3, 5].contains(&m.seq))
+        .map(|m| MutationOutcome {
+            seq: m.seq,
+            household_id: m.household_id,
+            outcome: Outcome::Applied { rev: 1 },
+        })
+        .collect();
+    let effects = store.record_push_reply(&outcomes, 5).expect("reply");
+    assert_eq!(effects.acknowledged, 5);
+    assert_eq!(effects.recorded.len(), 3);
+    let still: Vec<u64> = store
+        .pending()
+        .expect("pending")
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(
+        still,
+        vec![6],
+        "the entry after the acknowledged ones stays in the outbox"
+    );
+    let awaiting: Vec<u64> = store
+        .inner
+        .db
+        .scan_prefix([keys::AWAITING])
+        .map(|item| keys::number_of(&item.expect("read").0).expect("seq"))
+        .collect();
+    assert_eq!(
+        awaiting,
+        vec![1, 4],
+        "acknowledged without an outcome: kept awaiting it"
+    );
+    assert_eq!(store.outcomes_from().expect("from"), 1);
+}
