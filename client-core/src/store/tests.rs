@@ -8,17 +8,22 @@ use uuid::Uuid;
 use super::*;
 use crate::test_support::{member, sample, store, text};
 
+/// The outcome of a mutation the server applied as revision `rev`.
+fn applied(mutation: &Mutation, rev: u32) -> MutationOutcome {
+    MutationOutcome {
+        seq: mutation.seq,
+        household_id: mutation.household_id,
+        outcome: Outcome::Applied { rev },
+    }
+}
+
 /// Makes the store believe the server applied every pending mutation, one revision each.
 fn acknowledge_all(store: &Store) -> u32 {
     let pending = store.pending().expect("pending");
     let outcomes: Vec<MutationOutcome> = pending
         .iter()
         .zip(1..)
-        .map(|(m, rev)| MutationOutcome {
-            seq: m.seq,
-            household_id: m.household_id,
-            outcome: Outcome::Applied { rev },
-        })
+        .map(|(m, rev)| applied(m, rev))
         .collect();
     let last = pending.last().map_or(0, |m| m.seq);
     store.record_push_reply(&outcomes, last).expect("ack");
@@ -322,11 +327,7 @@ fn a_reply_with_some_outcomes_keeps_the_rest_of_what_it_acknowledged_awaiting_th
     let outcomes: Vec<MutationOutcome> = pending
         .iter()
         .filter(|m| [2, 3, 5].contains(&m.seq))
-        .map(|m| MutationOutcome {
-            seq: m.seq,
-            household_id: m.household_id,
-            outcome: Outcome::Applied { rev: 1 },
-        })
+        .map(|m| applied(m, 1))
         .collect();
     let effects = store.record_push_reply(&outcomes, 5).expect("reply");
     assert_eq!(effects.acknowledged, 5);

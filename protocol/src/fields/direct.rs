@@ -2,7 +2,7 @@
 //! the codec writes a household's: paths in ascending order, each one the record has, each
 //! leaf of its field's type, members keyed by hyphenated ids. Building the tree and walking it
 //! with serde was nearly half of reading a pushed record (the largest part of the server's
-//! work in a first push); read this way, a record reads in 13 µs instead of 15.6.
+//! work in a first push); read this way, a record reads in 11.6 µs instead of 15.6.
 //!
 //! [`read`] gives up (`None`) at anything else, and the caller reads the map through the tree
 //! instead, which gives the error or the record. So this reader need not know every shape
@@ -16,8 +16,9 @@ use serde::Deserialize;
 
 use super::{FieldValue, LeafRef};
 use crate::household::{
-    Date, Dwelling, GeoPoint, Household, HouseholdFlags, IncomeEvidence, Member, PovertyCauses,
-    ReviewRound, VoidMark,
+    ChildNutrition, Date, Dwelling, Employment, GeoPoint, Household, HouseholdFlags,
+    IncomeEvidence, Member, PovertyCauses, Qualification, Relationship, ReviewRound, RoundKind,
+    Sex, VoidMark, VoidReason,
 };
 use crate::{HouseholdId, MemberId};
 
@@ -86,7 +87,7 @@ impl<T: Default> Group<T> {
 struct Parts<'a> {
     id: Option<HouseholdId>,
     year: Option<u16>,
-    kind: Option<crate::household::RoundKind>,
+    kind: Option<RoundKind>,
     commune_code: Option<String>,
     village: Option<String>,
     address: Option<String>,
@@ -99,24 +100,24 @@ struct Parts<'a> {
     dwelling: Dwelling,
     causes_of_poverty: PovertyCauses,
     support_needs: Vec<String>,
-    void: Group<(Option<crate::household::VoidReason>, Option<String>)>,
+    void: Group<(Option<VoidReason>, Option<String>)>,
 }
 
 #[derive(Default)]
 struct MemberParts {
     full_name: Option<String>,
-    sex: Option<crate::household::Sex>,
+    sex: Option<Sex>,
     date_of_birth: Option<Date>,
     personal_id: Option<String>,
-    relationship: Option<crate::household::Relationship>,
+    relationship: Option<Relationship>,
     ethnicity: Option<String>,
     in_school: Option<bool>,
-    qualification: Option<crate::household::Qualification>,
-    employment: Option<crate::household::Employment>,
+    qualification: Option<Qualification>,
+    employment: Option<Employment>,
     has_pension: Option<bool>,
     health_insurance: Option<bool>,
     disability_or_severe_illness: Option<bool>,
-    child_nutrition: Option<crate::household::ChildNutrition>,
+    child_nutrition: Option<ChildNutrition>,
 }
 
 impl<'a> Parts<'a> {

@@ -19,7 +19,7 @@ use std::sync::{PoisonError, RwLock};
 use fxhash::FxHashSet;
 use uuid::Uuid;
 
-use super::{keys, RowError, StoreError};
+use super::{keys, StoreError};
 use crate::journal::Write;
 
 pub(super) struct KnownHouseholds(RwLock<FxHashSet<Uuid>>);
@@ -27,14 +27,7 @@ pub(super) struct KnownHouseholds(RwLock<FxHashSet<Uuid>>);
 impl KnownHouseholds {
     /// The households of the tree's household rows.
     pub(super) fn read(tree: &sled::Tree) -> Result<KnownHouseholds, StoreError> {
-        let mut ids = FxHashSet::default();
-        for entry in tree.scan_prefix([keys::HOUSEHOLD]) {
-            let (key, _) = entry?;
-            ids.insert(household_of(&key).ok_or_else(|| StoreError::Corrupt {
-                key: keys::show(&key),
-                problem: RowError::Truncated,
-            })?);
-        }
+        let ids = super::household_ids_in(tree).collect::<Result<_, _>>()?;
         Ok(KnownHouseholds(RwLock::new(ids)))
     }
 
@@ -59,8 +52,8 @@ impl KnownHouseholds {
 
 /// The household whose row `key` is the key of, if it is one.
 fn household_of(key: &[u8]) -> Option<Uuid> {
-    match key {
-        [keys::HOUSEHOLD, id @ ..] => Uuid::from_slice(id).ok(),
+    match key.first() {
+        Some(&keys::HOUSEHOLD) => keys::uuid_at(key, 1),
         _ => None,
     }
 }

@@ -351,6 +351,17 @@ pub struct ChangePage {
 /// one costs little (`bench` measures the server's peak memory at each registry size).
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The id of every household with a row in `tree`, in id order.
+fn household_ids_in(tree: &sled::Tree) -> impl Iterator<Item = Result<Uuid, StoreError>> {
+    tree.scan_prefix([keys::HOUSEHOLD]).map(|entry| {
+        let (key, _) = entry?;
+        keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
+            key: keys::show(&key),
+            problem: RowError::Truncated,
+        })
+    })
+}
+
 /// The canonical household registry.
 pub struct Registry {
     db: sled::Db,
@@ -763,15 +774,7 @@ impl Registry {
 
     /// The id of every household in the registry, in id order.
     pub fn household_ids(&self) -> Result<Vec<Uuid>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.tree.scan_prefix([keys::HOUSEHOLD]) {
-            let (key, _) = entry?;
-            out.push(keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
-                key: keys::show(&key),
-                problem: RowError::Truncated,
-            })?);
-        }
-        Ok(out)
+        household_ids_in(&self.tree).collect()
     }
 
     /// Every revision of a household, oldest first.
