@@ -406,6 +406,9 @@ impl SyncEngine {
                     // The store set its cursor back to 0: pull on, whatever `more` says.
                     self.report.areas_grew = true;
                 } else if !more {
+                    // The pull has rewritten most households the pushes acknowledged: the
+                    // outcomes kept apart for them go into the rest now.
+                    store.fold_acknowledged()?;
                     self.state = State::Done;
                 }
                 Ok(())

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::sync::PushBatch;
 
+use super::acknowledged::Acknowledged;
 use super::rows::{self, ConflictRow, HouseholdMetaRow, HouseholdRow, RejectionRow, ServerCopy};
 use super::{keys, LocalConflict, LocalRejection, Store, StoreError, Txn};
 
@@ -143,7 +144,7 @@ impl Store {
         let mut removed = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             if let Some((recorded, was_pending)) =
-                record_outcome(&mut txn, outcome, &mut conflicts)?
+                record_outcome(&mut txn, outcome, &mut conflicts, KeepAccepted::Apart)?
             {
                 effects.acknowledged += usize::from(was_pending);
                 effects.recorded.push(recorded);
@@ -208,7 +209,10 @@ impl Store {
         let mut effects = PageEffects::default();
         let mut conflicts = ConflictIndex::load(&txn)?;
         for outcome in &page.outcomes {
-            if let Some((recorded, _)) = record_outcome(&mut txn, outcome, &mut conflicts)? {
+            // A page rewrites its households anyway: their outcomes go straight into them.
+            if let Some((recorded, _)) =
+                record_outcome(&mut txn, outcome, &mut conflicts, KeepAccepted::InTheRow)?
+            {
                 effects.recorded.push(recorded);
             }
         }
@@ -398,6 +402,14 @@ fn move_to_awaiting(
     Ok(moved)
 }
 
+/// Where an applied or merged outcome is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeepAccepted {
+    /// In the step's `A` row, not in the household's row (see [`super::acknowledged`]).
+    Apart,
+    InTheRow,
+}
+
 /// Records one outcome, once: an outcome for a mutation neither pending nor awaiting was
 /// recorded before (a replay) and changes nothing. Returns what was recorded and whether the
 /// mutation was still in the outbox (not yet acknowledged).
@@ -405,6 +417,7 @@ fn record_outcome(
     txn: &mut Txn<'_>,
     outcome: &MutationOutcome,
     conflicts: &mut ConflictIndex,
+    keep_accepted: KeepAccepted,
 ) -> Result<Option<(Recorded, bool)>, StoreError> {
     let seq = outcome.seq;
     // A mutation is in the outbox or awaiting its outcome, never both (each move between
@@ -431,6 +444,21 @@ fn record_outcome(
             "the server's outcome names another household than the mutation"
         );
     }
+    if keep_accepted == KeepAccepted::Apart {
+        let kept = match outcome.outcome {
+            Outcome::Applied { rev } => Some((rev, Recorded::Applied)),
+            Outcome::Merged { rev } => Some((rev, Recorded::Merged)),
+            Outcome::Conflict { .. } | Outcome::Rejected { .. } => None,
+        };
+        if let Some((rev, recorded)) = kept {
+            txn.acknowledged.push(Acknowledged {
+                seq,
+                household_id: id,
+                rev,
+            });
+            return Ok(Some((recorded, was_pending)));
+        }
+    }
     // Only the row's metadata changes: its packed field maps are carried over as they are.
     let mut row = match txn.household_meta(id)? {
         Some(row) => row,
@@ -441,22 +469,7 @@ fn record_outcome(
     }
     let recorded = match &outcome.outcome {
         Outcome::Applied { rev } | Outcome::Merged { rev } | Outcome::Conflict { rev, .. } => {
-            for entry in row
-                .meta
-                .unconfirmed
-                .iter_mut()
-                .filter(|entry| entry.seq == seq)
-            {
-                entry.result_rev = Some(*rev);
-            }
-            if row
-                .meta
-                .rejection
-                .as_ref()
-                .is_some_and(|(rejected, _)| *rejected < seq)
-            {
-                row.meta.rejection = None;
-            }
+            row.meta.accepted(seq, *rev);
             row.confirm();
             match &outcome.outcome {
                 Outcome::Conflict {

@@ -10,6 +10,7 @@
 //! | `C` + conflict id (u64) | [`super::rows::ConflictRow`] |
 //! | `R` + mutation seq (u64) | [`super::rows::RejectionRow`] |
 //! | `S` + household id (16 bytes) | empty: a household kept although it left the user's areas, for its unsynced work |
+//! | `A` + highest seq (u64) | applied and merged outcomes of one push reply, not yet folded into their household rows (`super::acknowledged`) |
 //! | `F` | the server's reference texts (`protocol::reference::ReferenceTexts`, codec-encoded) |
 //!
 //! Everything lives in one tree so that a save or a sync step is one `apply_batch`.
@@ -23,6 +24,7 @@ pub(crate) const AWAITING: u8 = b'W';
 pub(crate) const CONFLICT: u8 = b'C';
 pub(crate) const REJECTION: u8 = b'R';
 pub(crate) const OUT_OF_SCOPE: u8 = b'S';
+pub(crate) const ACKNOWLEDGED: u8 = b'A';
 /// The one reference-data row.
 pub(crate) const REFERENCE: &[u8] = b"F";
 
@@ -73,6 +75,10 @@ pub(crate) fn conflict(conflict_id: u64) -> Vec<u8> {
 
 pub(crate) fn rejection(seq: u64) -> Vec<u8> {
     numbered(REJECTION, seq)
+}
+
+pub(crate) fn acknowledged(highest_seq: u64) -> Vec<u8> {
+    numbered(ACKNOWLEDGED, highest_seq)
 }
 
 /// The number after a one-byte prefix, if the key is exactly that shape.

@@ -12,6 +12,7 @@
 //! | `C` + conflict id (u64) | a conflict the server reported, until a supervisor resolves it |
 //! | `R` + mutation seq (u64) | a rejection, with the rejected mutation |
 //! | `S` + household id (16 bytes) | a household kept although it left the user's areas |
+//! | `A` + highest seq (u64) | a push reply's applied and merged outcomes, until folded into the household rows |
 //! | `F` | the server's reference data texts, once fetched |
 //!
 //! Every write goes through one transaction helper: under the store's write lock it reads what
@@ -36,6 +37,7 @@
 //!   applies a state the enumerator has since corrected.
 
 mod access;
+mod acknowledged;
 mod effects;
 mod export;
 mod keys;
@@ -59,7 +61,10 @@ pub use export::ExportError;
 use rows::{ConflictRow, HouseholdMetaRow, HouseholdRow, RejectionRow, Unconfirmed};
 
 /// The layout of the store this build writes; a store with another layout is refused.
-const LAYOUT_VERSION: u64 = 1;
+/// Layout 2 adds the `A` rows, which an older build would not settle into its households.
+const LAYOUT_VERSION: u64 = 2;
+/// The layout before `A` rows: the same rows without them, so taken up as it is.
+const LAYOUT_BEFORE_ACKNOWLEDGED: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,16 +190,17 @@ impl Store {
         Ok(store)
     }
 
-    /// Refuses a store written in another layout; marks a new one with ours.
+    /// Refuses a store written in another layout; marks a new one, or one of the layout
+    /// before, with ours.
     fn check_layout(&self, path: &Path) -> Result<(), StoreError> {
         let mut txn = self.begin();
         match txn.meta_u64(keys::META_LAYOUT)? {
             Some(LAYOUT_VERSION) => Ok(()),
-            Some(found) => Err(StoreError::Layout {
+            Some(found) if found != LAYOUT_BEFORE_ACKNOWLEDGED => Err(StoreError::Layout {
                 path: path.to_path_buf(),
                 found,
             }),
-            None => {
+            Some(_) | None => {
                 txn.put_meta_u64(keys::META_LAYOUT, LAYOUT_VERSION);
                 txn.commit()
             }
@@ -291,6 +297,7 @@ impl Store {
     pub fn households(&self) -> Result<Vec<LocalHousehold>, StoreError> {
         let mut out = Vec::new();
         let out_of_scope = self.out_of_scope()?;
+        let read = self.read();
         for item in self.inner.db.scan_prefix([keys::HOUSEHOLD]) {
             let (key, value) = item?;
             let id = keys::household_of(&key).ok_or(StoreError::Corrupt {
@@ -299,7 +306,7 @@ impl Store {
             })?;
             out.push(local_household(
                 id,
-                HouseholdRow::decode(&value)?,
+                read.settled(HouseholdRow::decode(&value)?)?,
                 out_of_scope.contains(&id),
             ));
         }
@@ -441,6 +448,7 @@ impl Store {
         Txn {
             db: &self.inner.db,
             staged: BTreeMap::new(),
+            acknowledged: Vec::new(),
             _guard: Some(guard),
         }
     }
@@ -450,6 +458,7 @@ impl Store {
         Txn {
             db: &self.inner.db,
             staged: BTreeMap::new(),
+            acknowledged: Vec::new(),
             _guard: None,
         }
     }
@@ -548,6 +557,9 @@ fn number_key(key: &[u8], what: &'static str) -> Result<u64, StoreError> {
 struct Txn<'a> {
     db: &'a sled::Db,
     staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Outcomes this step keeps out of their household rows, written as one `A` row at the
+    /// commit (see [`acknowledged`]).
+    acknowledged: Vec<acknowledged::Acknowledged>,
     _guard: Option<MutexGuard<'a, ()>>,
 }
 
@@ -600,10 +612,21 @@ impl Txn<'_> {
         }
     }
 
+    /// The household's row, with the outcomes kept apart settled into it.
     fn household(&self, id: Uuid) -> Result<Option<HouseholdRow>, StoreError> {
-        self.get(&keys::household(id))?
-            .map(|bytes| HouseholdRow::decode(&bytes))
-            .transpose()
+        match self.get(&keys::household(id))? {
+            None => Ok(None),
+            Some(bytes) => self.settled(HouseholdRow::decode(&bytes)?).map(Some),
+        }
+    }
+
+    /// A row read from the tree, with the outcomes kept apart settled into it: every reader of
+    /// household rows goes through here.
+    fn settled(&self, mut row: HouseholdRow) -> Result<HouseholdRow, StoreError> {
+        if self.settle_acknowledged(&mut row.meta)? {
+            row.confirm();
+        }
+        Ok(row)
     }
 
     fn put_household(&mut self, id: Uuid, row: &HouseholdRow) {
@@ -612,9 +635,14 @@ impl Txn<'_> {
 
     /// The household's row without its field maps (see [`HouseholdMetaRow`]).
     fn household_meta(&self, id: Uuid) -> Result<Option<HouseholdMetaRow>, StoreError> {
-        self.get(&keys::household(id))?
-            .map(|bytes| HouseholdMetaRow::decode(&bytes))
-            .transpose()
+        let Some(bytes) = self.get(&keys::household(id))? else {
+            return Ok(None);
+        };
+        let mut row = HouseholdMetaRow::decode(&bytes)?;
+        if self.settle_acknowledged(&mut row.meta)? {
+            row.confirm();
+        }
+        Ok(Some(row))
     }
 
     fn put_household_meta(&mut self, id: Uuid, row: &HouseholdMetaRow) {
@@ -628,7 +656,11 @@ impl Txn<'_> {
     }
 
     /// Applies the staged writes atomically and flushes; only then is anything acknowledged.
-    fn commit(self) -> Result<(), StoreError> {
+    fn commit(mut self) -> Result<(), StoreError> {
+        if let Some(highest) = self.acknowledged.iter().map(|entry| entry.seq).max() {
+            let row = acknowledged::encode(&mut self.acknowledged);
+            self.put(keys::acknowledged(highest), row);
+        }
         if self.staged.is_empty() {
             return Ok(());
         }

@@ -130,6 +130,26 @@ impl RowMeta {
         }
     }
 
+    /// What an accepted outcome (applied, merged, or kept in conflict) of mutation `seq`, which
+    /// made revision `rev`, does: the mutation is no longer pending, it waits for a server copy
+    /// at `rev` to be confirmed, and an earlier rejection is superseded. The caller confirms
+    /// the row against its server copy after.
+    pub fn accepted(&mut self, seq: u64, rev: u32) {
+        if self.latest_pending == Some(seq) {
+            self.latest_pending = None;
+        }
+        for entry in self.unconfirmed.iter_mut().filter(|entry| entry.seq == seq) {
+            entry.result_rev = Some(rev);
+        }
+        if self
+            .rejection
+            .as_ref()
+            .is_some_and(|(rejected, _)| *rejected < seq)
+        {
+            self.rejection = None;
+        }
+    }
+
     /// Whether a server copy at `server_rev` contains every unconfirmed mutation: the
     /// complement of what [`RowMeta::confirm`] keeps.
     fn all_confirmed_by(&self, server_rev: u32) -> bool {

@@ -356,3 +356,160 @@ fn a_reply_with_some_outcomes_keeps_the_rest_of_what_it_acknowledged_awaiting_th
     );
     assert_eq!(store.outcomes_from().expect("from"), 1);
 }
+
+/// The household rows as stored, byte for byte.
+fn household_rows(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .inner
+        .db
+        .scan_prefix([keys::HOUSEHOLD])
+        .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read"))
+        .collect()
+}
+
+fn acknowledged_rows(store: &Store) -> usize {
+    store.inner.db.scan_prefix([keys::ACKNOWLEDGED]).count()
+}
+
+/// What the enumerator sees of the store (the outbox without the times of the saves).
+fn seen(store: &Store) -> (Vec<LocalHousehold>, Vec<Mutation>, Vec<LocalConflict>) {
+    let pending = store.pending().expect("pending");
+    (
+        store.households().expect("households"),
+        pending
+            .into_iter()
+            .map(|mutation| Mutation {
+                made_at_ms: 0,
+                ..mutation
+            })
+            .collect(),
+        store.conflicts().expect("conflicts"),
+    )
+}
+
+#[test]
+fn outcomes_kept_apart_read_and_fold_as_outcomes_written_into_the_rows() {
+    // Two stores with the same work: one records a push reply (applied outcomes kept in an `A`
+    // row), the other the same outcomes from a pull page (written into the rows).
+    let (_a, apart) = store();
+    let (_b, in_rows) = store();
+    let mut first = sample(1);
+    for store in [&apart, &in_rows] {
+        store.save_household(&first).expect("save");
+        store.save_household(&sample(2)).expect("save");
+        store.save_household(&sample(3)).expect("save");
+        first.address = "Số 9, thôn Đông".into();
+        store.save_household(&first).expect("edit");
+        first.address = sample(1).address;
+    }
+    let pending = apart.pending().expect("pending");
+    assert_eq!(pending.len(), 4);
+    let mut outcomes: Vec<MutationOutcome> = pending[..3]
+        .iter()
+        .zip(1..)
+        .map(|(m, rev)| applied(m, rev))
+        .collect();
+    // The edit of the first household, after its applied create in the same reply: kept in
+    // conflict, which is written into the row, over the outcome kept apart.
+    outcomes.push(MutationOutcome {
+        seq: pending[3].seq,
+        household_id: pending[3].household_id,
+        outcome: Outcome::Conflict {
+            rev: 4,
+            conflict_id: 77,
+            fields: Vec::new(),
+        },
+    });
+    let before = household_rows(&apart);
+    apart.record_push_reply(&outcomes, 4).expect("reply");
+    let after = household_rows(&apart);
+    assert_eq!(acknowledged_rows(&apart), 1);
+    assert_eq!(
+        after.iter().filter(|row| before.contains(row)).count(),
+        2,
+        "the rows of households with only applied outcomes are not rewritten"
+    );
+    in_rows
+        .record_pull_page(PullResponse {
+            changes: vec![],
+            next_cursor: 0,
+            more: false,
+            outcomes,
+            left_scope: vec![],
+            scope: protocol::access::Scope::Everything,
+        })
+        .expect("page");
+    assert_eq!(seen(&apart), seen(&in_rows));
+    assert!(apart.households().expect("read").iter().all(|h| !h.pending));
+
+    // Later steps read the rows settled: an edit, and a revision received.
+    for store in [&apart, &in_rows] {
+        let mut second = sample(2);
+        second.address = "Số 12, thôn Tây".into();
+        store.save_household(&second).expect("edit");
+        receive(store, &fields::flatten(&sample(3)), sample(3).id, 3);
+    }
+    assert_eq!(seen(&apart), seen(&in_rows));
+
+    // Folding writes what is still apart into the rows: the same rows, byte for byte.
+    assert_eq!(
+        apart.fold_acknowledged().expect("fold"),
+        0,
+        "every row was rewritten since"
+    );
+    assert_eq!(acknowledged_rows(&apart), 0);
+    assert_eq!(household_rows(&apart), household_rows(&in_rows));
+    assert_eq!(seen(&apart), seen(&in_rows));
+}
+
+#[test]
+fn folding_writes_the_rows_still_unsettled_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .setup("http://127.0.0.1:1", Uuid::from_u128(5))
+            .expect("setup");
+        for n in 1..=3 {
+            store.save_household(&sample(n)).expect("save");
+        }
+        acknowledge_all(&store);
+    }
+    let store = crate::test_support::reopen(dir.path());
+    assert!(store.households().expect("read").iter().all(|h| !h.pending));
+    assert_eq!(acknowledged_rows(&store), 1);
+    let seen_before = seen(&store);
+    assert_eq!(store.fold_acknowledged().expect("fold"), 3);
+    assert_eq!(acknowledged_rows(&store), 0);
+    assert_eq!(seen(&store), seen_before);
+    assert_eq!(store.fold_acknowledged().expect("again"), 0);
+}
+
+#[test]
+fn a_store_of_the_layout_before_acknowledged_rows_is_taken_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store.save_household(&sample(1)).expect("save");
+        let mut txn = store.begin();
+        txn.put_meta_u64(keys::META_LAYOUT, LAYOUT_BEFORE_ACKNOWLEDGED);
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(dir.path()).expect("the layout before is read");
+    assert_eq!(store.households().expect("read").len(), 1);
+    assert_eq!(
+        store.read().meta_u64(keys::META_LAYOUT).expect("layout"),
+        Some(LAYOUT_VERSION)
+    );
+    drop(store);
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let mut txn = store.begin();
+        txn.put_meta_u64(keys::META_LAYOUT, 7);
+        txn.commit().expect("commit");
+    }
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::Layout { found: 7, .. })
+    ));
+}
