@@ -184,6 +184,12 @@ impl Store {
         }
         Ok(rewritten)
     }
+
+    /// How many `A` rows wait to be folded.
+    #[cfg(test)]
+    pub(crate) fn acknowledged_rows(&self) -> usize {
+        self.inner.db.scan_prefix([keys::ACKNOWLEDGED]).count()
+    }
 }
 
 #[cfg(test)]

@@ -367,10 +367,6 @@ fn household_rows(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-fn acknowledged_rows(store: &Store) -> usize {
-    store.inner.db.scan_prefix([keys::ACKNOWLEDGED]).count()
-}
-
 /// What the enumerator sees of the store (the outbox without the times of the saves).
 fn seen(store: &Store) -> (Vec<LocalHousehold>, Vec<Mutation>, Vec<LocalConflict>) {
     let pending = store.pending().expect("pending");
@@ -423,7 +419,7 @@ fn outcomes_kept_apart_read_and_fold_as_outcomes_written_into_the_rows() {
     let before = household_rows(&apart);
     apart.record_push_reply(&outcomes, 4).expect("reply");
     let after = household_rows(&apart);
-    assert_eq!(acknowledged_rows(&apart), 1);
+    assert_eq!(apart.acknowledged_rows(), 1);
     assert_eq!(
         after.iter().filter(|row| before.contains(row)).count(),
         2,
@@ -457,7 +453,7 @@ fn outcomes_kept_apart_read_and_fold_as_outcomes_written_into_the_rows() {
         0,
         "every row was rewritten since"
     );
-    assert_eq!(acknowledged_rows(&apart), 0);
+    assert_eq!(apart.acknowledged_rows(), 0);
     assert_eq!(household_rows(&apart), household_rows(&in_rows));
     assert_eq!(seen(&apart), seen(&in_rows));
 }
@@ -477,10 +473,10 @@ fn folding_writes_the_rows_still_unsettled_and_survives_a_reopen() {
     }
     let store = crate::test_support::reopen(dir.path());
     assert!(store.households().expect("read").iter().all(|h| !h.pending));
-    assert_eq!(acknowledged_rows(&store), 1);
+    assert_eq!(store.acknowledged_rows(), 1);
     let seen_before = seen(&store);
     assert_eq!(store.fold_acknowledged().expect("fold"), 3);
-    assert_eq!(acknowledged_rows(&store), 0);
+    assert_eq!(store.acknowledged_rows(), 0);
     assert_eq!(seen(&store), seen_before);
     assert_eq!(store.fold_acknowledged().expect("again"), 0);
 }

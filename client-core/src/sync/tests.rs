@@ -80,6 +80,11 @@ fn every_kind_of_outcome_is_recorded_and_the_outbox_drains() {
     assert!(report.rejected[0].reason.contains("head"));
 
     assert!(store.pending().expect("pending").is_empty());
+    assert_eq!(
+        store.acknowledged_rows(),
+        0,
+        "the outcomes kept apart are folded in once the pull is done"
+    );
     assert_eq!(store.conflicts().expect("conflicts"), report.conflicts);
     assert_eq!(store.rejections().expect("rejections"), report.rejected);
     assert_eq!(store.outcomes_from().expect("outcomes_from"), u64::MAX);
