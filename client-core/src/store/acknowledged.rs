@@ -23,7 +23,7 @@
 
 use uuid::Uuid;
 
-use super::rows::RowMeta;
+use super::rows::{HouseholdMetaRow, RowMeta};
 use super::{keys, Store, StoreError, Txn};
 
 /// Layout byte of an `A` row.
@@ -171,12 +171,12 @@ impl Store {
                 let Some(stored) = txn.get(&keys::household(id))? else {
                     continue;
                 };
-                let unsettled = super::rows::HouseholdMetaRow::decode(&stored)?;
-                if let Some(settled) = txn.household_meta(id)? {
-                    if settled != unsettled {
-                        txn.put_household_meta(id, &settled);
-                        rewritten += 1;
-                    }
+                // Only a row that still lacks an outcome is settled, and only that is written.
+                let mut row = HouseholdMetaRow::decode(&stored)?;
+                if txn.settle_acknowledged(&mut row.meta)? {
+                    row.confirm();
+                    txn.put_household_meta(id, &row);
+                    rewritten += 1;
                 }
             }
             txn.remove(key.to_vec());
