@@ -138,13 +138,24 @@ impl Store {
         outcomes: &[MutationOutcome],
         last_seq: u64,
     ) -> Result<AckEffects, StoreError> {
+        self.record_push_reply_keeping(outcomes, last_seq, KeepAccepted::Apart)
+    }
+
+    /// [`Store::record_push_reply`], with the applied and merged outcomes kept where
+    /// `keep_accepted` says: tests compare the two.
+    pub(super) fn record_push_reply_keeping(
+        &self,
+        outcomes: &[MutationOutcome],
+        last_seq: u64,
+        keep_accepted: KeepAccepted,
+    ) -> Result<AckEffects, StoreError> {
         let mut txn = self.begin();
         let mut effects = AckEffects::default();
         let mut conflicts = ConflictIndex::default();
         let mut removed = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             if let Some((recorded, was_pending)) =
-                record_outcome(&mut txn, outcome, &mut conflicts, KeepAccepted::Apart)?
+                record_outcome(&mut txn, outcome, &mut conflicts, keep_accepted)?
             {
                 effects.acknowledged += usize::from(was_pending);
                 effects.recorded.push(recorded);
@@ -403,8 +414,8 @@ fn move_to_awaiting(
 }
 
 /// Where an applied or merged outcome is written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum KeepAccepted {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum KeepAccepted {
     /// In the step's `A` row, not in the household's row (see [`super::acknowledged`]).
     Apart,
     InTheRow,

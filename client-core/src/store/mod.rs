@@ -56,6 +56,8 @@ use protocol::validate;
 use uuid::Uuid;
 
 pub use access::Enrolment;
+#[cfg(test)]
+use effects::KeepAccepted;
 pub(crate) use effects::Recorded;
 pub use export::ExportError;
 use rows::{ConflictRow, HouseholdMetaRow, HouseholdRow, RejectionRow, Unconfirmed};
