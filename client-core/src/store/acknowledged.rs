@@ -26,6 +26,10 @@ use uuid::Uuid;
 use super::rows::{HouseholdMetaRow, RowMeta};
 use super::{keys, Store, StoreError, Txn};
 
+/// `A` rows folded in one step (one flush): a reply's is up to a push batch's outcomes, so a
+/// first sync of thousands of households ends with a few flushes, not one a reply.
+const FOLD_ROWS_PER_STEP: usize = 32;
+
 /// Layout byte of an `A` row.
 const ACKNOWLEDGED_V1: u8 = 1;
 const ENTRY_BYTES: usize = 8 + 16 + 4;
@@ -146,8 +150,8 @@ impl Txn<'_> {
 
 impl Store {
     /// Writes the outcomes kept in `A` rows into the household rows that do not hold them yet,
-    /// and removes the `A` rows: one step per row. Called after a sync's pull, which has
-    /// rewritten most of those households already. Returns how many rows it rewrote.
+    /// and removes the `A` rows, [`FOLD_ROWS_PER_STEP`] at a time. Called after a sync's pull,
+    /// which has rewritten most of those households already. Returns how many rows it rewrote.
     pub(crate) fn fold_acknowledged(&self) -> Result<usize, StoreError> {
         let keys: Vec<sled::IVec> = self
             .inner
@@ -156,15 +160,14 @@ impl Store {
             .keys()
             .collect::<Result<_, _>>()?;
         let mut rewritten = 0;
-        for key in keys {
+        for step in keys.chunks(FOLD_ROWS_PER_STEP) {
             let mut txn = self.begin();
-            let Some(value) = txn.get(&key)? else {
-                continue;
-            };
-            let mut households: Vec<Uuid> = decode(&value)?
-                .into_iter()
-                .map(|entry| entry.household_id)
-                .collect();
+            let mut households = Vec::new();
+            for key in step {
+                if let Some(value) = txn.get(key)? {
+                    households.extend(decode(&value)?.into_iter().map(|entry| entry.household_id));
+                }
+            }
             households.sort_unstable();
             households.dedup();
             for id in households {
@@ -179,7 +182,9 @@ impl Store {
                     rewritten += 1;
                 }
             }
-            txn.remove(key.to_vec());
+            for key in step {
+                txn.remove(key.to_vec());
+            }
             txn.commit()?;
         }
         Ok(rewritten)

@@ -482,6 +482,26 @@ fn folding_writes_the_rows_still_unsettled_and_survives_a_reopen() {
 }
 
 #[test]
+fn folding_many_replies_takes_them_a_step_at_a_time_and_misses_none() {
+    let (_dir, store) = store();
+    for n in 1..=70 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    // One reply a household: more `A` rows than one fold step takes.
+    for mutation in store.pending().expect("pending") {
+        store
+            .record_push_reply(&[applied(&mutation, 1)], mutation.seq)
+            .expect("reply");
+    }
+    assert_eq!(store.acknowledged_rows(), 70);
+    let before = seen(&store);
+    assert_eq!(store.fold_acknowledged().expect("fold"), 70);
+    assert_eq!(store.acknowledged_rows(), 0);
+    assert_eq!(seen(&store), before);
+    assert!(before.0.iter().all(|household| !household.pending));
+}
+
+#[test]
 fn a_store_of_the_layout_before_acknowledged_rows_is_taken_up() {
     let dir = tempfile::tempdir().expect("dir");
     {
