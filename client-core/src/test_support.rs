@@ -332,6 +332,11 @@ pub fn run_with(
 /// threads can hold the database (and its file lock) for a moment after the last handle is
 /// gone; a field app that restarts never sees this, since its threads die with it.
 pub fn reopen(path: &std::path::Path) -> Store {
+    try_reopen(path).expect("reopen")
+}
+
+/// [`reopen`], returning what opening says instead of expecting a store.
+pub fn try_reopen(path: &std::path::Path) -> Result<Store, crate::StoreError> {
     for _ in 0..400 {
         match Store::open(path) {
             Err(crate::StoreError::Open { source, .. })
@@ -339,10 +344,10 @@ pub fn reopen(path: &std::path::Path) -> Store {
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            other => return other.expect("reopen"),
+            other => return other,
         }
     }
-    Store::open(path).expect("reopen")
+    Store::open(path)
 }
 
 /// A store in a fresh temporary folder, set up with a fixed device id.

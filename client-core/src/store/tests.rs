@@ -511,7 +511,7 @@ fn a_store_of_the_layout_before_acknowledged_rows_is_taken_up() {
         txn.put_meta_u64(keys::META_LAYOUT, LAYOUT_BEFORE_ACKNOWLEDGED);
         txn.commit().expect("commit");
     }
-    let store = Store::open(dir.path()).expect("the layout before is read");
+    let store = crate::test_support::reopen(dir.path());
     assert_eq!(store.households().expect("read").len(), 1);
     assert_eq!(
         store.read().meta_u64(keys::META_LAYOUT).expect("layout"),
@@ -519,13 +519,13 @@ fn a_store_of_the_layout_before_acknowledged_rows_is_taken_up() {
     );
     drop(store);
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = crate::test_support::reopen(dir.path());
         let mut txn = store.begin();
         txn.put_meta_u64(keys::META_LAYOUT, 7);
         txn.commit().expect("commit");
     }
     assert!(matches!(
-        Store::open(dir.path()),
+        crate::test_support::try_reopen(dir.path()),
         Err(StoreError::Layout { found: 7, .. })
     ));
 }
