@@ -557,8 +557,6 @@ fn on_threads<T: Send, R: Send>(
     work: impl Fn(usize, &mut [T]) -> Vec<R> + Sync,
 ) -> Result<Vec<R>, AppError> {
     let busy = Busy::enter();
-    // Cores that other pushes keep busy here are not spare: with many devices pushing at once,
-    // threads started for one push only take turns with the others.
     let spare = cores().saturating_sub(busy.others).max(1);
     let threads = spare.min(items.len() / ITEMS_PER_THREAD).max(1);
     if threads == 1 {

@@ -4,7 +4,7 @@
 //! A push's reply used to rewrite each household's row to note its outcome: the latest
 //! pending seq cleared, the revision the mutation made. With a reply's removal of the outbox
 //! entry, that was two sled operations per household, and sled 0.34's cost is per operation:
-//! they were over half of a device's CPU in a first push. Now an outcome that is applied or
+//! with the reply's flush, they were over half of a device's CPU in a first push. Now an outcome that is applied or
 //! merged is written once per reply, in an `A` row of `(seq, household, rev)` entries, and
 //! every reader of a household row settles the row's unconfirmed seqs from those rows
 //! ([`Txn::settle_acknowledged`]), so that nothing reads a row without its outcomes. Whatever
@@ -117,10 +117,7 @@ impl Txn<'_> {
             .db
             .range(keys::acknowledged(seq)..=keys::acknowledged(u64::MAX))
         {
-            let (key, value) = item?;
-            if self.staged.get(key.as_ref()) == Some(&None) {
-                continue;
-            }
+            let (_, value) = item?;
             if let Some(entry) = find(&value, seq)? {
                 return Ok(Some(entry.rev));
             }
@@ -175,13 +172,14 @@ impl Store {
                     continue;
                 };
                 // Only a row that still lacks an outcome is settled, and only that is written.
-                let mut row = HouseholdMetaRow::decode(&stored)?;
-                if txn.settle_acknowledged(&mut row.meta)? {
-                    row.confirm();
+                let (row, settled) = txn.settled_meta(HouseholdMetaRow::decode(&stored)?)?;
+                if settled {
                     txn.put_household_meta(id, &row);
                     rewritten += 1;
                 }
             }
+            // Removed last: settling above reads them (a staged removal is not seen by reads
+            // of the tree, so the order is for the reader, not for correctness).
             for key in step {
                 txn.remove(key.to_vec());
             }

@@ -637,14 +637,25 @@ impl Txn<'_> {
 
     /// The household's row without its field maps (see [`HouseholdMetaRow`]).
     fn household_meta(&self, id: Uuid) -> Result<Option<HouseholdMetaRow>, StoreError> {
-        let Some(bytes) = self.get(&keys::household(id))? else {
-            return Ok(None);
-        };
-        let mut row = HouseholdMetaRow::decode(&bytes)?;
-        if self.settle_acknowledged(&mut row.meta)? {
+        match self.get(&keys::household(id))? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(
+                self.settled_meta(HouseholdMetaRow::decode(&bytes)?)?.0,
+            )),
+        }
+    }
+
+    /// [`Txn::settled`] for a row read without its maps; also says whether anything was
+    /// settled, which folding needs to know.
+    fn settled_meta(
+        &self,
+        mut row: HouseholdMetaRow,
+    ) -> Result<(HouseholdMetaRow, bool), StoreError> {
+        let settled = self.settle_acknowledged(&mut row.meta)?;
+        if settled {
             row.confirm();
         }
-        Ok(Some(row))
+        Ok((row, settled))
     }
 
     fn put_household_meta(&mut self, id: Uuid, row: &HouseholdMetaRow) {
