@@ -3,7 +3,7 @@
 //!
 //! A push's reply used to rewrite each household's row to note its outcome: the latest
 //! pending seq cleared, the revision the mutation made. With a reply's removal of the outbox
-//! entry, that was two sled operations per household, and sled 0.34's cost is per operation:
+//! entry (now a mark instead, see `super::outbox`), that was two sled operations per household, and sled 0.34's cost is per operation:
 //! with the reply's flush, they were over half of a device's CPU in a first push. Now an outcome that is applied or
 //! merged is written once per reply, in an `A` row of `(seq, household, rev)` entries, and
 //! every reader of a household row settles the row's unconfirmed seqs from those rows

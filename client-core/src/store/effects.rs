@@ -56,11 +56,8 @@ impl Store {
     ) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
         let mut batch: Vec<(u64, sled::IVec)> = Vec::new();
         let mut bytes = 0usize;
-        let entries = self
-            .inner
-            .db
-            .range(keys::outbox(from_seq)..=keys::outbox(u64::MAX));
-        for item in entries {
+        let read = self.read();
+        for item in read.outbox_range(from_seq, u64::MAX) {
             if batch.len() >= max_count {
                 break;
             }
@@ -103,9 +100,8 @@ impl Store {
     /// them all before every batch made a long first push quadratic.
     pub(crate) fn outbox_span_from(&self, from_seq: u64) -> Result<usize, StoreError> {
         let last = self
-            .inner
-            .db
-            .range(keys::outbox(from_seq)..=keys::outbox(u64::MAX))
+            .read()
+            .outbox_range(from_seq, u64::MAX)
             .next_back()
             .transpose()?
             .and_then(|(key, _)| keys::number_of(&key));
@@ -123,7 +119,11 @@ impl Store {
     pub(crate) fn outcomes_from(&self) -> Result<u64, StoreError> {
         let read = self.read();
         let awaiting = first_number(&read, keys::AWAITING)?;
-        let pending = first_number(&read, keys::OUTBOX)?;
+        let pending = read
+            .outbox_range(0, u64::MAX)
+            .next()
+            .transpose()?
+            .and_then(|(key, _)| keys::number_of(&key));
         Ok(awaiting
             .into_iter()
             .chain(pending)
@@ -187,6 +187,10 @@ impl Store {
             .range(keys::awaiting(from_seq)..=keys::awaiting(u64::MAX))
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()?;
+        // Cleared entries from the first one put back on would come back with it.
+        if let Some(first) = kept.first().and_then(|(key, _)| keys::number_of(key)) {
+            txn.unclear_outbox_from(first)?;
+        }
         let mut restored = Vec::new();
         for (key, value) in kept {
             let mutation = rows::decode_mutation(&value)?;
@@ -387,10 +391,7 @@ fn move_to_awaiting(
     }
     let mut acknowledged: Vec<(sled::IVec, sled::IVec)> = Vec::new();
     for stretch in stretches {
-        for item in txn
-            .db
-            .range(keys::outbox(*stretch.start())..=keys::outbox(*stretch.end()))
-        {
+        for item in txn.outbox_range(*stretch.start(), *stretch.end()) {
             acknowledged.push(item?);
         }
     }
@@ -410,6 +411,8 @@ fn move_to_awaiting(
         }
         moved += 1;
     }
+    // Every entry up to `through` is now recorded or awaiting: cleared, not removed one by one.
+    txn.clear_outbox_through(through);
     Ok(moved)
 }
 

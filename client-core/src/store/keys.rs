@@ -1,11 +1,12 @@
-//! The sled key layout: one tree, a one-byte prefix per kind of row, integers big-endian so
-//! that key order is numeric order.
+//! The sled key layout: a one-byte prefix per kind of row, integers big-endian so that key
+//! order is numeric order. The outbox's `O` rows live in a tree of their own (`outbox-` and
+//! a generation number, see `super::outbox`); everything else in the store's main tree.
 //!
 //! | key | value |
 //! |---|---|
-//! | `M` + name | meta: `layout` (u32), `device_id` (16 bytes), `server_url` (UTF-8), `next_seq` (u64), `cursor` (u64), `user` (UTF-8), `device_token` (UTF-8, never shown), `scope` (`protocol::access::Scope`, codec-encoded) |
+//! | `M` + name | meta: `layout` (u32), `device_id` (16 bytes), `server_url` (UTF-8), `next_seq` (u64), `cursor` (u64), `user` (UTF-8), `device_token` (UTF-8, never shown), `scope` (`protocol::access::Scope`, codec-encoded), `outbox_cleared` (u64: outbox entries up to this seq are cleared), `outbox_generation` (u64: the outbox tree in use) |
 //! | `H` + household id (16 bytes) | [`super::rows::HouseholdRow`] |
-//! | `O` + mutation seq (u64) | the outbox: a pending `protocol::sync::Mutation`, its household id and seq in front of it packed (`super::rows::encode_mutation`) |
+//! | `O` + mutation seq (u64) | in the outbox tree: a pending `protocol::sync::Mutation`, its household id and seq in front of it packed (`super::rows::encode_mutation`); cleared, as if removed, once its seq is at most `outbox_cleared` |
 //! | `W` + mutation seq (u64) | a mutation the server acknowledged without sending its outcome yet |
 //! | `C` + conflict id (u64) | [`super::rows::ConflictRow`] |
 //! | `R` + mutation seq (u64) | [`super::rows::RejectionRow`] |
@@ -13,7 +14,8 @@
 //! | `A` + highest seq (u64) | applied and merged outcomes of one push reply, not yet folded into their household rows (`super::acknowledged`) |
 //! | `F` | the server's reference texts (`protocol::reference::ReferenceTexts`, codec-encoded) |
 //!
-//! Everything lives in one tree so that a save or a sync step is one `apply_batch`.
+//! A save or a sync step is one `apply_batch` on the main tree, or, when it writes outbox
+//! entries, one transaction over both trees.
 
 use uuid::Uuid;
 
@@ -36,6 +38,10 @@ pub(crate) const META_CURSOR: &str = "cursor";
 pub(crate) const META_USER: &str = "user";
 pub(crate) const META_DEVICE_TOKEN: &str = "device_token";
 pub(crate) const META_SCOPE: &str = "scope";
+/// Outbox entries with seqs up to this one are cleared (see `super::outbox`).
+pub(crate) const META_OUTBOX_CLEARED: &str = "outbox_cleared";
+/// The generation of the outbox's tree (see `super::outbox`).
+pub(crate) const META_OUTBOX_GENERATION: &str = "outbox_generation";
 
 pub(crate) fn meta(name: &str) -> Vec<u8> {
     let mut key = vec![META];

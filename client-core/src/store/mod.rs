@@ -1,13 +1,15 @@
 //! The offline store: households, the outbox, outcomes, the cursor, the device's identity.
 //!
-//! One sled tree holds everything, under one-byte key prefixes, integers big-endian so that
-//! key order is numeric order:
+//! A sled tree holds everything but the outbox, under one-byte key prefixes, integers
+//! big-endian so that key order is numeric order; the outbox has a tree of its own
+//! ([`outbox`]), so that a push's reply clears its entries with one mark instead of removing
+//! them one by one:
 //!
 //! | key | value |
 //! |---|---|
-//! | `M` + name | meta: `layout`, `device_id`, `server_url`, `next_seq`, `cursor`, `user`, `device_token`, `scope` |
+//! | `M` + name | meta: `layout`, `device_id`, `server_url`, `next_seq`, `cursor`, `user`, `device_token`, `scope`, `outbox_cleared`, `outbox_generation` |
 //! | `H` + household id (16 bytes) | the household: server copy, view, review, flags, rejection |
-//! | `O` + mutation seq (u64) | the outbox: a pending `protocol::sync::Mutation` |
+//! | `O` + mutation seq (u64) | the outbox (in its own tree): a pending `protocol::sync::Mutation` |
 //! | `W` + mutation seq (u64) | a mutation acknowledged without its outcome, kept until it arrives |
 //! | `C` + conflict id (u64) | a conflict the server reported, until a supervisor resolves it |
 //! | `R` + mutation seq (u64) | a rejection, with the rejected mutation |
@@ -16,7 +18,8 @@
 //! | `F` | the server's reference data texts, once fetched |
 //!
 //! Every write goes through one transaction helper: under the store's write lock it reads what
-//! it needs, stages its writes, applies them as one `apply_batch` and flushes. A write returns only after the flush, so whatever a
+//! it needs, stages its writes, applies them as one `apply_batch` (one transaction over both
+//! trees when it writes outbox entries) and flushes. A write returns only after the flush, so whatever a
 //! caller was told is saved survives a crash. `flush_async` is never used: it deadlocks under
 //! concurrency on sled 0.34.
 //!
@@ -41,6 +44,7 @@ mod acknowledged;
 mod effects;
 mod export;
 mod keys;
+mod outbox;
 mod reference;
 mod rows;
 
@@ -64,7 +68,11 @@ use rows::{ConflictRow, HouseholdMetaRow, HouseholdRow, RejectionRow, Unconfirme
 
 /// The layout of the store this build writes; a store with another layout is refused.
 /// Layout 2 adds the `A` rows, which an older build would not settle into its households.
-const LAYOUT_VERSION: u64 = 2;
+/// Layout 3 keeps the outbox in a tree of its own (see [`outbox`]), which an older build would
+/// not read.
+const LAYOUT_VERSION: u64 = 3;
+/// The layout before the outbox's own tree: opening moves its entries there.
+const LAYOUT_BEFORE_OUTBOX_TREE: u64 = 2;
 /// The layout before `A` rows: the same rows without them, so taken up as it is.
 const LAYOUT_BEFORE_ACKNOWLEDGED: u64 = 1;
 
@@ -161,9 +169,18 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
+    /// The outbox's tree and how far it is cleared (see [`outbox`]).
+    outbox: outbox::Outbox,
     /// Serialises read-modify-write operations (saves, sync steps) within the process; sled's
     /// own file lock keeps other processes out.
     write: Mutex<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // No step is left to read the outbox trees turned from.
+        self.outbox.drop_retired(&self.db);
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -182,9 +199,11 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let outbox = outbox::Outbox::open(&db, path)?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
+                outbox,
                 write: Mutex::new(()),
             }),
         };
@@ -192,17 +211,17 @@ impl Store {
         Ok(store)
     }
 
-    /// Refuses a store written in another layout; marks a new one, or one of the layout
-    /// before, with ours.
+    /// Refuses a store written in another layout; marks a new one, or one of a layout before,
+    /// with ours (once [`outbox::Outbox::open`] has moved an earlier layout's outbox).
     fn check_layout(&self, path: &Path) -> Result<(), StoreError> {
         let mut txn = self.begin();
         match txn.meta_u64(keys::META_LAYOUT)? {
             Some(LAYOUT_VERSION) => Ok(()),
-            Some(found) if found != LAYOUT_BEFORE_ACKNOWLEDGED => Err(StoreError::Layout {
+            Some(found) => Err(StoreError::Layout {
                 path: path.to_path_buf(),
                 found,
             }),
-            Some(_) | None => {
+            None => {
                 txn.put_meta_u64(keys::META_LAYOUT, LAYOUT_VERSION);
                 txn.commit()
             }
@@ -317,9 +336,8 @@ impl Store {
 
     /// The outbox, in seq order.
     pub fn pending(&self) -> Result<Vec<Mutation>, StoreError> {
-        self.inner
-            .db
-            .scan_prefix([keys::OUTBOX])
+        self.read()
+            .outbox_range(0, u64::MAX)
             .map(|item| rows::decode_mutation(&item?.1))
             .collect()
     }
@@ -449,6 +467,10 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Txn {
             db: &self.inner.db,
+            outbox: self.inner.outbox.tree(),
+            outbox_state: &self.inner.outbox,
+            cleared: self.inner.outbox.cleared(),
+            cleared_moved: false,
             staged: BTreeMap::new(),
             acknowledged: Vec::new(),
             _guard: Some(guard),
@@ -459,6 +481,10 @@ impl Store {
     fn read(&self) -> Txn<'_> {
         Txn {
             db: &self.inner.db,
+            outbox: self.inner.outbox.tree(),
+            outbox_state: &self.inner.outbox,
+            cleared: self.inner.outbox.cleared(),
+            cleared_moved: false,
             staged: BTreeMap::new(),
             acknowledged: Vec::new(),
             _guard: None,
@@ -558,6 +584,14 @@ fn number_key(key: &[u8], what: &'static str) -> Result<u64, StoreError> {
 /// Reads through staged writes, stages writes, and commits them as one batch plus a flush.
 struct Txn<'a> {
     db: &'a sled::Db,
+    /// The outbox's tree (see [`outbox`]): keys under [`keys::OUTBOX`] are read and written
+    /// there.
+    outbox: sled::Tree,
+    outbox_state: &'a outbox::Outbox,
+    /// Outbox entries with seqs up to here are cleared: as committed, or as this step moved it.
+    cleared: u64,
+    /// The step moved `cleared`, and the commit writes it.
+    cleared_moved: bool,
     staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Outcomes this step keeps out of their household rows, written as one `A` row at the
     /// commit (see [`acknowledged`]).
@@ -569,6 +603,12 @@ impl Txn<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(staged) = self.staged.get(key) {
             return Ok(staged.clone());
+        }
+        if key.first() == Some(&keys::OUTBOX) {
+            if keys::number_of(key).is_some_and(|seq| seq <= self.cleared) {
+                return Ok(None);
+            }
+            return Ok(self.outbox.get(key)?.map(|value| value.to_vec()));
         }
         Ok(self.db.get(key)?.map(|value| value.to_vec()))
     }
@@ -669,23 +709,52 @@ impl Txn<'_> {
     }
 
     /// Applies the staged writes atomically and flushes; only then is anything acknowledged.
+    /// A step that writes outbox entries writes both trees in one transaction; one that does
+    /// not, one batch. Removing a cleared entry writes nothing (see [`outbox`]).
     fn commit(mut self) -> Result<(), StoreError> {
         if let Some(highest) = self.acknowledged.iter().map(|entry| entry.seq).max() {
             let row = acknowledged::encode(&mut self.acknowledged);
             self.put(keys::acknowledged(highest), row);
         }
-        if self.staged.is_empty() {
+        let turn = self.outbox_turn()?;
+        if self.cleared_moved {
+            self.put_meta_u64(keys::META_OUTBOX_CLEARED, self.cleared);
+        }
+        if let Some(generation) = turn {
+            self.put_meta_u64(keys::META_OUTBOX_GENERATION, generation);
+        }
+        let cleared = self.cleared;
+        let (outbox, main): (Vec<_>, Vec<_>) = std::mem::take(&mut self.staged)
+            .into_iter()
+            .filter(|(key, value)| {
+                // A cleared entry is as good as removed.
+                !(value.is_none()
+                    && key.first() == Some(&keys::OUTBOX)
+                    && keys::number_of(key).is_some_and(|seq| seq <= cleared))
+            })
+            .partition(|(key, _)| key.first() == Some(&keys::OUTBOX));
+        if main.is_empty() && outbox.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.staged {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
+        if outbox.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (key, value) in main {
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
             }
+            self.db.apply_batch(batch)?;
+        } else {
+            self.commit_with_outbox(main, outbox)?;
         }
-        self.db.apply_batch(batch)?;
         self.db.flush().map_err(StoreError::Flush)?;
+        if self.cleared_moved {
+            self.outbox_state.set_cleared(cleared);
+        }
+        if let Some(generation) = turn {
+            self.outbox_state.turn_to(self.db, generation)?;
+        }
         Ok(())
     }
 }

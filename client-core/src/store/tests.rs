@@ -717,3 +717,277 @@ proptest::proptest! {
         proptest::prop_assert_eq!(apart.acknowledged_rows(), 0);
     }
 }
+
+/// The outbox trees in the store, by name.
+fn outbox_trees(store: &Store) -> Vec<String> {
+    store
+        .inner
+        .db
+        .tree_names()
+        .into_iter()
+        .filter(|name| name.starts_with(b"outbox-"))
+        .map(|name| String::from_utf8_lossy(&name).into_owned())
+        .collect()
+}
+
+fn pending_seqs(store: &Store) -> Vec<u64> {
+    store
+        .pending()
+        .expect("pending")
+        .iter()
+        .map(|m| m.seq)
+        .collect()
+}
+
+#[test]
+fn a_reply_clears_its_entries_and_the_store_turns_to_an_empty_outbox_tree() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        for n in 1..=3 {
+            store.save_household(&sample(n)).expect("save");
+        }
+        assert_eq!(outbox_trees(&store), vec!["outbox-0"]);
+        assert_eq!(acknowledge_all(&store), 3);
+        assert!(store.pending().expect("pending").is_empty());
+        // The cleared tree stays until no step can read it: the store's close.
+        assert_eq!(outbox_trees(&store), vec!["outbox-0", "outbox-1"]);
+        assert_eq!(store.inner.outbox.tree().len(), 0);
+        assert_eq!(
+            store.save_household(&sample(4)).expect("save").mutation_seq,
+            4
+        );
+        assert_eq!(pending_seqs(&store), vec![4]);
+    }
+    let store = crate::test_support::reopen(dir.path());
+    assert_eq!(outbox_trees(&store), vec!["outbox-1"]);
+    assert_eq!(pending_seqs(&store), vec![4]);
+    let households = store.households().expect("households");
+    assert_eq!(households.len(), 4);
+    assert_eq!(households.iter().filter(|h| h.pending).count(), 1);
+}
+
+#[test]
+fn mutations_put_back_for_a_server_that_lost_them_bring_back_no_cleared_entry() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path()).expect("open");
+    for n in 1..=4 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    let pending = store.pending().expect("pending");
+    // Through seq 3, with an outcome for 2 only: 1 and 3 wait for theirs, 4 is still to send,
+    // so the tree is not turned from and the cleared entries 1–3 are still in it.
+    store
+        .record_push_reply(&[applied(&pending[1], 1)], 3)
+        .expect("reply");
+    assert_eq!(pending_seqs(&store), vec![4]);
+    assert_eq!(store.inner.outbox.tree().len(), 4);
+    assert_eq!(store.restore_awaiting(1).expect("restore"), vec![1, 3]);
+    assert_eq!(pending_seqs(&store), vec![1, 3, 4]);
+    assert!(awaiting(&store).is_empty());
+    drop(store);
+    let store = crate::test_support::reopen(dir.path());
+    assert_eq!(pending_seqs(&store), vec![1, 3, 4]);
+    // Sent and acknowledged again, all of them: the tree empties and is turned from.
+    let pending = store.pending().expect("pending");
+    let outcomes: Vec<_> = pending.iter().map(|m| applied(m, 1)).collect();
+    store.record_push_reply(&outcomes, 4).expect("reply");
+    assert!(store.pending().expect("pending").is_empty());
+    assert_eq!(store.inner.outbox.tree().len(), 0);
+}
+
+#[test]
+fn a_store_that_kept_its_outbox_among_its_rows_is_taken_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let before;
+    {
+        let store = Store::open(dir.path()).expect("open");
+        for n in 1..=2 {
+            store.save_household(&sample(n)).expect("save");
+        }
+        before = store.pending().expect("pending");
+        // As layout 2 kept them: the entries among the other rows, no outbox tree.
+        let tree = store.inner.outbox.tree();
+        for item in tree.iter() {
+            let (key, value) = item.expect("read");
+            store.inner.db.insert(key, value).expect("write");
+        }
+        tree.clear().expect("clear");
+        store
+            .inner
+            .db
+            .insert(keys::meta(keys::META_LAYOUT), rows::encode_u64(2))
+            .expect("write");
+        store.inner.db.flush().expect("flush");
+    }
+    let store = crate::test_support::reopen(dir.path());
+    assert_eq!(store.pending().expect("pending"), before);
+    assert_eq!(store.inner.db.scan_prefix([keys::OUTBOX]).count(), 0);
+    assert_eq!(store.inner.outbox.tree().len(), 2);
+    assert_eq!(
+        store.read().meta_u64(keys::META_LAYOUT).expect("layout"),
+        Some(LAYOUT_VERSION)
+    );
+}
+
+#[test]
+fn an_outbox_tree_left_by_a_crash_is_dropped_only_if_all_cleared() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store.save_household(&sample(1)).expect("save");
+        // As a crash after turning to generation 1 and before dropping generation 0 leaves it.
+        let db = &store.inner.db;
+        db.insert(
+            keys::meta(keys::META_OUTBOX_GENERATION),
+            rows::encode_u64(1),
+        )
+        .expect("write");
+        db.insert(keys::meta(keys::META_OUTBOX_CLEARED), rows::encode_u64(1))
+            .expect("write");
+        db.flush().expect("flush");
+    }
+    let store = crate::test_support::reopen(dir.path());
+    assert_eq!(outbox_trees(&store), vec!["outbox-1"]);
+    assert!(store.pending().expect("pending").is_empty());
+    // A left tree with an entry not cleared is not dropped: the store refuses to open.
+    store
+        .inner
+        .db
+        .open_tree("outbox-0")
+        .expect("tree")
+        .insert(keys::outbox(9), vec![1])
+        .expect("write");
+    store.inner.db.flush().expect("flush");
+    drop(store);
+    assert!(matches!(
+        crate::test_support::try_reopen(dir.path()),
+        Err(StoreError::Corrupt { what: "outbox", .. })
+    ));
+}
+
+/// One step of [`the_outbox_holds_what_is_pending_whatever_the_replies`].
+#[derive(Clone, Debug)]
+enum OutboxStep {
+    /// A save of household `n` (an earlier pending entry of it is rewritten).
+    Save {
+        n: u128,
+    },
+    /// A reply for the first `count` pending entries, `with` of them with an outcome (the
+    /// rest wait for theirs).
+    Reply {
+        count: usize,
+        with: usize,
+    },
+    /// A seq gap: the server says it has everything below the `past`-th pending entry.
+    Gap {
+        past: usize,
+    },
+    /// The outcomes of every awaiting mutation, with a pull.
+    Outcomes,
+    /// Awaiting mutations from the `from`-th on go back to the outbox.
+    Restore {
+        from: usize,
+    },
+    Reopen,
+}
+
+fn outbox_step() -> impl proptest::strategy::Strategy<Value = OutboxStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0u128..4).prop_map(|n| OutboxStep::Save { n }),
+        2 => (1usize..4, 0usize..4).prop_map(|(count, with)| OutboxStep::Reply { count, with }),
+        1 => (0usize..3).prop_map(|past| OutboxStep::Gap { past }),
+        1 => Just(OutboxStep::Outcomes),
+        1 => (0usize..3).prop_map(|from| OutboxStep::Restore { from }),
+        1 => Just(OutboxStep::Reopen),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 64,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Saves, replies with and without outcomes, seq gaps, outcomes with a pull, mutations
+    /// put back and reopens: after every step the outbox holds exactly the seqs a model says
+    /// are pending, and the awaiting rows the ones it says await an outcome. Cleared entries
+    /// never come back, and the store turns from an outbox tree only once all its entries are
+    /// cleared.
+    #[test]
+    fn the_outbox_holds_what_is_pending_whatever_the_replies(
+        steps in proptest::collection::vec(outbox_step(), 1..32)
+    ) {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let mut pending: Vec<u64> = Vec::new();
+        let mut waiting: Vec<u64> = Vec::new();
+        for (at, step) in steps.iter().enumerate() {
+            match step {
+                OutboxStep::Save { n } => {
+                    let seq = store.save_household(&with_address(*n, at as u8, "lưu")).expect("save");
+                    pending.push(seq.mutation_seq);
+                }
+                OutboxStep::Reply { count, with } => {
+                    let Some(&last) = pending.get(count.min(&pending.len()).saturating_sub(1)) else {
+                        continue;
+                    };
+                    let mutations = store.pending().expect("pending");
+                    let outcomes: Vec<_> = mutations
+                        .iter()
+                        .take((*count).min(*with))
+                        .map(|m| applied(m, 1))
+                        .collect();
+                    store.record_push_reply(&outcomes, last).expect("reply");
+                    let answered: Vec<u64> = outcomes.iter().map(|o| o.seq).collect();
+                    waiting.extend(pending.iter().filter(|&&s| s <= last && !answered.contains(&s)));
+                    pending.retain(|&s| s > last);
+                }
+                OutboxStep::Gap { past } => {
+                    let Some(&expected) = pending.get(*past) else { continue };
+                    store.record_seq_gap(expected).expect("gap");
+                    waiting.extend(pending.iter().filter(|&&s| s < expected));
+                    pending.retain(|&s| s >= expected);
+                }
+                OutboxStep::Outcomes => {
+                    let outcomes: Vec<_> = awaiting(&store).iter().map(|m| applied(m, 1)).collect();
+                    let cursor = store.cursor().expect("cursor");
+                    store
+                        .record_pull_page(PullResponse {
+                            changes: vec![],
+                            next_cursor: cursor,
+                            more: false,
+                            outcomes,
+                            left_scope: vec![],
+                            scope: protocol::access::Scope::Everything,
+                        })
+                        .expect("page");
+                    waiting.clear();
+                }
+                OutboxStep::Restore { from } => {
+                    waiting.sort_unstable();
+                    let Some(&first) = waiting.get(*from) else { continue };
+                    let restored = store.restore_awaiting(first).expect("restore");
+                    let back: Vec<u64> = waiting.iter().copied().filter(|&s| s >= first).collect();
+                    proptest::prop_assert_eq!(&restored, &back);
+                    waiting.retain(|&s| s < first);
+                    pending.extend(back);
+                }
+                OutboxStep::Reopen => {
+                    drop(store);
+                    store = crate::test_support::reopen(dir.path());
+                }
+            }
+            pending.sort_unstable();
+            waiting.sort_unstable();
+            let mut awaited: Vec<u64> = awaiting(&store).iter().map(|m| m.seq).collect();
+            awaited.sort_unstable();
+            proptest::prop_assert_eq!(&pending_seqs(&store), &pending, "step {} {:?}: pending", at, step);
+            proptest::prop_assert_eq!(&awaited, &waiting, "step {} {:?}: awaiting", at, step);
+            // A tree is turned from only when nothing in it is pending.
+            let in_tree = store.inner.outbox.tree().len();
+            proptest::prop_assert!(in_tree >= pending.len(), "step {} {:?}: {} in the tree", at, step, in_tree);
+        }
+    }
+}
