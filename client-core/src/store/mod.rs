@@ -199,6 +199,7 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // Refuses a store of another layout, and takes up (and marks) one of a layout before.
         let outbox = outbox::Outbox::open(&db, path)?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -207,25 +208,7 @@ impl Store {
                 write: Mutex::new(()),
             }),
         };
-        store.check_layout(path)?;
         Ok(store)
-    }
-
-    /// Refuses a store written in another layout; marks a new one, or one of a layout before,
-    /// with ours (once [`outbox::Outbox::open`] has moved an earlier layout's outbox).
-    fn check_layout(&self, path: &Path) -> Result<(), StoreError> {
-        let mut txn = self.begin();
-        match txn.meta_u64(keys::META_LAYOUT)? {
-            Some(LAYOUT_VERSION) => Ok(()),
-            Some(found) => Err(StoreError::Layout {
-                path: path.to_path_buf(),
-                found,
-            }),
-            None => {
-                txn.put_meta_u64(keys::META_LAYOUT, LAYOUT_VERSION);
-                txn.commit()
-            }
-        }
     }
 
     /// Sets the store up against a server. The device id is kept for the life of the store:

@@ -19,8 +19,8 @@
 //! mark ([`Txn::unclear_outbox_from`]), and removes for real the cleared entries it uncovers,
 //! so that none comes back.
 //!
-//! A store of layout 1 or 2 kept its outbox among the other rows: opening it moves the entries
-//! into the outbox tree, in one transaction.
+//! A store of layout 1 or 2 (or one without a layout mark) kept its outbox among the other
+//! rows: opening it moves the entries into the outbox tree, in one transaction.
 
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,13 +46,16 @@ pub(super) struct Outbox {
 
 impl Outbox {
     /// Opens the outbox of `db`: the tree of the generation in its meta, with the trees of
-    /// other generations (left by a crash between turning to a new tree and dropping the old)
-    /// dropped, and the entries of a store of an earlier layout moved in.
+    /// other generations (left by a crash before they were dropped) dropped. A store of
+    /// another layout is refused, unchanged; one of a layout before (or new) has its outbox
+    /// entries moved in and is marked with this build's layout.
     pub(super) fn open(db: &sled::Db, path: &std::path::Path) -> Result<Outbox, StoreError> {
         let layout = meta_u64(db, keys::META_LAYOUT)?;
+        // A store without a layout mark is new, or older than the mark: either way any outbox
+        // entries it has are among its other rows.
         let earlier = matches!(
             layout,
-            Some(super::LAYOUT_BEFORE_ACKNOWLEDGED | super::LAYOUT_BEFORE_OUTBOX_TREE)
+            None | Some(super::LAYOUT_BEFORE_ACKNOWLEDGED | super::LAYOUT_BEFORE_OUTBOX_TREE)
         );
         if let Some(found) = layout.filter(|&found| found != super::LAYOUT_VERSION && !earlier) {
             // Refused before anything is changed.

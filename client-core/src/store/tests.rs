@@ -798,36 +798,44 @@ fn mutations_put_back_for_a_server_that_lost_them_bring_back_no_cleared_entry() 
 
 #[test]
 fn a_store_that_kept_its_outbox_among_its_rows_is_taken_up() {
-    let dir = tempfile::tempdir().expect("dir");
-    let before;
-    {
-        let store = Store::open(dir.path()).expect("open");
-        for n in 1..=2 {
-            store.save_household(&sample(n)).expect("save");
-        }
-        before = store.pending().expect("pending");
-        // As layout 2 kept them: the entries among the other rows, no outbox tree.
-        let tree = store.inner.outbox.tree();
-        for item in tree.iter() {
-            let (key, value) = item.expect("read");
-            store.inner.db.insert(key, value).expect("write");
-        }
-        tree.clear().expect("clear");
-        store
-            .inner
-            .db
-            .insert(keys::meta(keys::META_LAYOUT), rows::encode_u64(2))
+    // Layout 2, and a store older than the layout mark.
+    for layout in [Some(2), None] {
+        let dir = tempfile::tempdir().expect("dir");
+        let before;
+        {
+            let store = Store::open(dir.path()).expect("open");
+            for n in 1..=2 {
+                store.save_household(&sample(n)).expect("save");
+            }
+            before = store.pending().expect("pending");
+            // As those kept them: the entries among the other rows, no outbox tree.
+            let tree = store.inner.outbox.tree();
+            for item in tree.iter() {
+                let (key, value) = item.expect("read");
+                store.inner.db.insert(key, value).expect("write");
+            }
+            tree.clear().expect("clear");
+            let mark = keys::meta(keys::META_LAYOUT);
+            match layout {
+                Some(layout) => store.inner.db.insert(mark, rows::encode_u64(layout)),
+                None => store.inner.db.remove(mark),
+            }
             .expect("write");
-        store.inner.db.flush().expect("flush");
+            store.inner.db.flush().expect("flush");
+        }
+        let store = crate::test_support::reopen(dir.path());
+        assert_eq!(
+            store.pending().expect("pending"),
+            before,
+            "layout {layout:?}"
+        );
+        assert_eq!(store.inner.db.scan_prefix([keys::OUTBOX]).count(), 0);
+        assert_eq!(store.inner.outbox.tree().len(), 2);
+        assert_eq!(
+            store.read().meta_u64(keys::META_LAYOUT).expect("layout"),
+            Some(LAYOUT_VERSION)
+        );
     }
-    let store = crate::test_support::reopen(dir.path());
-    assert_eq!(store.pending().expect("pending"), before);
-    assert_eq!(store.inner.db.scan_prefix([keys::OUTBOX]).count(), 0);
-    assert_eq!(store.inner.outbox.tree().len(), 2);
-    assert_eq!(
-        store.read().meta_u64(keys::META_LAYOUT).expect("layout"),
-        Some(LAYOUT_VERSION)
-    );
 }
 
 #[test]
