@@ -767,19 +767,25 @@ fn a_reply_clears_its_entries_and_the_store_turns_to_an_empty_outbox_tree() {
     assert_eq!(households.iter().filter(|h| h.pending).count(), 1);
 }
 
+/// Saves households 1 to `saved` and records a reply through seq 3 with an outcome for seq 2
+/// only: 1 and 3 then wait for theirs.
+fn reply_through_3_with_an_outcome_for_2(store: &Store, saved: u128) {
+    for n in 1..=saved {
+        store.save_household(&sample(n)).expect("save");
+    }
+    let pending = store.pending().expect("pending");
+    store
+        .record_push_reply(&[applied(&pending[1], 1)], 3)
+        .expect("reply");
+}
+
 #[test]
 fn mutations_put_back_for_a_server_that_lost_them_bring_back_no_cleared_entry() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path()).expect("open");
-    for n in 1..=4 {
-        store.save_household(&sample(n)).expect("save");
-    }
-    let pending = store.pending().expect("pending");
-    // Through seq 3, with an outcome for 2 only: 1 and 3 wait for theirs, 4 is still to send,
-    // so the tree is not turned from and the cleared entries 1–3 are still in it.
-    store
-        .record_push_reply(&[applied(&pending[1], 1)], 3)
-        .expect("reply");
+    // 4 is still to send, so the tree is not turned from and the cleared entries 1–3 are
+    // still in it.
+    reply_through_3_with_an_outcome_for_2(&store, 4);
     assert_eq!(pending_seqs(&store), vec![4]);
     assert_eq!(store.inner.outbox.tree().len(), 4);
     assert_eq!(store.restore_awaiting(1).expect("restore"), vec![1, 3]);
@@ -843,15 +849,8 @@ fn an_outbox_tree_left_by_a_crash_is_dropped_and_its_entries_stay_gone() {
     let dir = tempfile::tempdir().expect("dir");
     {
         let store = Store::open(dir.path()).expect("open");
-        for n in 1..=3 {
-            store.save_household(&sample(n)).expect("save");
-        }
-        // Through seq 3 with an outcome for 2 only: the tree is all cleared and turned from,
-        // and 1 and 3 wait for their outcomes.
-        let pending = store.pending().expect("pending");
-        store
-            .record_push_reply(&[applied(&pending[1], 1)], 3)
-            .expect("reply");
+        // The tree is all cleared and turned from.
+        reply_through_3_with_an_outcome_for_2(&store, 3);
         assert_eq!(outbox_trees(&store), vec!["outbox-0", "outbox-1"]);
         // Put back for a server that lost them: the mark goes below the entries of the tree
         // turned from, which the store has not dropped yet.
