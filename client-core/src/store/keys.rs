@@ -93,6 +93,14 @@ pub(crate) fn number_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
+/// The seq of an outbox entry's key; `None` for any other key.
+pub(crate) fn outbox_seq(key: &[u8]) -> Option<u64> {
+    match key.first() {
+        Some(&OUTBOX) => number_of(key),
+        _ => None,
+    }
+}
+
 /// The household id after the prefix, if the key is exactly that shape.
 pub(crate) fn household_of(key: &[u8]) -> Option<Uuid> {
     let bytes: [u8; 16] = key.get(1..)?.try_into().ok()?;

@@ -587,8 +587,8 @@ impl Txn<'_> {
         if let Some(staged) = self.staged.get(key) {
             return Ok(staged.clone());
         }
-        if key.first() == Some(&keys::OUTBOX) {
-            if keys::number_of(key).is_some_and(|seq| seq <= self.cleared) {
+        if let Some(seq) = keys::outbox_seq(key) {
+            if seq <= self.cleared {
                 return Ok(None);
             }
             return Ok(self.outbox.get(key)?.map(|value| value.to_vec()));
@@ -711,9 +711,7 @@ impl Txn<'_> {
             .into_iter()
             .filter(|(key, value)| {
                 // A cleared entry is as good as removed.
-                !(value.is_none()
-                    && key.first() == Some(&keys::OUTBOX)
-                    && keys::number_of(key).is_some_and(|seq| seq <= cleared))
+                !(value.is_none() && keys::outbox_seq(key).is_some_and(|seq| seq <= cleared))
             })
             .partition(|(key, _)| key.first() == Some(&keys::OUTBOX));
         if main.is_empty() && outbox.is_empty() {

@@ -112,6 +112,10 @@ impl Outbox {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        if retired.is_empty() {
+            // Nothing to drop, and nothing to flush: every step flushed its own writes.
+            return;
+        }
         for name in retired {
             // What is not dropped now is dropped at the next open.
             if let Err(error) = db.drop_tree(&name) {
@@ -261,9 +265,7 @@ impl Txn<'_> {
             return Ok(None);
         }
         let puts_kept = self.staged.iter().any(|(key, value)| {
-            value.is_some()
-                && key.first() == Some(&keys::OUTBOX)
-                && keys::number_of(key).is_some_and(|seq| seq > self.cleared)
+            value.is_some() && keys::outbox_seq(key).is_some_and(|seq| seq > self.cleared)
         });
         match last_seq(&self.outbox)? {
             Some(last) if last <= self.cleared && !puts_kept => {}
