@@ -242,6 +242,9 @@ impl AppState {
         // The guard moves into the blocking task, so the lock is held until the write is done
         // even if this future is dropped (a client that hangs up mid-push).
         let guard = loop {
+            // Made before the check below, so that it hears a push that ends after the check:
+            // one made after it could miss that push's signal and wait for another's.
+            let ended = self.pushing.ended.notified();
             let guard = Arc::clone(&self.writer).lock_owned().await;
             // A device sends its next push before the answer to the last one, and the two can
             // arrive, or be prepared, out of order: a push whose earlier seqs are missing
@@ -257,9 +260,6 @@ impl AppState {
             if !next_wanted.is_some_and(|seq| self.pushing.under_way_from(device, seq)) {
                 break guard;
             }
-            let ended = self.pushing.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
             drop(guard);
             ended.await;
         };
