@@ -51,6 +51,12 @@ impl JournaledBatch {
         target: usize,
     ) {
         let index = self.insert(key, value);
+        self.refer(index, at, target);
+    }
+
+    /// Makes write `index` hold, at byte `at` of its value, a reference to the value of write
+    /// `target` (as [`Self::insert_referring`]; a value may hold several).
+    pub(super) fn refer(&mut self, index: usize, at: usize, target: usize) {
         self.referring.push((index, at, target));
     }
 
@@ -160,14 +166,16 @@ impl Registry {
         batch.insert(JOURNAL_COUNTER, number.to_be_bytes());
         let positions = journal::value_positions(journal.end(), &batch.writes);
         batch.fill_references(&positions)?;
+        // Before the rows are in the tree, so that no read finds a row whose household is not
+        // known, and before the journal, so that a batch whose rows cannot be read back is
+        // written nowhere.
+        self.known_households.note(&batch.writes)?;
         if let Err(error) = journal.append(now_ms(), &batch.writes) {
             if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 tracing::error!(%error, "appending to the journal failed; sync is refused until the server restarts");
             }
             return Err(StoreError::Journal(error));
         }
-        // Before the rows are in the tree, so that no read finds a row whose id is not known.
-        self.known_households.note(&batch.writes);
         let sled_batch = in_journal::sled_batch(&batch.writes, &positions);
         if let Err(error) = self.tree.apply_batch(sled_batch) {
             self.fail("applying a batch", &error);
@@ -205,9 +213,18 @@ impl Registry {
             add(&key);
             add(&value);
             // A household row's current revision, where the row refers to.
-            if key.first() == Some(&keys::HOUSEHOLD) {
+            let household_rows = match key.first() {
+                Some(&keys::HOUSEHOLD) => vec![&value[..]],
+                Some(&keys::NEW_HOUSEHOLDS) => rows::new_households_entries(&value)
+                    .map_err(Registry::corrupt(&key))?
+                    .into_iter()
+                    .map(|(_, _, row)| row)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for row in household_rows {
                 let (_, current) =
-                    rows::decode_household_row(&value).map_err(Registry::corrupt(&key))?;
+                    rows::decode_household_row(row).map_err(Registry::corrupt(&key))?;
                 if let Some(reference) = current {
                     add(&self.rows_in_journal.read_for(&key, &reference)?);
                 }

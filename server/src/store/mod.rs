@@ -46,6 +46,7 @@ use in_journal::Reference;
 #[cfg(test)]
 pub(crate) use journaled::tests::when_unlocked;
 pub use journaled::{check, rebuild, Checked, Digest, Rebuilt};
+use known_households::Place;
 pub use rows::RowError;
 use rows::{HouseholdMeta, RevisionRow};
 
@@ -351,16 +352,10 @@ pub struct ChangePage {
 /// one costs little (`bench` measures the server's peak memory at each registry size).
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// The id of every household with a row in `tree`, in id order.
-fn household_ids_in(tree: &sled::Tree) -> impl Iterator<Item = Result<Uuid, StoreError>> {
-    tree.scan_prefix([keys::HOUSEHOLD]).map(|entry| {
-        let (key, _) = entry?;
-        keys::uuid_at(&key, 1).ok_or_else(|| StoreError::Corrupt {
-            key: keys::show(&key),
-            problem: RowError::Truncated,
-        })
-    })
-}
+/// The layout of the registry tree this build writes: 2 adds the runs of new households' rows
+/// (`n`, see `keys`). A registry that a later layout was written to is refused at open, since
+/// this build would miss what it cannot read. (Builds before layout 2 do not check.)
+const LAYOUT: u64 = 2;
 
 /// The canonical household registry.
 pub struct Registry {
@@ -380,7 +375,8 @@ pub struct Registry {
     journal: std::sync::Mutex<crate::journal::Journal>,
     /// Reads the large rows, which sled refers to in the journal (see `in_journal`).
     rows_in_journal: in_journal::JournalRows,
-    /// Which households have a row, without asking the tree (see `known_households`).
+    /// Which households have a row, and where, without asking the tree (see
+    /// `known_households`).
     known_households: known_households::KnownHouseholds,
 }
 
@@ -407,6 +403,15 @@ impl Registry {
         let tree = db.open_tree("registry").map_err(open_error)?;
         let journal = journaled::open_journal(dir, &db, &tree)?;
         let rows_in_journal = in_journal::JournalRows::open(journal.path())?;
+        if let Some(layout) = tree.get(keys::LAYOUT).map_err(StoreError::Sled)? {
+            let layout = rows::decode_u64(&layout).map_err(Self::corrupt(keys::LAYOUT))?;
+            if layout > LAYOUT {
+                return Err(StoreError::Inconsistent(format!(
+                    "the registry at {} was written by a later build (layout {layout}; this build reads up to {LAYOUT}): run that build or a later one",
+                    dir.display()
+                )));
+            }
+        }
         // After the journal's replay: the rows it brought back are in the tree.
         let known_households = known_households::KnownHouseholds::read(&tree)?;
         Ok(Registry {
@@ -476,16 +481,30 @@ impl Registry {
         id: Uuid,
     ) -> Result<Option<(HouseholdMeta, Option<Reference>)>, StoreError> {
         let key = keys::household(id);
-        if !self.known_households.may_hold(id) {
-            debug_assert!(
-                matches!(self.tree.get(&key), Ok(None)),
-                "household {id} has a row, and the known households lack it"
-            );
-            return Ok(None);
+        match self.known_households.place(id) {
+            None => {
+                debug_assert!(
+                    matches!(self.tree.get(&key), Ok(None)),
+                    "household {id} has a row, and the known households lack it"
+                );
+                Ok(None)
+            }
+            Some(Place::Row) => self
+                .get(&key)?
+                .map(|row| rows::decode_household_row(&row).map_err(Self::corrupt(&key)))
+                .transpose(),
+            Some(Place::InRun { run, at }) => {
+                let key = keys::new_households(run);
+                // None for a household noted for a batch that then failed.
+                let Some(run) = self.tree.get(&key)? else {
+                    return Ok(None);
+                };
+                let row = rows::new_household_row(&run, at, id).map_err(Self::corrupt(&key))?;
+                rows::decode_household_row(row)
+                    .map(Some)
+                    .map_err(Self::corrupt(&key))
+            }
         }
-        self.get(&key)?
-            .map(|row| rows::decode_household_row(&row).map_err(Self::corrupt(&key)))
-            .transpose()
     }
 
     /// The row of a household's current revision `rev`, with the key to name in errors: where
@@ -774,7 +793,11 @@ impl Registry {
 
     /// The id of every household in the registry, in id order.
     pub fn household_ids(&self) -> Result<Vec<Uuid>, StoreError> {
-        household_ids_in(&self.tree).collect()
+        let mut ids: Vec<Uuid> = known_households::places_in(&self.tree)?
+            .into_keys()
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Every revision of a household, oldest first.
@@ -990,12 +1013,22 @@ impl Registry {
                 batch.insert(keys::revision(id, rev), row);
             }
         }
+        // The run of the households this commit creates, keyed by the first one's change seq,
+        // and the references its rows hold: where in the run, and to which write.
+        let created_count = commit
+            .households
+            .iter()
+            .filter(|household| household.rev == 1)
+            .count();
+        let mut new_run: Option<(rows::NewHouseholdsRun, Vec<u8>)> = None;
+        let mut run_references: Vec<(usize, usize)> = Vec::with_capacity(created_count);
         for household in &commit.households {
             let key = keys::household(household.id);
             // What the household row refers to now, if anything (a format-2 row refers to
             // nothing: its current revision is an `r` row already). A household whose first
             // revision this commit writes is new: it has no row to read.
-            let before = if household.rev == 1 && current_writes.contains_key(&household.id) {
+            let created = household.rev == 1 && current_writes.contains_key(&household.id);
+            let before = if created {
                 None
             } else {
                 self.household_row(household.id)?
@@ -1011,7 +1044,24 @@ impl Registry {
                     let placeholder = [0u8; in_journal::REFERENCE_LEN];
                     let row = rows::encode_household(&household.meta(), Some(&placeholder));
                     let at = row.len() - placeholder.len();
-                    batch.insert_referring(key, row, at, write);
+                    // A household created here joins the commit's run (one sled entry for
+                    // them all); a row too long for a run's entry is written on its own.
+                    let in_run = created
+                        .then(|| {
+                            let (run, _) = new_run.get_or_insert_with(|| {
+                                let run_key = keys::new_households(household.last_seq);
+                                (
+                                    rows::NewHouseholdsRun::with_capacity(created_count),
+                                    run_key,
+                                )
+                            });
+                            run.push(household.id, &row)
+                        })
+                        .flatten();
+                    match in_run {
+                        Some(row_at) => run_references.push((row_at + at, write)),
+                        None => batch.insert_referring(key, row, at, write),
+                    }
                 }
                 None => {
                     // The same revision: the row keeps referring to it.
@@ -1028,6 +1078,13 @@ impl Registry {
                     );
                 }
             }
+        }
+        if let Some((run, run_key)) = new_run.filter(|(run, _)| !run.is_empty()) {
+            let index = batch.insert(run_key, run.finish());
+            for (at, write) in run_references {
+                batch.refer(index, at, write);
+            }
+            batch.insert(keys::LAYOUT, &rows::encode_u64(LAYOUT)[..]);
         }
         // One row for each run of consecutive seqs (a push's changes are one run).
         for run in commit
@@ -1485,5 +1542,81 @@ mod tests {
         check_old(&registry, 3);
         commit_revisions(&registry, id, 4, &[4], 13);
         check_old(&registry, 4);
+    }
+
+    /// The households a commit creates share one sled entry, an `n` run of their rows, and each
+    /// is read from it until it changes and gets an `h` row of its own, which wins. Where each
+    /// row is survives a reopen and a rebuild, and a registry a later layout was written to is
+    /// refused at open.
+    #[test]
+    fn households_created_together_share_one_run_until_each_changes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("open");
+        let ids: Vec<Uuid> = (1..=5).map(Uuid::from_u128).collect();
+        let seqs = 1..=ids.len() as u64;
+        let commit = Commit {
+            households: ids
+                .iter()
+                .zip(seqs.clone())
+                .map(|(id, seq)| stored_at(*id, 1, seq))
+                .collect(),
+            revisions: ids
+                .iter()
+                .map(|id| (*id, NewRevision::new(revision_numbered(1))))
+                .collect(),
+            changes: seqs.clone().zip(ids.iter().copied()).collect(),
+            head_seq: 5,
+            household_count: 5,
+            ..Commit::default()
+        };
+        registry.commit_pending(commit).expect("commit");
+        let entries = |registry: &Registry, prefix: u8| registry.tree.scan_prefix([prefix]).count();
+        assert_eq!(entries(&registry, keys::HOUSEHOLD), 0);
+        assert_eq!(entries(&registry, keys::NEW_HOUSEHOLDS), 1);
+        let check = |registry: &Registry, revs: [u32; 5]| {
+            assert_eq!(registry.household_ids().expect("ids"), ids);
+            for (id, rev) in ids.iter().zip(revs) {
+                let stored = registry.household(*id).expect("read").expect("there");
+                assert_eq!(
+                    (stored.rev, &stored.fields),
+                    (rev, &revision_numbered(rev).fields)
+                );
+                let history = registry.history(*id).expect("history");
+                assert_eq!(
+                    history,
+                    (1..=rev).map(revision_numbered).collect::<Vec<_>>()
+                );
+            }
+            assert_eq!(registry.household(Uuid::from_u128(99)).expect("read"), None);
+        };
+        check(&registry, [1; 5]);
+        // The third changes: its own row wins over its entry, which stays as it was.
+        commit_revisions(&registry, ids[2], 2, &[2], 6);
+        assert_eq!(entries(&registry, keys::HOUSEHOLD), 1);
+        assert_eq!(entries(&registry, keys::NEW_HOUSEHOLDS), 1);
+        check(&registry, [1, 1, 2, 1, 1]);
+        registry.flush().expect("flush");
+        let digest = registry.digest().expect("digest");
+        drop(registry);
+
+        let registry = super::journaled::tests::open(dir.path()).expect("reopen");
+        check(&registry, [1, 1, 2, 1, 1]);
+        assert_eq!(registry.digest().expect("digest"), digest);
+        drop(registry);
+        let out = tempfile::tempdir().expect("temp dir");
+        let rebuilt = rebuild(dir.path(), out.path()).expect("rebuild");
+        assert_eq!(rebuilt.digest, digest);
+        let registry = super::journaled::tests::open(out.path()).expect("open rebuilt");
+        check(&registry, [1, 1, 2, 1, 1]);
+
+        // A layout this build does not know: refused, whatever else the registry holds.
+        registry
+            .tree
+            .insert(keys::LAYOUT, &rows::encode_u64(LAYOUT + 1)[..])
+            .expect("write");
+        registry.flush().expect("flush");
+        drop(registry);
+        let refused = super::journaled::tests::open(out.path()).expect_err("a later layout");
+        assert!(refused.to_string().contains("later build"), "{refused}");
     }
 }

@@ -53,6 +53,8 @@ pub enum RowError {
     Codec(#[from] CodecError),
     #[error("the row kept in the journal is unreadable: {0}")]
     InJournal(String),
+    #[error("the run holds no row of household {0} where the registry looks for it")]
+    NotInRun(Uuid),
 }
 
 /// Builds a row.
@@ -248,6 +250,98 @@ pub(super) fn encode_household(meta: &HouseholdMeta, current: Option<&Reference>
 }
 
 /// A household row and the reference to its current revision's row, when it holds one.
+/// The format of a run of new households' rows (`n` rows).
+const NEW_HOUSEHOLDS_FORMAT: u8 = 1;
+
+/// Builds a run of the rows of the households a commit creates: after a format byte, an entry
+/// a household, its id (16 bytes), its row's length (u16) and its row.
+pub(super) struct NewHouseholdsRun(Vec<u8>);
+
+impl NewHouseholdsRun {
+    pub(super) fn with_capacity(households: usize) -> NewHouseholdsRun {
+        // A new household's row is about 70 bytes.
+        let mut run = Vec::with_capacity(1 + households * 96);
+        run.push(NEW_HOUSEHOLDS_FORMAT);
+        NewHouseholdsRun(run)
+    }
+
+    /// Adds household `id`'s row. Returns where the row begins in the run, or `None` for a
+    /// row too long for an entry (which the caller writes as an `h` row instead).
+    pub(super) fn push(&mut self, id: Uuid, row: &[u8]) -> Option<usize> {
+        let len = u16::try_from(row.len()).ok()?;
+        u32::try_from(self.0.len() + 18 + row.len()).ok()?;
+        self.0.extend_from_slice(id.as_bytes());
+        self.0.extend_from_slice(&len.to_be_bytes());
+        let at = self.0.len();
+        self.0.extend_from_slice(row);
+        Some(at)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.len() == 1
+    }
+
+    pub(super) fn finish(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// An entry of a run of new households' rows: the household's id, where the entry begins in
+/// the run, and the household's row.
+pub(super) type RunEntry<'a> = (Uuid, u32, &'a [u8]);
+
+/// The entries of a run of new households' rows.
+pub(super) fn new_households_entries(run: &[u8]) -> Result<Vec<RunEntry<'_>>, RowError> {
+    let mut rest = match run.split_first() {
+        Some((&NEW_HOUSEHOLDS_FORMAT, rest)) => rest,
+        Some((&other, _)) => return Err(RowError::Format(other)),
+        None => return Err(RowError::Truncated),
+    };
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let at = u32::try_from(run.len() - rest.len()).map_err(|_| RowError::Truncated)?;
+        let (id, row, after) = run_entry(rest)?;
+        entries.push((id, at, row));
+        rest = after;
+    }
+    Ok(entries)
+}
+
+/// The row of household `id` in a run, from the entry that begins at byte `at`.
+pub(super) fn new_household_row(run: &[u8], at: u32, id: Uuid) -> Result<&[u8], RowError> {
+    if run.first() != Some(&NEW_HOUSEHOLDS_FORMAT) {
+        return Err(run
+            .first()
+            .map_or(RowError::Truncated, |&f| RowError::Format(f)));
+    }
+    let entry = usize::try_from(at)
+        .ok()
+        .filter(|&at| at > 0)
+        .and_then(|at| run.get(at..))
+        .ok_or(RowError::NotInRun(id))?;
+    match run_entry(entry)? {
+        (found, row, _) if found == id => Ok(row),
+        _ => Err(RowError::NotInRun(id)),
+    }
+}
+
+/// An entry's id and row, and the bytes after it.
+fn run_entry(bytes: &[u8]) -> Result<(Uuid, &[u8], &[u8]), RowError> {
+    let id: [u8; 16] = bytes
+        .get(..16)
+        .ok_or(RowError::Truncated)?
+        .try_into()
+        .map_err(|_| RowError::Truncated)?;
+    let len: [u8; 2] = bytes
+        .get(16..18)
+        .ok_or(RowError::Truncated)?
+        .try_into()
+        .map_err(|_| RowError::Truncated)?;
+    let end = 18 + usize::from(u16::from_be_bytes(len));
+    let row = bytes.get(18..end).ok_or(RowError::Truncated)?;
+    Ok((Uuid::from_bytes(id), row, &bytes[end..]))
+}
+
 pub(super) fn decode_household_row(
     row: &[u8],
 ) -> Result<(HouseholdMeta, Option<Reference>), RowError> {
@@ -979,5 +1073,62 @@ mod tests {
             decode_household_row(&lying),
             Err(RowError::Truncated)
         ));
+    }
+
+    /// A run of new households' rows reads back entry by entry; a damaged one, or a place in
+    /// it that holds no entry of the household asked for, is an error and never another
+    /// household's row.
+    #[test]
+    fn runs_of_new_households_round_trip_and_refuse_damage() {
+        let ids = [1, 2, 3].map(Uuid::from_u128);
+        let rows_of: [&[u8]; 3] = [b"first row", b"", b"third"];
+        let mut run = NewHouseholdsRun::with_capacity(3);
+        assert!(run.is_empty());
+        let row_at: Vec<usize> = ids
+            .iter()
+            .zip(rows_of)
+            .map(|(id, row)| run.push(*id, row).expect("an entry"))
+            .collect();
+        assert!(NewHouseholdsRun::with_capacity(1)
+            .push(ids[0], &vec![0; usize::from(u16::MAX) + 1])
+            .is_none());
+        let run = run.finish();
+        let entries = new_households_entries(&run).expect("entries");
+        assert_eq!(entries.len(), 3);
+        for (((id, at, row), expected), row_at) in entries.iter().zip(rows_of).zip(&row_at) {
+            assert_eq!(*row, expected);
+            assert_eq!(*at as usize + 18, *row_at);
+            assert_eq!(new_household_row(&run, *at, *id).expect("read"), expected);
+        }
+        let first_at = entries[0].1;
+        assert!(matches!(
+            new_household_row(&run, first_at, ids[1]),
+            Err(RowError::NotInRun(_))
+        ));
+        for at in [0, 2, run.len() as u32, u32::MAX] {
+            assert!(new_household_row(&run, at, ids[0]).is_err(), "at {at}");
+        }
+        // Cut between entries, a run is a shorter run; cut inside one, it is damaged.
+        let ends: Vec<usize> = std::iter::once(1)
+            .chain(row_at.iter().zip(rows_of).map(|(at, row)| at + row.len()))
+            .collect();
+        for cut in 1..run.len() {
+            let read = new_households_entries(&run[..cut]);
+            match ends.iter().position(|end| *end == cut) {
+                Some(whole) => assert_eq!(read.expect("a shorter run").len(), whole),
+                None => assert!(read.is_err(), "cut at {cut}"),
+            }
+        }
+        let mut future = run.clone();
+        future[0] = 9;
+        assert!(matches!(
+            new_households_entries(&future),
+            Err(RowError::Format(9))
+        ));
+        assert!(matches!(
+            new_household_row(&future, first_at, ids[0]),
+            Err(RowError::Format(9))
+        ));
+        assert!(new_households_entries(&[]).is_err());
     }
 }
