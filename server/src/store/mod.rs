@@ -2,8 +2,10 @@
 //!
 //! Everything lives in one sled tree, keyed by hand (the `keys` module documents the layout),
 //! except the large rows, which sled refers to in the journal (`in_journal`). Reads go
-//! straight to the tree, and follow a reference when they meet one; a household the registry
-//! does not hold is known so from memory (`known_households`). Writes come only as a
+//! straight to the tree, and follow a reference when they meet one; where a household's row
+//! is (its own, or an entry of the run of new households' rows its creating commit wrote),
+//! and that the registry does not hold one, are known from memory (`known_households`).
+//! Writes come only as a
 //! `Commit`, built by the merge engine in memory
 //! under the server's single writer lock, applied with one atomic `apply_batch`
 //! (`Registry::commit_pending`) and made durable by a flush (`Registry::make_durable`) before
