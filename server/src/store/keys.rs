@@ -4,7 +4,7 @@
 //! | prefix | rest of the key                 | value                                   |
 //! |--------|---------------------------------|-----------------------------------------|
 //! | `h`    | household id (16)               | household row (without its fields)      |
-//! | `n`    | seq (u64)                       | the rows of the households a commit created, a run keyed by the commit's first change seq; an `h` row of the same household, written when it changes, supersedes its entry |
+//! | `n`    | seq (u64)                       | the rows of the households a commit created, a run keyed by the change seq of its first household; an `h` row of the same household, written when it changes, supersedes its entry |
 //! | `r`    | household id (16), rev (u32)    | revision row (with the full field map)  |
 //! | `c`    | seq (u64)                       | household ids (16 each) of that seq and the next ones: the change log, a run a commit |
 //! | `d`    | device id (16)                  | last applied mutation seq (u64)         |
@@ -63,7 +63,7 @@ pub(super) fn household(id: Uuid) -> Vec<u8> {
     key(HOUSEHOLD, &[id.as_bytes()])
 }
 
-/// The run of the households created by the commit whose first change seq is `seq`.
+/// The run of the households a commit created, the first of them changed at `seq`.
 pub(super) fn new_households(seq: u64) -> Vec<u8> {
     key(NEW_HOUSEHOLDS, &[&seq.to_be_bytes()])
 }

@@ -93,7 +93,9 @@ fn note(places: &mut FxHashMap<Uuid, Place>, id: Uuid, place: Place) {
     }
 }
 
-/// The households whose rows a write of `key` holds, and where. A removal holds none.
+/// The households whose rows a write of `key` holds, and where. A run's removal holds none; an
+/// `h` key is noted whatever is written under it (the map is a superset, and `h` rows are not
+/// removed).
 fn places_of(key: &[u8], value: Option<&[u8]>) -> Result<Vec<(Uuid, Place)>, StoreError> {
     let corrupt = |problem| StoreError::Corrupt {
         key: keys::show(key),

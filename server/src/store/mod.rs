@@ -403,8 +403,7 @@ impl Registry {
             .open()
             .map_err(open_error)?;
         let tree = db.open_tree("registry").map_err(open_error)?;
-        let journal = journaled::open_journal(dir, &db, &tree)?;
-        let rows_in_journal = in_journal::JournalRows::open(journal.path())?;
+        // Before the journal's replay, which would write to it.
         if let Some(layout) = tree.get(keys::LAYOUT).map_err(StoreError::Sled)? {
             let layout = rows::decode_u64(&layout).map_err(Self::corrupt(keys::LAYOUT))?;
             if layout > LAYOUT {
@@ -414,6 +413,8 @@ impl Registry {
                 )));
             }
         }
+        let journal = journaled::open_journal(dir, &db, &tree)?;
+        let rows_in_journal = in_journal::JournalRows::open(journal.path())?;
         // After the journal's replay: the rows it brought back are in the tree.
         let known_households = known_households::KnownHouseholds::read(&tree)?;
         Ok(Registry {
@@ -1015,12 +1016,13 @@ impl Registry {
                 batch.insert(keys::revision(id, rev), row);
             }
         }
-        // The run of the households this commit creates, keyed by the first one's change seq,
-        // and the references its rows hold: where in the run, and to which write.
+        // The run of the households this commit creates, keyed by the change seq of the first
+        // (a seq names one change of one household, so no other run has it), and the
+        // references its rows hold: where in the run, and to which write.
         let created_count = commit
             .households
             .iter()
-            .filter(|household| household.rev == 1)
+            .filter(|household| household.rev == 1 && current_writes.contains_key(&household.id))
             .count();
         let mut new_run: Option<(rows::NewHouseholdsRun, Vec<u8>)> = None;
         let mut run_references: Vec<(usize, usize)> = Vec::with_capacity(created_count);
