@@ -81,15 +81,12 @@ pub(super) fn places_in(tree: &sled::Tree) -> Result<FxHashMap<Uuid, Place>, Sto
     Ok(places)
 }
 
-/// Records where a household's row is: its own row wins over a run's entry.
+/// Records where a household's row is: its own row wins over a run's entry, and a later run's
+/// entry over an earlier one's (there is one only when a batch noted here was then not
+/// written; runs are read in the order they were written).
 fn note(places: &mut FxHashMap<Uuid, Place>, id: Uuid, place: Place) {
-    match place {
-        Place::Row => {
-            places.insert(id, Place::Row);
-        }
-        Place::InRun { .. } => {
-            places.entry(id).or_insert(place);
-        }
+    if place == Place::Row || places.get(&id) != Some(&Place::Row) {
+        places.insert(id, place);
     }
 }
 
@@ -154,6 +151,18 @@ mod tests {
             None,
             "a revision row is no household row"
         );
+        // A later run's entry of the same household (only after a batch noted and not written)
+        // wins over the earlier one's, as it does when the runs are read in order on open.
+        let mut batch = JournaledBatch::default();
+        let mut run = rows::NewHouseholdsRun::with_capacity(1);
+        run.push(in_run, &[7]).expect("an entry");
+        batch.insert(keys::new_households(8), run.finish());
+        registry.apply_journaled(batch).expect("apply");
+        registry.flush().expect("flush");
+        assert_eq!(
+            registry.known_households.place(in_run),
+            Some(Place::InRun { run: 8, at: 1 })
+        );
         drop(registry);
         // A record journaled and never applied to the tree (a crash before the flush).
         let mut run = rows::NewHouseholdsRun::with_capacity(1);
@@ -188,7 +197,7 @@ mod tests {
         );
         assert_eq!(
             registry.known_households.place(in_run),
-            Some(Place::InRun { run: 7, at: 1 })
+            Some(Place::InRun { run: 8, at: 1 })
         );
         assert_eq!(
             registry.known_households.place(replayed_in_run),
