@@ -48,7 +48,7 @@ impl KnownHouseholds {
         // Read before the lock is taken: a run's entries are known from its bytes alone.
         let mut noted = Vec::new();
         for (key, value) in writes {
-            noted.extend(places_of(key, value.as_deref())?);
+            places_of(key, value.as_deref(), |id, place| noted.push((id, place)))?;
         }
         let mut places = self.0.write().unwrap_or_else(PoisonError::into_inner);
         for (id, place) in noted {
@@ -73,9 +73,7 @@ pub(super) fn places_in(tree: &sled::Tree) -> Result<FxHashMap<Uuid, Place>, Sto
     for prefix in [keys::HOUSEHOLD, keys::NEW_HOUSEHOLDS] {
         for entry in tree.scan_prefix([prefix]) {
             let (key, value) = entry?;
-            for (id, place) in places_of(&key, Some(&value))? {
-                note(&mut places, id, place);
-            }
+            places_of(&key, Some(&value), |id, place| note(&mut places, id, place))?;
         }
     }
     Ok(places)
@@ -90,10 +88,14 @@ fn note(places: &mut FxHashMap<Uuid, Place>, id: Uuid, place: Place) {
     }
 }
 
-/// The households whose rows a write of `key` holds, and where. A run's removal holds none; an
-/// `h` key is noted whatever is written under it (the map is a superset, and `h` rows are not
-/// removed).
-fn places_of(key: &[u8], value: Option<&[u8]>) -> Result<Vec<(Uuid, Place)>, StoreError> {
+/// Tells `found` the households whose rows a write of `key` holds, and where. A run's removal
+/// holds none; an `h` key is noted whatever is written under it (the map is a superset, and
+/// `h` rows are not removed).
+fn places_of(
+    key: &[u8],
+    value: Option<&[u8]>,
+    mut found: impl FnMut(Uuid, Place),
+) -> Result<(), StoreError> {
     let corrupt = |problem| StoreError::Corrupt {
         key: keys::show(key),
         problem,
@@ -101,18 +103,17 @@ fn places_of(key: &[u8], value: Option<&[u8]>) -> Result<Vec<(Uuid, Place)>, Sto
     match (key.first(), value) {
         (Some(&keys::HOUSEHOLD), _) => {
             let id = keys::uuid_at(key, 1).ok_or(corrupt(rows::RowError::Truncated))?;
-            Ok(vec![(id, Place::Row)])
+            found(id, Place::Row);
         }
         (Some(&keys::NEW_HOUSEHOLDS), Some(run_bytes)) => {
             let run = keys::u64_at(key, 1).ok_or(corrupt(rows::RowError::Truncated))?;
-            Ok(rows::new_households_entries(run_bytes)
-                .map_err(corrupt)?
-                .into_iter()
-                .map(|(id, at, _)| (id, Place::InRun { run, at }))
-                .collect())
+            for (id, at, _) in rows::new_households_entries(run_bytes).map_err(corrupt)? {
+                found(id, Place::InRun { run, at });
+            }
         }
-        _ => Ok(Vec::new()),
+        _ => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1016,22 +1016,25 @@ impl Registry {
                 batch.insert(keys::revision(id, rev), row);
             }
         }
+        // A household whose first revision this commit writes is new.
+        let is_created = |household: &StoredHousehold| {
+            household.rev == 1 && current_writes.contains_key(&household.id)
+        };
         // The run of the households this commit creates, keyed by the change seq of the first
         // (a seq names one change of one household, so no other run has it), and the
         // references its rows hold: where in the run, and to which write.
-        let created_count = commit
-            .households
-            .iter()
-            .filter(|household| household.rev == 1 && current_writes.contains_key(&household.id))
-            .count();
-        let mut new_run: Option<(rows::NewHouseholdsRun, Vec<u8>)> = None;
+        let created_count = commit.households.iter().filter(|h| is_created(h)).count();
+        let run_key = (commit.households.iter())
+            .find(|h| is_created(h))
+            .map(|first| keys::new_households(first.last_seq));
+        let mut new_run = rows::NewHouseholdsRun::with_capacity(created_count);
         let mut run_references: Vec<(usize, usize)> = Vec::with_capacity(created_count);
         for household in &commit.households {
             let key = keys::household(household.id);
             // What the household row refers to now, if anything (a format-2 row refers to
-            // nothing: its current revision is an `r` row already). A household whose first
-            // revision this commit writes is new: it has no row to read.
-            let created = household.rev == 1 && current_writes.contains_key(&household.id);
+            // nothing: its current revision is an `r` row already). A new household has no
+            // row to read.
+            let created = is_created(household);
             let before = if created {
                 None
             } else {
@@ -1050,18 +1053,11 @@ impl Registry {
                     let at = row.len() - placeholder.len();
                     // A household created here joins the commit's run (one sled entry for
                     // them all); a row too long for a run's entry is written on its own.
-                    let in_run = created
-                        .then(|| {
-                            let (run, _) = new_run.get_or_insert_with(|| {
-                                let run_key = keys::new_households(household.last_seq);
-                                (
-                                    rows::NewHouseholdsRun::with_capacity(created_count),
-                                    run_key,
-                                )
-                            });
-                            run.push(household.id, &row)
-                        })
-                        .flatten();
+                    let in_run = if created {
+                        new_run.push(household.id, &row)
+                    } else {
+                        None
+                    };
                     match in_run {
                         Some(row_at) => run_references.push((row_at + at, write)),
                         None => batch.insert_referring(key, row, at, write),
@@ -1083,8 +1079,8 @@ impl Registry {
                 }
             }
         }
-        if let Some((run, run_key)) = new_run.filter(|(run, _)| !run.is_empty()) {
-            let index = batch.insert(run_key, run.finish());
+        if let (Some(run_key), false) = (run_key, new_run.is_empty()) {
+            let index = batch.insert(run_key, new_run.finish());
             for (at, write) in run_references {
                 batch.refer(index, at, write);
             }

@@ -292,11 +292,7 @@ pub(super) type RunEntry<'a> = (Uuid, u32, &'a [u8]);
 
 /// The entries of a run of new households' rows.
 pub(super) fn new_households_entries(run: &[u8]) -> Result<Vec<RunEntry<'_>>, RowError> {
-    let mut rest = match run.split_first() {
-        Some((&NEW_HOUSEHOLDS_FORMAT, rest)) => rest,
-        Some((&other, _)) => return Err(RowError::Format(other)),
-        None => return Err(RowError::Truncated),
-    };
+    let mut rest = run_entries(run)?;
     let mut entries = Vec::new();
     while !rest.is_empty() {
         let at = u32::try_from(run.len() - rest.len()).map_err(|_| RowError::Truncated)?;
@@ -309,11 +305,7 @@ pub(super) fn new_households_entries(run: &[u8]) -> Result<Vec<RunEntry<'_>>, Ro
 
 /// The row of household `id` in a run, from the entry that begins at byte `at`.
 pub(super) fn new_household_row(run: &[u8], at: u32, id: Uuid) -> Result<&[u8], RowError> {
-    if run.first() != Some(&NEW_HOUSEHOLDS_FORMAT) {
-        return Err(run
-            .first()
-            .map_or(RowError::Truncated, |&f| RowError::Format(f)));
-    }
+    run_entries(run)?;
     let entry = usize::try_from(at)
         .ok()
         .filter(|&at| at > 0)
@@ -325,21 +317,26 @@ pub(super) fn new_household_row(run: &[u8], at: u32, id: Uuid) -> Result<&[u8], 
     }
 }
 
+/// A run's entries, after its format byte, checked.
+fn run_entries(run: &[u8]) -> Result<&[u8], RowError> {
+    match run.split_first() {
+        Some((&NEW_HOUSEHOLDS_FORMAT, entries)) => Ok(entries),
+        Some((&other, _)) => Err(RowError::Format(other)),
+        None => Err(RowError::Truncated),
+    }
+}
+
 /// An entry's id and row, and the bytes after it.
 fn run_entry(bytes: &[u8]) -> Result<(Uuid, &[u8], &[u8]), RowError> {
-    let id: [u8; 16] = bytes
-        .get(..16)
-        .ok_or(RowError::Truncated)?
-        .try_into()
-        .map_err(|_| RowError::Truncated)?;
-    let len: [u8; 2] = bytes
-        .get(16..18)
-        .ok_or(RowError::Truncated)?
-        .try_into()
-        .map_err(|_| RowError::Truncated)?;
-    let end = 18 + usize::from(u16::from_be_bytes(len));
-    let row = bytes.get(18..end).ok_or(RowError::Truncated)?;
-    Ok((Uuid::from_bytes(id), row, &bytes[end..]))
+    // An entry has no format byte of its own: the run's is checked.
+    let mut reader = RowReader {
+        rest: bytes,
+        format: FORMAT,
+    };
+    let id = reader.uuid()?;
+    let len = u16::from_be_bytes(reader.array()?);
+    let row = reader.take(usize::from(len))?;
+    Ok((id, row, reader.rest))
 }
 
 pub(super) fn decode_household_row(
