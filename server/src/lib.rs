@@ -105,12 +105,15 @@ impl AppState {
     ) -> Result<AppState, StoreError> {
         let registry = Arc::new(Registry::open(data_dir)?);
         let auth = Arc::new(auth::Auth::open(&registry, auth::AuthConfig::default())?);
+        let reference = Arc::new(reference);
+        // Revisions keep their classifications as decisions, rebuilt with this data on read.
+        registry.keep_reference(&reference)?;
         Ok(AppState {
             registry,
             writer: Arc::new(Mutex::new(())),
             pushing: Arc::default(),
             push_work: Arc::new(Semaphore::new(pushes_worked_at_once())),
-            reference: Arc::new(RwLock::new(Arc::new(reference))),
+            reference: Arc::new(RwLock::new(reference)),
             auth,
         })
     }
@@ -154,6 +157,7 @@ impl AppState {
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
             let reference = Arc::new(reference);
+            state.registry.keep_reference(&reference)?;
             *state
                 .reference
                 .write()

@@ -14,6 +14,7 @@
 //! | `j`    | device id (16), seq (u64)       | rejected mutation row                   |
 //! | `k`    | household id (16), rev (u32), n (u32) | classification record `n` of that revision, 1… by recomputations (record 0, made with it, is in the revision row; format-2 registries have it here) |
 //! | `m`    | counter name                    | u64                                     |
+//! | `e`    | reference-data fingerprint (16 hex) | the reference texts: kept for the decisions made with them, whose texts are rebuilt on read |
 //! | `v`    | household id (16), rev (u32)    | journal only, never in sled: the row of a household's current revision, which its `h` row refers to |
 //!
 //! sled spends about 240 bytes of disk on every entry, however small, and about 10 µs of CPU
@@ -36,6 +37,7 @@ pub(super) const CONFLICT: u8 = b'x';
 pub(super) const CONFLICT_BY_HOUSEHOLD: u8 = b'y';
 pub(super) const REJECTED: u8 = b'j';
 pub(super) const CLASSIFICATION: u8 = b'k';
+pub(super) const REFERENCE_DATA: u8 = b'e';
 pub(super) const CURRENT_REVISION: u8 = b'v';
 
 // Counters live under the prefix `m`.
@@ -57,6 +59,13 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(part);
     }
     out
+}
+
+pub(super) fn reference_data(fingerprint: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + fingerprint.len());
+    key.push(REFERENCE_DATA);
+    key.extend_from_slice(fingerprint.as_bytes());
+    key
 }
 
 pub(super) fn household(id: Uuid) -> Vec<u8> {

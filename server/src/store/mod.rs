@@ -27,6 +27,7 @@ mod in_journal;
 mod journaled;
 mod keys;
 mod known_households;
+mod references;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -355,9 +356,11 @@ pub struct ChangePage {
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The layout of the registry tree this build writes: 2 adds the runs of new households' rows
-/// (`n`, see `keys`). A registry that a later layout was written to is refused at open, since
-/// this build would miss what it cannot read. (Builds before layout 2 do not check.)
-const LAYOUT: u64 = 2;
+/// (`n`, see `keys`), 3 the classifications kept as decisions and the reference data they
+/// were made with (`e`, see `references`). A registry that a later layout was written to is
+/// refused at open, since this build would miss what it cannot read. (Builds before layout 2
+/// do not check.)
+const LAYOUT: u64 = 3;
 
 /// The canonical household registry.
 pub struct Registry {
@@ -380,6 +383,8 @@ pub struct Registry {
     /// Which households have a row, and where, without asking the tree (see
     /// `known_households`).
     known_households: known_households::KnownHouseholds,
+    /// The reference data classifications were made with, by fingerprint (see `references`).
+    references: references::KeptReferences,
 }
 
 impl std::fmt::Debug for Registry {
@@ -417,6 +422,7 @@ impl Registry {
         let rows_in_journal = in_journal::JournalRows::open(journal.path())?;
         // After the journal's replay: the rows it brought back are in the tree.
         let known_households = known_households::KnownHouseholds::read(&tree)?;
+        let references = references::KeptReferences::read(&tree)?;
         Ok(Registry {
             db,
             tree,
@@ -427,6 +433,7 @@ impl Registry {
             journal: std::sync::Mutex::new(journal),
             rows_in_journal,
             known_households,
+            references,
         })
     }
 
@@ -585,7 +592,7 @@ impl Registry {
         let (key, row) = self.current_revision_bytes(id, meta.rev, current.as_ref())?;
         let revision = Self::decode_revision_row(&key, &row, classified)?;
         let classification = if classified {
-            self.latest_classification(id, meta.rev, revision.classification)?
+            self.latest_classification(id, meta.rev, revision.classification, &revision.fields)?
                 .map(|record| record.classification)
         } else {
             None
@@ -682,6 +689,8 @@ impl Registry {
 
     /// A revision from its row, with its latest classification record.
     fn revision_of(&self, id: Uuid, rev: u32, row: RevisionRow) -> Result<Revision, StoreError> {
+        let classification =
+            self.latest_classification(id, rev, row.classification, &row.fields)?;
         Ok(Revision {
             rev,
             fields: row.fields,
@@ -689,7 +698,7 @@ impl Registry {
             mutation_seq: row.mutation_seq,
             at_ms: row.at_ms,
             why: row.why,
-            classification: self.latest_classification(id, rev, row.classification)?,
+            classification,
         })
     }
 
@@ -699,23 +708,40 @@ impl Registry {
         id: Uuid,
         rev: u32,
     ) -> Result<Option<ClassificationRecord>, StoreError> {
-        let made_with = self.classification_made_with(id, rev)?;
-        self.latest_classification(id, rev, made_with)
+        if let Some(latest) = self.latest_recomputed(id, rev)? {
+            return Ok(Some(latest));
+        }
+        self.classification_made_with(id, rev)
     }
 
-    /// The latest recomputed record of a revision (a `k` row), or else `made_with`, the record
-    /// its row holds.
+    /// The latest recomputed record of a revision (a `k` row), or else the record its row
+    /// holds (`made_with`), rebuilt from `fields` when it is kept as a decision.
     fn latest_classification(
         &self,
         id: Uuid,
         rev: u32,
-        made_with: Option<ClassificationRecord>,
+        made_with: Option<rows::MadeWith>,
+        fields: &FieldMap,
+    ) -> Result<Option<ClassificationRecord>, StoreError> {
+        if let Some(latest) = self.latest_recomputed(id, rev)? {
+            return Ok(Some(latest));
+        }
+        made_with
+            .map(|made_with| self.classification_record(made_with, fields))
+            .transpose()
+    }
+
+    /// The latest `k` row of a revision: the last recomputation's record.
+    fn latest_recomputed(
+        &self,
+        id: Uuid,
+        rev: u32,
     ) -> Result<Option<ClassificationRecord>, StoreError> {
         let Some(entry) = self
             .rows(self.tree.scan_prefix(keys::classifications_of(id, rev)))
             .next_back()
         else {
-            return Ok(made_with);
+            return Ok(None);
         };
         let (key, row) = entry?;
         rows::decode_classification(&row)
@@ -723,17 +749,33 @@ impl Registry {
             .map_err(Self::corrupt(&key))
     }
 
-    /// The classification record a revision's row holds (record 0), read without its fields.
+    /// The classification record a revision's row holds (record 0), its fields read only to
+    /// rebuild the texts of a decision.
     fn classification_made_with(
         &self,
         id: Uuid,
         rev: u32,
     ) -> Result<Option<ClassificationRecord>, StoreError> {
-        match self.revision_bytes(id, rev)? {
+        let Some((key, row)) = self.revision_bytes(id, rev)? else {
+            return Ok(None);
+        };
+        match rows::decode_revision_classification(&row).map_err(Self::corrupt(&key))? {
             None => Ok(None),
-            Some((key, row)) => {
-                rows::decode_revision_classification(&row).map_err(Self::corrupt(&key))
+            Some(rows::MadeWith::Record(record)) => Ok(Some(record)),
+            Some(decision) => {
+                let fields = Self::decode_revision_row(&key, &row, false)?.fields;
+                self.classification_record(decision, &fields).map(Some)
             }
+        }
+    }
+
+    /// Whether a revision's row holds a classification (record 0), read without its fields.
+    fn has_classification_made_with(&self, id: Uuid, rev: u32) -> Result<bool, StoreError> {
+        match self.revision_bytes(id, rev)? {
+            None => Ok(false),
+            Some((key, row)) => Ok(rows::decode_revision_classification(&row)
+                .map_err(Self::corrupt(&key))?
+                .is_some()),
         }
     }
 
@@ -771,7 +813,7 @@ impl Registry {
                 .next_back()
             {
                 // Record 0 is the one made with the revision, in its row when it has one.
-                None => u32::from(self.classification_made_with(*id, *rev)?.is_some()),
+                None => u32::from(self.has_classification_made_with(*id, *rev)?),
                 Some(entry) => {
                     let (key, _) = entry?;
                     let last = keys::u32_at(&key, 21).ok_or_else(|| StoreError::Corrupt {
@@ -995,6 +1037,23 @@ impl Registry {
     /// returns.
     pub(crate) fn commit_pending(&self, commit: Commit) -> Result<u64, StoreError> {
         self.check_healthy()?;
+        // A revision keeps its classification as a decision whose texts are rebuilt with the
+        // reference data it names: that data must be kept first (`references`).
+        let mut checked: Option<&str> = None;
+        for (id, revision) in &commit.revisions {
+            let Some(record) = &revision.revision().classification else {
+                continue;
+            };
+            if checked != Some(record.reference.as_str()) {
+                if !self.keeps_reference(&record.reference) {
+                    return Err(StoreError::Inconsistent(format!(
+                        "household {id} was classified with reference data {} that the registry does not keep: keep it first (Registry::keep_reference)",
+                        record.reference
+                    )));
+                }
+                checked = Some(record.reference.as_str());
+            }
+        }
         let mut batch = journaled::JournaledBatch::default();
         // A household's current revision goes to the journal only, and its household row
         // refers to it there; a revision superseded within this commit is an `r` row. Either
@@ -1343,7 +1402,9 @@ mod tests {
         let mut batch = journaled::JournaledBatch::default();
         batch.insert(
             keys::revision(in_row, 1),
-            rows::encode_revision(&revision(Some(classification_record(10)))),
+            rows::encode_revision(&revision(Some(rows::MadeWith::Record(
+                classification_record(10),
+            )))),
         );
         // Format 2: the revision row without the record, the record under `k` number 0.
         let mut old = rows::encode_revision(&revision(None));
@@ -1389,21 +1450,68 @@ mod tests {
         }
     }
 
+    /// The reference data the merge engine would classify with, parsed once.
+    fn embedded_reference() -> std::sync::Arc<protocol::reference::ReferenceData> {
+        static REFERENCE: std::sync::OnceLock<std::sync::Arc<protocol::reference::ReferenceData>> =
+            std::sync::OnceLock::new();
+        std::sync::Arc::clone(REFERENCE.get_or_init(|| {
+            std::sync::Arc::new(
+                protocol::reference::ReferenceData::embedded().expect("embedded reference"),
+            )
+        }))
+    }
+
+    /// A registry that keeps the embedded reference data, as `AppState` opens one: the
+    /// revisions of these tests are classified with it.
+    fn open_keeping(dir: &Path) -> Registry {
+        let registry = Registry::open(dir).expect("open");
+        registry
+            .keep_reference(&embedded_reference())
+            .expect("keep the reference data");
+        registry
+    }
+
+    /// A household of two at address number `n`: rural, income 1,200,000, the head without
+    /// health insurance in a makeshift house of 10 m² (poor).
+    fn household_numbered(n: u32) -> Household {
+        serde_json::from_value(serde_json::json!({
+            "id": Uuid::from_u128(7),
+            "round": {"year": 2025, "kind": "periodic"},
+            "commune_code": "00640", "village": "Thôn Đông", "address": format!("Số {n}, thôn Đông"),
+            "head_member_id": "01900000-0000-7000-8000-000000000001",
+            "members": [
+                {"id": "01900000-0000-7000-8000-000000000001", "full_name": "Nguyễn Văn A",
+                 "sex": "male", "date_of_birth": "1991-01-15", "relationship": "head",
+                 "health_insurance": false, "in_school": false,
+                 "qualification": "upper_secondary", "employment": "self_employed"},
+                {"id": "01900000-0000-7000-8000-000000000002", "full_name": "Trần Thị Bình",
+                 "sex": "female", "date_of_birth": "1993-03-02", "relationship": "spouse",
+                 "health_insurance": true, "in_school": false,
+                 "qualification": "upper_secondary", "employment": "self_employed"}
+            ],
+            "income": {"estimated_per_person_vnd": 1_200_000},
+            "dwelling": {"durability": "makeshift", "floor_area_m2": 10}
+        }))
+        .expect("valid household")
+    }
+
+    /// Revision `rev` of a household, classified with the embedded reference data as the merge
+    /// engine classifies (its row keeps the decision; a read rebuilds the rest).
     fn revision_numbered(rev: u32) -> Revision {
-        let fields: FieldMap = [(
-            "address".to_string(),
-            protocol::fields::FieldValue::Text(format!("Số {rev}, thôn Đông")),
-        )]
-        .into_iter()
-        .collect();
+        let household = household_numbered(rev);
+        let reference = embedded_reference();
         Revision {
             rev,
-            fields,
+            fields: protocol::fields::flatten(&household),
             device_id: Uuid::from_u128(9),
             mutation_seq: u64::from(rev),
             at_ms: i64::from(rev),
             why: RevisionCause::Mutation,
-            classification: Some(classification_record(i64::from(rev))),
+            classification: Some(ClassificationRecord {
+                classification: reference.classify(&household),
+                at_ms: i64::from(rev),
+                reference: reference.fingerprint().to_string(),
+            }),
         }
     }
 
@@ -1443,7 +1551,7 @@ mod tests {
     #[test]
     fn the_current_revision_is_referred_to_by_its_household_row() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let registry = Registry::open(dir.path()).expect("open");
+        let registry = open_keeping(dir.path());
         let id = Uuid::from_u128(1);
         let check = |registry: &Registry, revs: u32| {
             let history = registry.history(id).expect("history");
@@ -1544,6 +1652,101 @@ mod tests {
         check_old(&registry, 4);
     }
 
+    /// A revision's classification is kept as its decision. It reads back whole when its
+    /// record, classified again with the reference data it names, decides the same (the
+    /// tests above read every revision so); otherwise the decision stands and its texts say why
+    /// its reasons are missing. A commit classified with reference data the registry does
+    /// not keep is refused, and writes nothing.
+    #[test]
+    fn a_decision_reads_back_whole_or_says_why_its_reasons_are_missing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = open_keeping(dir.path());
+        let id = Uuid::from_u128(1);
+        let whole = revision_numbered(1)
+            .classification
+            .expect("classified")
+            .classification;
+        let mut unknown = revision_numbered(1);
+        if let Some(record) = unknown.classification.as_mut() {
+            record.reference = "00000000deadbeef".into();
+        }
+        let commit = Commit {
+            households: vec![stored_at(id, 1, 1)],
+            revisions: vec![(id, NewRevision::new(unknown.clone()))],
+            changes: vec![(1, id)],
+            head_seq: 1,
+            household_count: 1,
+            ..Commit::default()
+        };
+        let refused = registry.commit_pending(commit).expect_err("refused");
+        assert!(
+            refused.to_string().contains("00000000deadbeef"),
+            "{refused}"
+        );
+        assert_eq!(registry.household(id).expect("read"), None);
+        assert!(registry.is_healthy());
+
+        // Rows written around the check: one names reference data that is not kept, one holds
+        // a decision that classifying the record now does not make.
+        let mut changed = revision_numbered(2);
+        if let Some(record) = changed.classification.as_mut() {
+            record.classification.score_b += 10;
+        }
+        let mut batch = journaled::JournaledBatch::default();
+        batch.insert(
+            keys::revision(id, 1),
+            rows::encode_new_revision(&unknown, None),
+        );
+        batch.insert(
+            keys::revision(id, 2),
+            rows::encode_new_revision(&changed, None),
+        );
+        registry.apply_journaled(batch).expect("write");
+        let read = |rev| {
+            registry
+                .revision(id, rev)
+                .expect("read")
+                .expect("there")
+                .classification
+                .expect("classified")
+        };
+        let not_kept = read(1);
+        assert_eq!(not_kept.reference, "00000000deadbeef");
+        let reasons_missing = |classification: &Classification, why: &str| {
+            assert!(
+                classification.decided_by.contains(why),
+                "{}",
+                classification.decided_by
+            );
+            for deprivation in &classification.deprivations {
+                assert!(deprivation.reason.contains(why), "{}", deprivation.reason);
+            }
+        };
+        reasons_missing(&not_kept.classification, "is not kept");
+        let decision = |c: &Classification| {
+            (
+                c.class.clone(),
+                c.deprivations
+                    .iter()
+                    .map(|d| (d.indicator, d.members.clone()))
+                    .collect::<Vec<_>>(),
+                c.score_b,
+                c.standard_id.clone(),
+            )
+        };
+        assert_eq!(decision(&not_kept.classification), decision(&whole));
+        assert_eq!(whole.class, protocol::classify::PovertyClass::Poor);
+
+        let differs = read(2);
+        reasons_missing(&differs.classification, "classifies the record differently");
+        assert_eq!(differs.classification.score_b, whole.score_b + 10);
+        assert_eq!(
+            registry.classifications(id, 2).expect("read"),
+            vec![differs.clone()]
+        );
+        assert_eq!(registry.classification(id, 2).expect("read"), Some(differs));
+    }
+
     /// The households a commit creates share one sled entry, an `n` run of their rows, and each
     /// is read from it until it changes and gets an `h` row of its own, which wins. Where each
     /// row is survives a reopen and a rebuild, and a registry a later layout was written to is
@@ -1551,7 +1754,7 @@ mod tests {
     #[test]
     fn households_created_together_share_one_run_until_each_changes() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let registry = Registry::open(dir.path()).expect("open");
+        let registry = open_keeping(dir.path());
         let ids: Vec<Uuid> = (1..=5).map(Uuid::from_u128).collect();
         let seqs = 1..=ids.len() as u64;
         let commit = Commit {

@@ -18,12 +18,16 @@ use protocol::classify::Classification;
 use protocol::codec::{self, CodecError};
 use protocol::fields::{EncodedFields, FieldMap};
 use protocol::merge::ConflictField;
+use protocol::reference::ReferenceTexts;
 use protocol::sync::{Mutation, MutationOutcome, ReviewState};
 use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
 use super::in_journal::{Reference, REFERENCE_LEN};
 use super::{ClassificationRecord, ConflictRecord, RevisionCause};
+
+mod decision;
+pub(super) use decision::Decision;
 
 /// The row format this build writes: protocol values packed, outcomes in runs, a revision's
 /// first classification in its row.
@@ -181,6 +185,16 @@ impl<'a> RowReader<'a> {
     pub(super) fn blob(&mut self) -> Result<&'a [u8], RowError> {
         let len = self.u32()? as usize;
         self.take(len)
+    }
+
+    /// A list's length (u32), of items that take at least `bytes_each` bytes: a length the
+    /// bytes left cannot hold is refused before anything is allocated for it.
+    fn count(&mut self, bytes_each: usize) -> Result<usize, RowError> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(bytes_each) > self.rest.len() {
+            return Err(RowError::Truncated);
+        }
+        Ok(count)
     }
 
     pub(super) fn text(&mut self) -> Result<String, RowError> {
@@ -386,9 +400,33 @@ pub(super) struct RevisionRow {
     pub(super) mutation_seq: u64,
     pub(super) at_ms: i64,
     pub(super) why: RevisionCause,
-    /// The classification record made with the revision (record 0), which a format-3 row
-    /// holds after its fields; earlier rows left it to a `k` row of its own.
-    pub(super) classification: Option<ClassificationRecord>,
+    /// The classification made with the revision (record 0), which a format-3 row holds after
+    /// its fields; earlier rows left it to a `k` row of its own.
+    pub(super) classification: Option<MadeWith>,
+}
+
+/// The classification made with a revision, as its row holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum MadeWith {
+    /// The whole record: rows written before decisions were.
+    Record(ClassificationRecord),
+    /// Its decision ([`Decision`]), whose texts the registry rebuilds on read.
+    Decision {
+        at_ms: i64,
+        reference: String,
+        decision: Decision,
+    },
+}
+
+impl MadeWith {
+    /// The decision of `record`, as the merge engine writes a revision's classification.
+    pub(super) fn decision_of(record: &ClassificationRecord) -> MadeWith {
+        MadeWith::Decision {
+            at_ms: record.at_ms,
+            reference: record.reference.clone(),
+            decision: Decision::of(&record.classification),
+        }
+    }
 }
 
 fn cause_tag(why: RevisionCause) -> u8 {
@@ -447,7 +485,11 @@ pub(super) fn encode_new_revision(
             Some(packed) => RevisionFields::Packed(packed),
             None => RevisionFields::Map(&revision.fields),
         },
-        revision.classification.as_ref(),
+        revision
+            .classification
+            .as_ref()
+            .map(MadeWith::decision_of)
+            .as_ref(),
     )
 }
 
@@ -459,18 +501,19 @@ enum RevisionFields<'a> {
     Packed(&'a [u8]),
 }
 
-/// A revision row: its maker, its fields and, in format 3, a flag and the classification
-/// record made with it (one row where there were two: sled spends about 240 bytes of disk on
-/// every entry).
+/// A revision row: its maker, its fields and, in format 3, a tag and the classification
+/// made with it (one row where there were two: sled spends about 240 bytes of disk on every
+/// entry). The tag is 0 for none, 1 for a whole record, 2 for a decision.
 fn write_revision(
     device_id: Uuid,
     mutation_seq: u64,
     at_ms: i64,
     why: RevisionCause,
     fields: RevisionFields<'_>,
-    classification: Option<&ClassificationRecord>,
+    classification: Option<&MadeWith>,
 ) -> Vec<u8> {
-    // The maker and the flag, the packed fields, and a classification packs to about 160.
+    // The maker and the tag, the packed fields, and a classification: a whole one packs to
+    // about 160 bytes, a decision takes about 60.
     let expected =
         64 + match fields {
             RevisionFields::Map(_) => 640,
@@ -487,7 +530,12 @@ fn write_revision(
     };
     match classification {
         None => row.u8(0),
-        Some(record) => write_classification(row.u8(1), record),
+        Some(MadeWith::Record(record)) => write_classification(row.u8(1), record),
+        Some(MadeWith::Decision {
+            at_ms,
+            reference,
+            decision,
+        }) => decision::write(row.u8(2).i64(*at_ms).blob(reference.as_bytes()), decision),
     }
     .finish()
 }
@@ -499,11 +547,9 @@ fn past_revision_maker(row: &[u8]) -> Result<RowReader<'_>, RowError> {
     Ok(reader)
 }
 
-/// The classification record a revision row holds, read without its fields; `None` for a row
-/// that holds none (made before classifications, or before they moved into the row).
-pub(super) fn decode_revision_classification(
-    row: &[u8],
-) -> Result<Option<ClassificationRecord>, RowError> {
+/// The classification a revision row holds, read without its fields; `None` for a row that
+/// holds none (made before classifications, or before they moved into the row).
+pub(super) fn decode_revision_classification(row: &[u8]) -> Result<Option<MadeWith>, RowError> {
     let mut reader = past_revision_maker(row)?;
     reader.blob()?;
     let record = made_with(&mut reader, true)?;
@@ -511,23 +557,30 @@ pub(super) fn decode_revision_classification(
     Ok(record)
 }
 
-/// The classification record a format-3 revision row holds after its fields, decoded when
-/// `decode` (else skipped, and `None`).
-fn made_with(
-    reader: &mut RowReader<'_>,
-    decode: bool,
-) -> Result<Option<ClassificationRecord>, RowError> {
+/// The classification a format-3 revision row holds after its fields, decoded when `decode`
+/// (else skipped, and `None`).
+fn made_with(reader: &mut RowReader<'_>, decode: bool) -> Result<Option<MadeWith>, RowError> {
     if reader.format != FORMAT {
         return Ok(None);
     }
     match reader.u8()? {
         0 => Ok(None),
-        1 if decode => read_classification(reader).map(Some),
+        1 if decode => read_classification(reader).map(|record| Some(MadeWith::Record(record))),
         1 => {
             reader.i64()?;
             reader.blob()?;
             reader.blob()?;
             Ok(None)
+        }
+        2 => {
+            let at_ms = reader.i64()?;
+            let reference = reader.text()?;
+            let decision = decision::read(reader)?;
+            Ok(decode.then_some(MadeWith::Decision {
+                at_ms,
+                reference,
+                decision,
+            }))
         }
         tag => Err(RowError::Tag {
             what: "the classification made with a revision",
@@ -709,6 +762,18 @@ fn read_classification(reader: &mut RowReader<'_>) -> Result<ClassificationRecor
         at_ms,
         reference,
     })
+}
+
+/// Reference data kept by its fingerprint: its texts, as the codec writes them, packed.
+pub(super) fn encode_reference_texts(texts: &ReferenceTexts) -> Vec<u8> {
+    RowWriter::new().protocol(texts).finish()
+}
+
+pub(super) fn decode_reference_texts(row: &[u8]) -> Result<ReferenceTexts, RowError> {
+    let mut reader = RowReader::new(row)?;
+    let texts = reader.protocol()?;
+    reader.finish()?;
+    Ok(texts)
 }
 
 pub(super) fn encode_u64(value: u64) -> [u8; 8] {
@@ -930,7 +995,7 @@ mod tests {
     /// The revision row that created `household`, holding `classification`.
     fn created(
         household: &protocol::household::Household,
-        classification: Option<ClassificationRecord>,
+        classification: Option<MadeWith>,
     ) -> RevisionRow {
         RevisionRow {
             fields: protocol::fields::flatten(household),
@@ -1002,12 +1067,12 @@ mod tests {
         }
 
         // A revision row holding the record made with it.
-        let revision = created(&household, Some(record.clone()));
+        let revision = created(&household, Some(MadeWith::Record(record.clone())));
         let row = encode_revision(&revision);
         assert_eq!(decode_revision(&row).ok(), Some(revision.clone()));
         assert_eq!(
             decode_revision_classification(&row).ok(),
-            Some(Some(record))
+            Some(Some(MadeWith::Record(record.clone())))
         );
         let unclassified = RevisionRow {
             classification: None,
@@ -1036,8 +1101,93 @@ mod tests {
         let without = encode_revision(&unclassified);
         let mut format_2 = without[..without.len() - 1].to_vec();
         format_2[0] = FORMAT_PACKED;
-        assert_eq!(decode_revision(&format_2).ok(), Some(unclassified));
+        assert_eq!(decode_revision(&format_2).ok(), Some(unclassified.clone()));
         assert_eq!(decode_revision_classification(&format_2).ok(), Some(None));
+
+        // The same revision as the merge engine writes it: the classification kept as its
+        // decision, a fraction of the bytes.
+        let decided = MadeWith::decision_of(&record);
+        let row = encode_new_revision(
+            &super::super::Revision {
+                rev: 1,
+                fields: revision.fields.clone(),
+                device_id: revision.device_id,
+                mutation_seq: revision.mutation_seq,
+                at_ms: revision.at_ms,
+                why: revision.why,
+                classification: Some(record.clone()),
+            },
+            None,
+        );
+        let whole = encode_revision(&revision);
+        assert!(
+            row.len() + 80 < whole.len(),
+            "a decision takes {} bytes of the row, a whole record {}",
+            row.len() - without.len(),
+            whole.len() - without.len()
+        );
+        let with_decision = RevisionRow {
+            classification: Some(decided.clone()),
+            ..unclassified.clone()
+        };
+        assert_eq!(decode_revision(&row).ok(), Some(with_decision));
+        assert_eq!(
+            decode_revision_classification(&row).ok(),
+            Some(Some(decided.clone()))
+        );
+        assert_eq!(decode_revision_unclassified(&row).ok(), Some(unclassified));
+        assert_eq!(
+            decode_revision_fields_encoded(&row).ok(),
+            Some(EncodedFields::encode(&revision.fields))
+        );
+        for cut in 0..row.len() {
+            assert!(decode_revision(&row[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_revision_classification(&row[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let MadeWith::Decision { decision, .. } = decided else {
+            panic!("a decision");
+        };
+        assert!(decision.is_made_by(&record.classification));
+        let mut other = record.classification.clone();
+        other.score_b += 10;
+        assert!(!decision.is_made_by(&other));
+        let mut other = record.classification.clone();
+        other.deprivations[0].members.pop();
+        assert!(!decision.is_made_by(&other));
+        // Texts are not part of the decision.
+        let mut reworded = record.classification.clone();
+        reworded.decided_by = "khác / other".into();
+        assert!(decision.is_made_by(&reworded));
+        let stand_in = decision.clone().without_reasons("lý do", "why");
+        assert!(decision.is_made_by(&stand_in));
+        assert!(
+            stand_in.decided_by.contains("why"),
+            "{}",
+            stand_in.decided_by
+        );
+        // An unknown class or indicator tag is an error, not a guess.
+        // Past the tag (where an unclassified row ends), the time and the reference, the
+        // decision starts with the standard (a flag and a text) and the date (6 bytes), then
+        // its class.
+        let decision_at = without.len() + 8 + 4 + record.reference.len();
+        let standard = record.classification.standard_id.as_deref().unwrap_or("");
+        let class_at = decision_at + 1 + 4 + standard.len() + 6;
+        let mut damaged = row.clone();
+        damaged[class_at] = 9;
+        assert!(
+            matches!(
+                decode_revision(&damaged),
+                Err(RowError::Tag {
+                    what: "a decision's class",
+                    tag: 9
+                })
+            ),
+            "{:?}",
+            decode_revision(&damaged)
+        );
     }
 
     #[test]
