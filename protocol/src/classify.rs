@@ -78,8 +78,8 @@ use serde::{Deserialize, Serialize};
 use crate::areas::{AreaRegistry, Settlement};
 use crate::b1::{score_a, B1Tables};
 use crate::household::{Date, Household};
-use crate::indicators::assess;
-pub use crate::indicators::{Deprivation, IndicatorGap};
+use crate::indicators::assess_with;
+pub use crate::indicators::{Deprivation, IndicatorGap, Texts};
 use crate::standards::{Standard, StandardSet};
 
 /// The reference data a classification is made with.
@@ -170,15 +170,27 @@ pub struct Classification {
 
 /// Classifies a household. Pure and total: see the module documentation for the rule.
 pub fn classify(household: &Household, input: &ClassifyInput<'_>) -> Classification {
+    classify_with(household, input, Texts::Written)
+}
+
+/// [`classify`] without its texts: every reason, missing answer and the rule that decided left
+/// empty (lists keep their lengths), everything else the same. For a store that keeps only
+/// the decision and rebuilds the texts with [`classify`] when they are read: writing the texts
+/// is most of classifying.
+pub fn decide(household: &Household, input: &ClassifyInput<'_>) -> Classification {
+    classify_with(household, input, Texts::Left)
+}
+
+fn classify_with(household: &Household, input: &ClassifyInput<'_>, texts: Texts) -> Classification {
     let date = input.reference_date;
     let Some(standard) = input.standards.for_date(date) else {
         return Classification {
             standard_id: None,
             reference_date: date,
             class: PovertyClass::CannotClassify {
-                missing: vec![text!(
-                    "chuẩn nghèo áp dụng cho ngày {date} / a poverty standard in force on {date}"
-                )],
+                missing: vec![texts.make(|| {
+                    text!("chuẩn nghèo áp dụng cho ngày {date} / a poverty standard in force on {date}")
+                })],
             },
             deprivations: Vec::new(),
             not_assessed: Vec::new(),
@@ -187,12 +199,12 @@ pub fn classify(household: &Household, input: &ClassifyInput<'_>) -> Classificat
             score_b: 0,
             income_mode: None,
             rural_or_urban: None,
-            decided_by: text!(
+            decided_by: texts.make(|| text!(
                 "không có chuẩn nghèo nào áp dụng cho ngày {date} / no poverty standard applies on {date}"
-            ),
+            )),
         };
     };
-    let assessment = assess(household, standard, date);
+    let assessment = assess_with(household, standard, date, texts);
     let found = assessment.deprivations.len();
     let unknown = assessment.gaps.len();
     let points = standard.field_scoring.points_per_deprivation;
@@ -224,31 +236,44 @@ pub fn classify(household: &Household, input: &ClassifyInput<'_>) -> Classificat
         (settlement, mode) => {
             let mut missing = Vec::new();
             if let Err(error) = settlement {
-                missing.push(error.to_string());
+                missing.push(texts.make(|| error.to_string()));
             }
             if mode.is_none() {
-                missing.push(
+                missing.push(texts.make(|| {
                     "thu nhập bình quân đầu người ước tính hoặc câu trả lời phiếu B1 / an estimated income per person or the form B1 answers"
-                        .to_string(),
-                );
+                        .to_string()
+                }));
             }
             // The indicators matter too, unless the income is above every line.
             let above_every_line = estimated.is_some_and(|income| {
                 income > standard.income_line_vnd.rural && income > standard.income_line_vnd.urban
             });
             if !above_every_line {
-                missing.extend(gap_items(&out.not_assessed));
+                missing.extend(gap_items(&out.not_assessed, texts));
             }
-            let decided_by = text!(
-                "{sid}: thiếu dữ liệu mà quy tắc cần / {sid}: data the rule needs is missing"
-            );
+            let decided_by = texts.make(|| {
+                text!("{sid}: thiếu dữ liệu mà quy tắc cần / {sid}: data the rule needs is missing")
+            });
             return cannot(out, missing, decided_by);
         }
     };
+    let counts = Counts {
+        found,
+        unknown,
+        texts,
+    };
     match estimated {
-        Some(income) => by_income(out, household, standard, settlement, income, found, unknown),
-        None => by_score_a(out, household, input, standard, settlement, found, unknown),
+        Some(income) => by_income(out, household, standard, settlement, income, counts),
+        None => by_score_a(out, household, input, standard, settlement, counts),
     }
+}
+
+/// The deprivations found and the indicators not assessed, and whether texts are written.
+#[derive(Clone, Copy)]
+struct Counts {
+    found: usize,
+    unknown: usize,
+    texts: Texts,
 }
 
 fn by_income(
@@ -257,21 +282,22 @@ fn by_income(
     standard: &Standard,
     settlement: Settlement,
     income: u64,
-    found: usize,
-    unknown: usize,
+    counts: Counts,
 ) -> Classification {
+    let texts = counts.texts;
     let sid = standard.id.as_str();
     let (area_vi, area_en) = (settlement.label_vi(), settlement.label_en());
     let line = standard.income_line_vnd.get(settlement);
-    let (income_vi, income_en) = (vnd_vi(income), vnd_en(income));
-    let (line_vi, line_en) = (vnd_vi(line), vnd_en(line));
+    let (income_vi, income_en) = (texts.make(|| vnd_vi(income)), texts.make(|| vnd_en(income)));
+    let (line_vi, line_en) = (texts.make(|| vnd_vi(line)), texts.make(|| vnd_en(line)));
     if income <= line {
-        let premise_vi = text!("{sid}: thu nhập {income_vi} ≤ chuẩn nghèo {area_vi} {line_vi}");
-        let premise_en = text!("{sid}: income {income_en} ≤ {area_en} line {line_en}");
+        let premise_vi =
+            texts.make(|| text!("{sid}: thu nhập {income_vi} ≤ chuẩn nghèo {area_vi} {line_vi}"));
+        let premise_en =
+            texts.make(|| text!("{sid}: income {income_en} ≤ {area_en} line {line_en}"));
         return decide_by_deprivations(
             out,
-            found,
-            unknown,
+            counts,
             standard.deprivation_threshold.count,
             (premise_vi, premise_en),
             Counted::Deprivations,
@@ -291,25 +317,25 @@ fn by_income(
             } else {
                 ("", "")
             };
-            out.decided_by = text!(
+            out.decided_by = texts.make(|| text!(
                 "{sid}: chuẩn nghèo {area_vi} {line_vi} < thu nhập {income_vi} ≤ {} → hộ có mức sống trung bình{extra_vi} / {sid}: {area_en} line {line_en} < income {income_en} ≤ {} → average living standard{extra_en}",
                 vnd_vi(upper),
                 vnd_en(upper),
-            );
+            ));
         }
         Some(upper) => {
             out.class = PovertyClass::NotPoor;
-            out.decided_by = text!(
+            out.decided_by = texts.make(|| text!(
                 "{sid}: thu nhập {income_vi} > mức sống trung bình {area_vi} {} → hộ không nghèo / {sid}: income {income_en} > {area_en} average-living bound {} → not poor",
                 vnd_vi(upper),
                 vnd_en(upper),
-            );
+            ));
         }
         None => {
             out.class = PovertyClass::NotPoor;
-            out.decided_by = text!(
+            out.decided_by = texts.make(|| text!(
                 "{sid}: thu nhập {income_vi} > chuẩn nghèo {area_vi} {line_vi}; chuẩn này chưa có mức sống trung bình nên không xét → hộ không nghèo / {sid}: income {income_en} > {area_en} line {line_en}; this standard has no average-living band yet, so it was not assessed → not poor"
-            );
+            ));
         }
     }
     out
@@ -321,17 +347,18 @@ fn by_score_a(
     input: &ClassifyInput<'_>,
     standard: &Standard,
     settlement: Settlement,
-    found: usize,
-    unknown: usize,
+    counts: Counts,
 ) -> Classification {
+    let texts = counts.texts;
     let sid = standard.id.as_str();
     let Some(tables) = input.b1_tables else {
-        let mut missing = vec!["bảng điểm phiếu B1 / the form B1 point tables".to_string()];
-        missing.extend(gap_items(&out.not_assessed));
+        let mut missing =
+            vec![texts.make(|| "bảng điểm phiếu B1 / the form B1 point tables".to_string())];
+        missing.extend(gap_items(&out.not_assessed, texts));
         return cannot(
             out,
             missing,
-            text!("{sid}: chưa có bảng điểm B1 để tính điểm A / {sid}: no B1 point tables to compute score A"),
+            texts.make(|| text!("{sid}: chưa có bảng điểm B1 để tính điểm A / {sid}: no B1 point tables to compute score A")),
         );
     };
     let province = input
@@ -345,12 +372,14 @@ fn by_score_a(
     let score = match score {
         Ok(score) => score,
         Err(error) => {
-            let mut missing = vec![error.to_string()];
-            missing.extend(gap_items(&out.not_assessed));
+            let mut missing = vec![texts.make(|| error.to_string())];
+            missing.extend(gap_items(&out.not_assessed, texts));
             return cannot(
                 out,
                 missing,
-                text!("{sid}: chưa tính được điểm A / {sid}: score A cannot be computed"),
+                texts.make(|| {
+                    text!("{sid}: chưa tính được điểm A / {sid}: score A cannot be computed")
+                }),
             );
         }
     };
@@ -366,20 +395,19 @@ fn by_score_a(
     let (area_vi, area_en) = (settlement.label_vi(), settlement.label_en());
     if score > line {
         out.class = PovertyClass::NotPoor;
-        out.decided_by = text!(
+        out.decided_by = texts.make(|| text!(
             "{sid}: điểm A {score} > {line} ({area_vi}){sample_vi} → hộ không nghèo / {sid}: score A {score} > {line} ({area_en}){sample_en} → not poor"
-        );
+        ));
         return out;
     }
     let points = scoring.points_per_deprivation;
     // Score B ≥ threshold is "at least this many deprivations": ⌈threshold / points⌉.
     let needed = scoring.score_b_threshold.div_ceil(points.max(1));
-    let premise_vi = text!("{sid}: điểm A {score} ≤ {line} ({area_vi}){sample_vi}");
-    let premise_en = text!("{sid}: score A {score} ≤ {line} ({area_en}){sample_en}");
+    let premise_vi = texts.make(|| text!("{sid}: điểm A {score} ≤ {line} ({area_vi}){sample_vi}"));
+    let premise_en = texts.make(|| text!("{sid}: score A {score} ≤ {line} ({area_en}){sample_en}"));
     decide_by_deprivations(
         out,
-        found,
-        unknown,
+        counts,
         needed,
         (premise_vi, premise_en),
         Counted::ScoreB {
@@ -398,36 +426,44 @@ enum Counted {
 /// Poor or near-poor once income (or score A) is at or below the line.
 fn decide_by_deprivations(
     mut out: Classification,
-    found: usize,
-    unknown: usize,
+    counts: Counts,
     needed: u32,
     (premise_vi, premise_en): (String, String),
     counted: Counted,
 ) -> Classification {
+    let Counts {
+        found,
+        unknown,
+        texts,
+    } = counts;
     let (found32, most) = (count(found), count(found.saturating_add(unknown)));
     if found32 >= needed {
         out.class = PovertyClass::Poor;
-        let (vi, en) = comparison(&counted, found32, "≥", needed);
-        out.decided_by = text!("{premise_vi} và {vi} → hộ nghèo / {premise_en} and {en} → poor");
+        out.decided_by = texts.make(|| {
+            let (vi, en) = comparison(&counted, found32, "≥", needed);
+            text!("{premise_vi} và {vi} → hộ nghèo / {premise_en} and {en} → poor")
+        });
     } else if most < needed {
         out.class = PovertyClass::NearPoor;
-        let (vi, en) = comparison(&counted, found32, "<", needed);
-        let (note_vi, note_en) = if unknown > 0 {
-            (
-                text!(" (kể cả khi {unknown} chỉ số chưa đánh giá đều thiếu hụt)"),
-                text!(" (even if the {unknown} unassessed indicators were deprived)"),
+        out.decided_by = texts.make(|| {
+            let (vi, en) = comparison(&counted, found32, "<", needed);
+            let (note_vi, note_en) = if unknown > 0 {
+                (
+                    text!(" (kể cả khi {unknown} chỉ số chưa đánh giá đều thiếu hụt)"),
+                    text!(" (even if the {unknown} unassessed indicators were deprived)"),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            text!(
+                "{premise_vi} và {vi}{note_vi} → hộ cận nghèo / {premise_en} and {en}{note_en} → near-poor"
             )
-        } else {
-            (String::new(), String::new())
-        };
-        out.decided_by = text!(
-            "{premise_vi} và {vi}{note_vi} → hộ cận nghèo / {premise_en} and {en}{note_en} → near-poor"
-        );
+        });
     } else {
-        let missing = gap_items(&out.not_assessed);
-        let decided_by = text!(
+        let missing = gap_items(&out.not_assessed, texts);
+        let decided_by = texts.make(|| text!(
             "{premise_vi}; có {found} chỉ số thiếu hụt và {unknown} chỉ số chưa đánh giá được, nên chưa xác định nghèo hay cận nghèo / {premise_en}; {found} deprivations found and {unknown} indicators cannot be assessed, so poor versus near-poor is undecided"
-        );
+        ));
         return cannot(out, missing, decided_by);
     }
     out
@@ -457,15 +493,17 @@ fn cannot(mut out: Classification, missing: Vec<String>, decided_by: String) -> 
 }
 
 /// The missing answers of the unassessed indicators, each prefixed with its indicator.
-fn gap_items(gaps: &[IndicatorGap]) -> Vec<String> {
+fn gap_items(gaps: &[IndicatorGap], texts: Texts) -> Vec<String> {
     gaps.iter()
         .flat_map(|gap| {
             gap.missing.iter().map(move |item| {
-                text!(
-                    "[{} / {}] {item}",
-                    gap.indicator.label_vi(),
-                    gap.indicator.label_en()
-                )
+                texts.make(|| {
+                    text!(
+                        "[{} / {}] {item}",
+                        gap.indicator.label_vi(),
+                        gap.indicator.label_en()
+                    )
+                })
             })
         })
         .collect()

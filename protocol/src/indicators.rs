@@ -64,12 +64,42 @@ pub struct Assessment {
     pub gaps: Vec<IndicatorGap>,
 }
 
+/// Whether a classification's texts (reasons, what is missing, the rule that decided) are
+/// written, or left empty where only the decision is wanted: a store that keeps the decision
+/// and rebuilds the texts when they are read. Nothing else depends on them, so both give the
+/// same decision (`decide_is_classify_without_its_texts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Texts {
+    Written,
+    Left,
+}
+
+impl Texts {
+    /// `text()` when texts are written, else an empty string (which does not allocate).
+    pub(crate) fn make(self, text: impl FnOnce() -> String) -> String {
+        match self {
+            Texts::Written => text(),
+            Texts::Left => String::new(),
+        }
+    }
+}
+
 /// Derives every indicator of `standard` for `household` as of `reference_date`.
 pub fn assess(household: &Household, standard: &Standard, reference_date: Date) -> Assessment {
+    assess_with(household, standard, reference_date, Texts::Written)
+}
+
+/// [`assess`], its texts written or left empty.
+pub(crate) fn assess_with(
+    household: &Household,
+    standard: &Standard,
+    reference_date: Date,
+    texts: Texts,
+) -> Assessment {
     let mut out = Assessment::default();
     let people = people_of(household, reference_date);
     for spec in &standard.indicators {
-        match derive_for(household, &people, spec, &standard.working_age) {
+        match derive_for(household, &people, spec, &standard.working_age, texts) {
             Finding::Deprived(deprivation) => out.deprivations.push(deprivation),
             Finding::NotDeprived => out.not_deprived.push(spec.rule.id()),
             Finding::Unknown(gap) => out.gaps.push(gap),
@@ -86,7 +116,7 @@ pub fn derive(
     reference_date: Date,
 ) -> Finding {
     let people = people_of(household, reference_date);
-    derive_for(household, &people, spec, working_age)
+    derive_for(household, &people, spec, working_age, Texts::Written)
 }
 
 /// The household's members with their ages on `reference_date`, in member-id order, so that
@@ -109,8 +139,12 @@ fn derive_for(
     people: &[Person<'_>],
     spec: &IndicatorSpec,
     working_age: &WorkingAge,
+    texts: Texts,
 ) -> Finding {
-    let id = spec.rule.id();
+    let id = Indicator {
+        id: spec.rule.id(),
+        texts,
+    };
     let dwelling = &household.dwelling;
     match &spec.rule {
         IndicatorRule::Employment => per_member(id, people, |p| {
@@ -178,8 +212,8 @@ fn derive_for(
             if studying == Some(false) && qualification.is_some() {
                 let (vi, en) = qualification_label(band.requires);
                 return OwnedCheck::Deprived((
-                    text!("không đi học và chưa tốt nghiệp {vi}"),
-                    text!("not studying and has not completed {en}"),
+                    texts.make(|| text!("không đi học và chưa tốt nghiệp {vi}")),
+                    texts.make(|| text!("not studying and has not completed {en}")),
                 ));
             }
             let mut missing = Vec::new();
@@ -367,6 +401,13 @@ impl WorkingAge {
     }
 }
 
+/// The indicator a finding is about, and whether its texts are written.
+#[derive(Clone, Copy)]
+struct Indicator {
+    id: IndicatorId,
+    texts: Texts,
+}
+
 enum Check {
     Fine,
     Deprived((&'static str, &'static str)),
@@ -380,13 +421,15 @@ enum OwnedCheck {
 }
 
 fn per_member(
-    id: IndicatorId,
+    id: Indicator,
     people: &[Person<'_>],
     check: impl Fn(&Person<'_>) -> Check,
 ) -> Finding {
     per_member_owned(id, people, |p| match check(p) {
         Check::Fine => OwnedCheck::Fine,
-        Check::Deprived((vi, en)) => OwnedCheck::Deprived((vi.into(), en.into())),
+        Check::Deprived((vi, en)) => {
+            OwnedCheck::Deprived((id.texts.make(|| vi.into()), id.texts.make(|| en.into())))
+        }
         Check::Unknown(missing) => OwnedCheck::Unknown(missing),
     })
 }
@@ -394,7 +437,7 @@ fn per_member(
 /// "Some member is deprived": deprived as soon as one member is, unknown only if no member is
 /// and some member's answer is missing.
 fn per_member_owned(
-    id: IndicatorId,
+    id: Indicator,
     people: &[Person<'_>],
     check: impl Fn(&Person<'_>) -> OwnedCheck,
 ) -> Finding {
@@ -409,6 +452,7 @@ fn per_member_owned(
         // Who a member is is written only for a reason: most members are fine.
         match check(person) {
             OwnedCheck::Fine => {}
+            OwnedCheck::Deprived(_) if id.texts == Texts::Left => members.push(person.member.id),
             OwnedCheck::Deprived((vi, en)) => {
                 if members.is_empty() {
                     reason_vi.reserve(160);
@@ -424,6 +468,9 @@ fn per_member_owned(
                 reason_en.push_str(&en);
                 members.push(person.member.id);
             }
+            OwnedCheck::Unknown(items) if id.texts == Texts::Left => {
+                missing.extend(items.iter().map(|_| String::new()));
+            }
             OwnedCheck::Unknown(items) => {
                 let (who_vi, who_en) = person.who();
                 for (vi, en) in items {
@@ -433,16 +480,18 @@ fn per_member_owned(
         }
     }
     if !members.is_empty() {
-        reason_vi.push_str(" / ");
-        reason_vi.push_str(&reason_en);
+        if id.texts == Texts::Written {
+            reason_vi.push_str(" / ");
+            reason_vi.push_str(&reason_en);
+        }
         Finding::Deprived(Deprivation {
-            indicator: id,
+            indicator: id.id,
             reason: reason_vi,
             members,
         })
     } else if !missing.is_empty() {
         Finding::Unknown(IndicatorGap {
-            indicator: id,
+            indicator: id.id,
             missing,
         })
     } else {
@@ -451,7 +500,7 @@ fn per_member_owned(
 }
 
 fn dependents(
-    id: IndicatorId,
+    id: Indicator,
     people: &[Person<'_>],
     no_working_capacity: bool,
     working_age: &WorkingAge,
@@ -479,22 +528,24 @@ fn dependents(
     if over(dependents.len()) {
         let count = dependents.len();
         Finding::Deprived(Deprivation {
-            indicator: id,
-            reason: text!(
+            indicator: id.id,
+            reason: id.texts.make(|| text!(
                 "{count}/{total} thành viên là người phụ thuộc, trên {more_than_percent}% / {count} of {total} members are dependents, more than {more_than_percent}%"
-            ),
+            )),
             members: dependents,
         })
     } else if over(dependents.len() + unknown.len()) {
         Finding::Unknown(IndicatorGap {
-            indicator: id,
+            indicator: id.id,
             missing: unknown
                 .iter()
                 .map(|person| {
-                    let (who_vi, who_en) = person.who();
-                    text!(
-                        "{who_vi} – khuyết tật hoặc bệnh nặng / {who_en} – disability or severe illness"
-                    )
+                    id.texts.make(|| {
+                        let (who_vi, who_en) = person.who();
+                        text!(
+                            "{who_vi} – khuyết tật hoặc bệnh nặng / {who_en} – disability or severe illness"
+                        )
+                    })
                 })
                 .collect(),
         })
@@ -503,7 +554,7 @@ fn dependents(
     }
 }
 
-fn floor_area(id: IndicatorId, area: Option<u32>, people: usize, min_per_person: u32) -> Finding {
+fn floor_area(id: Indicator, area: Option<u32>, people: usize, min_per_person: u32) -> Finding {
     let Some(area) = area else {
         return household_gap(id, ("diện tích nhà ở", "floor area"));
     };
@@ -529,7 +580,7 @@ fn floor_area(id: IndicatorId, area: Option<u32>, people: usize, min_per_person:
 }
 
 fn yes_no(
-    id: IndicatorId,
+    id: Indicator,
     answer: Option<bool>,
     question: (&'static str, &'static str),
     deprived: (&'static str, &'static str),
@@ -546,18 +597,18 @@ fn yes_no(
 }
 
 /// A deprivation of the household as a whole: "vi / en", written once.
-fn household_deprived(id: IndicatorId, vi: fmt::Arguments<'_>, en: fmt::Arguments<'_>) -> Finding {
+fn household_deprived(id: Indicator, vi: fmt::Arguments<'_>, en: fmt::Arguments<'_>) -> Finding {
     Finding::Deprived(Deprivation {
-        indicator: id,
-        reason: text!("{vi} / {en}"),
+        indicator: id.id,
+        reason: id.texts.make(|| text!("{vi} / {en}")),
         members: Vec::new(),
     })
 }
 
-fn household_gap(id: IndicatorId, (vi, en): (&str, &str)) -> Finding {
+fn household_gap(id: Indicator, (vi, en): (&str, &str)) -> Finding {
     Finding::Unknown(IndicatorGap {
-        indicator: id,
-        missing: vec![text!("hộ – {vi} / household – {en}")],
+        indicator: id.id,
+        missing: vec![id.texts.make(|| text!("hộ – {vi} / household – {en}"))],
     })
 }
 

@@ -199,6 +199,12 @@ impl ReferenceData {
     pub fn classify(&self, household: &Household) -> Classification {
         classify(household, &self.input(reference_date(household.round)))
     }
+
+    /// [`Self::classify`] without its texts (`classify::decide`): what a store that keeps only
+    /// the decision needs.
+    pub fn decide(&self, household: &Household) -> Classification {
+        crate::classify::decide(household, &self.input(reference_date(household.round)))
+    }
 }
 
 #[cfg(test)]

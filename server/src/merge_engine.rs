@@ -215,6 +215,10 @@ impl<'r> Maker<'r> {
     /// Revision `rev` with `fields`, classified. `checked` is the record `check_record`
     /// already built from these fields, when the caller has it: building it is a large share
     /// of a revision's cost.
+    ///
+    /// The classification is decided without its texts (`ReferenceData::decide`): the row
+    /// keeps the decision alone, and a read rebuilds the texts (`store::references`). Writing
+    /// them was half of classifying, on every revision of every push.
     fn revision(
         &self,
         rev: u32,
@@ -229,7 +233,7 @@ impl<'r> Maker<'r> {
             .unwrap_or_else(|| fields::unflatten(&fields))
             .ok()
             .map(|household| ClassificationRecord {
-                classification: self.reference.classify(&household),
+                classification: self.reference.decide(&household),
                 at_ms: self.now_ms,
                 reference: self.reference_id.clone(),
             });

@@ -1175,6 +1175,34 @@ proptest! {
         prop_assert_eq!(on_device, back);
     }
 
+    /// Deciding is classifying without the texts: every text empty, every list as long, and
+    /// everything else the same.
+    #[test]
+    fn decide_is_classify_without_its_texts(
+        h in any_household(|| any_date().boxed()),
+        date in reference_date(),
+        with_tables in any::<bool>(),
+    ) {
+        let data = data();
+        let input = ClassifyInput {
+            b1_tables: with_tables.then_some(&data.tables),
+            ..input(date)
+        };
+        let mut whole = classify(&h, &input);
+        let blank = |texts: &mut Vec<String>| texts.iter_mut().for_each(String::clear);
+        whole.decided_by.clear();
+        if let PovertyClass::CannotClassify { missing } = &mut whole.class {
+            blank(missing);
+        }
+        for deprivation in &mut whole.deprivations {
+            deprivation.reason.clear();
+        }
+        for gap in &mut whole.not_assessed {
+            blank(&mut gap.missing);
+        }
+        prop_assert_eq!(decide(&h, &input), whole);
+    }
+
     /// Nonsense dates (any year, month 0 or 200) never panic.
     #[test]
     fn nonsense_dates_never_panic(

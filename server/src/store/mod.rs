@@ -190,6 +190,9 @@ pub struct Revision {
     pub why: RevisionCause,
     /// The classification of the record at this revision, as last computed. A new revision is
     /// classified when it is made; [`Registry::record_classifications`] adds later results.
+    /// The merge engine's new revisions carry the decision alone (texts empty, as
+    /// `protocol::classify::decide` leaves them), which is all their rows keep; read back, a
+    /// revision has its texts, rebuilt (`references`).
     pub classification: Option<ClassificationRecord>,
 }
 
