@@ -22,7 +22,8 @@
 //! - [`indicators`]: the deprivation indicators derived from the members' and the dwelling's
 //!   answers, each with its reason or the answers it still needs.
 //! - [`classify`]: the pure, total classification (poor, near-poor, average living, not poor,
-//!   or "cannot classify: missing …") with the rule that decided.
+//!   or "cannot classify: missing …") with the rule that decided; [`classify::decide`], the
+//!   same without its texts, for a store that keeps the decision and rebuilds them.
 //! - [`reference`]: the reference data as one bundle ([`reference::ReferenceData`]), its wire
 //!   form ([`reference::ReferenceTexts`]) and [`reference::reference_date`], the one rule that
 //!   dates a review round; the classification both ends store and show.

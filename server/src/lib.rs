@@ -5,7 +5,8 @@
 //!   before anything is opened or bound.
 //! - [`store`]: the [`Registry`], the only module that opens sled: households, revisions,
 //!   the change log, conflicts, rejections, per-device seqs and outcomes, each under its own
-//!   hand-built key prefix in one tree.
+//!   hand-built key prefix in one tree; classifications kept as decisions, their texts rebuilt
+//!   on read with the reference data they were made with, which it keeps by fingerprint.
 //! - [`journal`]: the append-only, checksummed journal of every registry write, synced before
 //!   sled applies it; [`store::rebuild`] rebuilds a registry from it (`server rebuild`) and
 //!   [`store::check`] reads a data directory whole, checking every checksum (`server check`).

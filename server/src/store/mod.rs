@@ -10,7 +10,9 @@
 //! under the server's single writer lock, applied with one atomic `apply_batch`
 //! (`Registry::commit_pending`) and made durable by a flush (`Registry::make_durable`) before
 //! the push is answered; pushes that are written while a flush runs share the next one (group
-//! commit). After a reference-data correction,
+//! commit). A revision's classification is kept as its decision; a read rebuilds its texts
+//! with the reference data it names, which the registry keeps by fingerprint (`references`).
+//! After a reference-data correction,
 //! the recomputed classifications of `Registry::record_classifications` are written in one
 //! batch and flushed the same way. A failed write or flush marks the
 //! registry failed: from then on every sync request is refused until the server restarts,

@@ -8,8 +8,10 @@
 //! a fixed dictionary, a field map to about a seventh).
 //!
 //! Formats: [`FORMAT`] (3) is what this build writes; an outcome row in it holds the outcomes
-//! of a run of one device's consecutive mutations, a revision row the classification record
-//! made with the revision, and a household row the reference to its current revision. Rows of
+//! of a run of one device's consecutive mutations, a revision row the classification made with
+//! the revision (tag 2: its decision, whose texts the registry rebuilds on read, see
+//! [`decision`]; tag 1, written before: the whole record), and a household row the reference
+//! to its current revision. Rows of
 //! [`FORMAT_PACKED`] (2), where an outcome row holds one outcome and a revision's first
 //! classification has a `k` row of its own, and of [`FORMAT_UNPACKED`] (1), written before
 //! values were packed, are read as well.
