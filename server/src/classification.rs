@@ -247,7 +247,10 @@ mod tests {
             ..ReferenceTexts::embedded()
         })
         .expect("corrected data parses");
-        let report = state.replace_reference(corrected).await.expect("recompute");
+        let report = state
+            .replace_reference(corrected.clone())
+            .await
+            .expect("recompute");
         assert_eq!(
             (report.households, report.changed, report.skipped),
             (1, 1, 0)
@@ -270,6 +273,26 @@ mod tests {
                 .map(|r| &r.classification),
             after.classification.as_ref()
         );
+
+        // The record made with the revision reads as it was made, with the earlier data: its
+        // row keeps the decision, and its texts are rebuilt with the data it names, which the
+        // registry keeps. So too after a restart that loads only the corrected data.
+        let made_with = |registry: &crate::store::Registry| {
+            registry
+                .classifications(id, after.rev)
+                .expect("read")
+                .swap_remove(0)
+        };
+        let first = made_with(registry);
+        assert_eq!(first.reference, reference.fingerprint());
+        assert_eq!(first.classification, reference.classify(&back));
+        assert!(matches!(
+            first.classification.class,
+            PovertyClass::AverageLiving { .. }
+        ));
+        drop(state);
+        let state = AppState::open_with(dir.path(), corrected).expect("reopen");
+        assert_eq!(made_with(state.registry()), first);
     }
 
     #[tokio::test]
