@@ -1176,7 +1176,17 @@ mod tests {
         // its class.
         let decision_at = without.len() + 8 + 4 + record.reference.len();
         let standard = record.classification.standard_id.as_deref().unwrap_or("");
-        let class_at = decision_at + 1 + 4 + standard.len() + 6;
+        let day_at = decision_at + 1 + 4 + standard.len() + 5;
+        let mut damaged = row.clone();
+        damaged[day_at] = 0;
+        assert!(matches!(
+            decode_revision(&damaged),
+            Err(RowError::Tag {
+                what: "a decision's reference day",
+                tag: 0
+            })
+        ));
+        let class_at = day_at + 1;
         let mut damaged = row.clone();
         damaged[class_at] = 9;
         assert!(

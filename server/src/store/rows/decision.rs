@@ -129,9 +129,16 @@ pub(super) fn read(reader: &mut RowReader<'_>) -> Result<Decision, RowError> {
     let standard_id = optional_text_of(reader, "a decision's standard")?;
     let year = i32::from_be_bytes(reader.array()?);
     let (month, day) = (reader.u8()?, reader.u8()?);
-    let reference_date = Date::new(year, month, day).ok_or(RowError::Tag {
-        what: "a decision's reference date",
-        tag: month,
+    let reference_date = Date::new(year, month, day).ok_or(if (1..=12).contains(&month) {
+        RowError::Tag {
+            what: "a decision's reference day",
+            tag: day,
+        }
+    } else {
+        RowError::Tag {
+            what: "a decision's reference month",
+            tag: month,
+        }
     })?;
     let class = match reader.u8()? {
         1 => DecidedClass::Poor,
