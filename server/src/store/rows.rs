@@ -804,7 +804,7 @@ pub(super) fn decode_uuid_run(bytes: &[u8]) -> Result<Vec<Uuid>, RowError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use protocol::fields::{FieldChange, FieldValue};
     use protocol::sync::{Base, Outcome};
@@ -974,8 +974,9 @@ mod tests {
         }
     }
 
-    /// A household of two members, as a device would send it.
-    fn two_member_household() -> protocol::household::Household {
+    /// A household of two members, as a device would send it: rural, income 1,200,000, the
+    /// head without health insurance in a makeshift house.
+    pub(in crate::store) fn two_member_household() -> protocol::household::Household {
         serde_json::from_str(
             r#"{"id": "01900000-0000-7000-8000-000000000001",
                 "round": {"year": 2025, "kind": "periodic"},
@@ -1068,6 +1069,21 @@ mod tests {
             assert!(decode_classification(&row[..cut]).is_err(), "cut at {cut}");
         }
 
+        // Every reader refuses a revision row cut short.
+        let refuses_every_cut = |row: &[u8]| {
+            for cut in 0..row.len() {
+                assert!(decode_revision(&row[..cut]).is_err(), "cut at {cut}");
+                assert!(
+                    decode_revision_classification(&row[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+                assert!(
+                    decode_revision_fields_encoded(&row[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+            }
+        };
+
         // A revision row holding the record made with it.
         let revision = created(&household, Some(MadeWith::Record(record.clone())));
         let row = encode_revision(&revision);
@@ -1088,17 +1104,7 @@ mod tests {
             decode_revision_fields_encoded(&row).ok(),
             Some(EncodedFields::encode(&revision.fields))
         );
-        for cut in 0..row.len() {
-            assert!(decode_revision(&row[..cut]).is_err(), "cut at {cut}");
-            assert!(
-                decode_revision_classification(&row[..cut]).is_err(),
-                "cut at {cut}"
-            );
-            assert!(
-                decode_revision_fields_encoded(&row[..cut]).is_err(),
-                "cut at {cut}"
-            );
-        }
+        refuses_every_cut(&row);
         // The same revision as format 2 wrote it: the record was in a row of its own.
         let without = encode_revision(&unclassified);
         let mut format_2 = without[..without.len() - 1].to_vec();
@@ -1142,13 +1148,7 @@ mod tests {
             decode_revision_fields_encoded(&row).ok(),
             Some(EncodedFields::encode(&revision.fields))
         );
-        for cut in 0..row.len() {
-            assert!(decode_revision(&row[..cut]).is_err(), "cut at {cut}");
-            assert!(
-                decode_revision_classification(&row[..cut]).is_err(),
-                "cut at {cut}"
-            );
-        }
+        refuses_every_cut(&row);
         let MadeWith::Decision { decision, .. } = decided else {
             panic!("a decision");
         };
