@@ -218,7 +218,7 @@ impl<'r> Maker<'r> {
     ///
     /// The classification is decided without its texts (`ReferenceData::decide`): the row
     /// keeps the decision alone, and a read rebuilds the texts (`store::references`). Writing
-    /// them was half of classifying, on every revision of every push.
+    /// them was most of classifying, on every revision of every push.
     fn revision(
         &self,
         rev: u32,
