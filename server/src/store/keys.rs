@@ -61,11 +61,9 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// The texts of the reference data of `fingerprint`.
 pub(super) fn reference_data(fingerprint: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + fingerprint.len());
-    key.push(REFERENCE_DATA);
-    key.extend_from_slice(fingerprint.as_bytes());
-    key
+    key(REFERENCE_DATA, &[fingerprint.as_bytes()])
 }
 
 pub(super) fn household(id: Uuid) -> Vec<u8> {
