@@ -28,7 +28,7 @@ mod encoded;
 mod through_json;
 mod tree;
 pub use encoded::EncodedFields;
-pub(crate) use encoded::{checked_value_len, decode_entries};
+pub(crate) use encoded::{checked_value_len, decode_entries, read_household_as_written};
 
 /// Collections of objects that are keyed by their `id` field in paths.
 const KEYED_LISTS: &[&str] = &["members"];
@@ -323,14 +323,20 @@ impl<'a> LeafRef<'a> {
 }
 
 /// [`check_leaf`] for a borrowed leaf: the same verdict, and the same error.
+/// Whether a leaf at `path` passes [`check_leaf_ref`], without making its error.
+pub(crate) fn leaf_within_limits(path: &[u8], leaf: LeafRef<'_>) -> bool {
+    !path.is_empty()
+        && path.len() <= MAX_PATH_BYTES
+        && match leaf {
+            LeafRef::Text(text) => text.len() <= MAX_TEXT_BYTES,
+            LeafRef::Value(value) => check_value(value, 0).is_ok(),
+        }
+}
+
 pub(crate) fn check_leaf_ref(path: &str, leaf: LeafRef<'_>) -> Result<(), FieldError> {
     match leaf {
+        _ if leaf_within_limits(path.as_bytes(), leaf) => Ok(()),
         LeafRef::Value(value) => check_leaf(path, value),
-        LeafRef::Text(text)
-            if !path.is_empty() && path.len() <= MAX_PATH_BYTES && text.len() <= MAX_TEXT_BYTES =>
-        {
-            Ok(())
-        }
         // Past a limit: the error as the owned value has it.
         LeafRef::Text(text) => check_leaf(path, &FieldValue::Text(text.to_owned())),
     }

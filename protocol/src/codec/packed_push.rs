@@ -26,7 +26,8 @@ use serde::Deserialize;
 
 use super::{body, packed, CodecError};
 use crate::fields::{
-    check_leaf_ref, decode_entries, unflatten_checked_entries, FieldChange, FieldError,
+    check_leaf_ref, decode_entries, read_household_as_written, unflatten_checked_entries,
+    FieldChange, FieldError,
 };
 use crate::household::Household;
 use crate::sync::{Base, Mutation, PushRequest, MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS};
@@ -287,9 +288,24 @@ pub fn read_keeping(
             return read_frame(bytes, limit).map(Pushed::Mutation);
         };
         let map = packed::unpack(fields, limit)?;
+        let keepable = fields.first() == Some(&packed::DICTIONARY_2);
+        // A new household's record as a device writes it, read in one pass; anything else is
+        // read below, entry by entry, for the same household or the error.
+        if let Some(record) = keepable
+            .then(|| read_household_as_written(&map, limit, max_changes))
+            .flatten()
+        {
+            return Ok(Pushed::Kept(Box::new(KeptRecord {
+                seq,
+                household_id,
+                made_at_ms,
+                record: Ok(record),
+                packed: fields.to_vec(),
+            })));
+        }
         let (entries, as_encode_writes) = decode_entries(&map, limit, |path, value| (path, value))?;
         let kept = as_encode_writes
-            && fields.first() == Some(&packed::DICTIONARY_2)
+            && keepable
             && entries.len() <= max_changes
             && entries
                 .iter()
@@ -538,6 +554,57 @@ mod tests {
         not_yes_no[last] = 1;
         let frame = record_frame(10, &create.household_id, 0, &packed::pack(&not_yes_no));
         assert!(read(4, &frame, MAX_PUSH_BYTES).is_ok(), "mended, it reads");
+    }
+
+    #[test]
+    fn a_record_whose_path_is_not_utf8_in_any_part_is_refused() {
+        // The one-pass read of a record checks no path as UTF-8 apart: each part is a name it
+        // knows, a member's id or a B1 question, and it checks the last two itself.
+        let household = crate::fields::tests_support::sample();
+        let create = Mutation {
+            seq: 13,
+            household_id: household.id,
+            base: Base::New,
+            changes: crate::fields::diff(&Default::default(), &crate::fields::flatten(&household)),
+            made_at_ms: 1_760_000_000_000,
+        };
+        let good = codec::encode(&AsMap(&create.changes));
+        let frame_of = |map: &[u8]| record_frame(13, &create.household_id, 0, &packed::pack(map));
+        assert!(matches!(
+            read_keeping(0, &frame_of(&good), MAX_PUSH_BYTES, 2_000),
+            Ok(Pushed::Kept(kept)) if kept.record == Ok(household.clone())
+        ));
+        let member_key = household.members[0].id.to_string();
+        for (part, what) in [
+            ("b1_answers.Q1", "a B1 question"),
+            (
+                &format!("members.{member_key}.full_name")[..],
+                "a member's id",
+            ),
+            ("village", "a name"),
+        ] {
+            let at = good
+                .windows(part.len())
+                .position(|window| window == part.as_bytes())
+                .expect("the record holds the path");
+            // The last byte of the part: the question, the id's last digit, the name's end.
+            let byte = match what {
+                "a member's id" => at + "members.".len() + member_key.len() - 1,
+                _ => at + part.len() - 1,
+            };
+            let mut map = good.clone();
+            map[byte] = 0xFF;
+            let frame = frame_of(&map);
+            let error = read_keeping(4, &frame, MAX_PUSH_BYTES, 2_000).map(|_| ());
+            assert!(
+                error
+                    .as_ref()
+                    .is_err_and(|error| error.to_string().contains("UTF-8")
+                        && error.to_string().contains("mutation 5 of the push")),
+                "{what}: {error:?}"
+            );
+            assert_eq!(read(4, &frame, MAX_PUSH_BYTES).map(|_| ()), error, "{what}");
+        }
     }
 
     #[test]

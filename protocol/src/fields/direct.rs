@@ -10,6 +10,11 @@
 //! record the tree gives (`tree`'s tests hold them together on every path with every kind of
 //! value). A field added to [`Household`] must be added here too, or the struct literals below
 //! do not compile; a path left out here would only be read the slow way.
+//!
+//! Paths are matched as bytes, and a path taken here is UTF-8 without a check of its own: each
+//! part of it is a name matched here, a member's id (checked when the member is finished) or a
+//! B1 question (checked as text). So a pushed record's paths, about 90 of them, are not each
+//! checked as UTF-8 when it is read in one pass (`encoded::read_household_as_written`).
 
 use serde::de::value::{BorrowedStrDeserializer, Error as ValueError};
 use serde::Deserialize;
@@ -44,7 +49,7 @@ pub(super) fn read<'a>(
         if !leaf_ok(path, leaf) {
             return None;
         }
-        parts.put(path, leaf)?;
+        parts.put(path.as_bytes(), leaf)?;
     }
     parts.finish()
 }
@@ -84,7 +89,7 @@ impl<T: Default> Group<T> {
 
 /// What the entries held so far, field by field.
 #[derive(Default)]
-struct Parts<'a> {
+pub(super) struct Parts<'a> {
     id: Option<HouseholdId>,
     year: Option<u16>,
     kind: Option<RoundKind>,
@@ -94,7 +99,8 @@ struct Parts<'a> {
     gps: Group<(Option<f64>, Option<f64>)>,
     head_member_id: Option<MemberId>,
     members: Vec<Member>,
-    member: Option<(&'a str, MemberParts)>,
+    /// The member being read: its key in the paths (checked when the member is finished).
+    member: Option<(&'a [u8], MemberParts)>,
     flags: HouseholdFlags,
     income: IncomeEvidence,
     dwelling: Dwelling,
@@ -121,42 +127,42 @@ struct MemberParts {
 }
 
 impl<'a> Parts<'a> {
-    fn put(&mut self, path: &'a str, leaf: LeafRef<'a>) -> Option<()> {
+    pub(super) fn put(&mut self, path: &'a [u8], leaf: LeafRef<'_>) -> Option<()> {
         // By group first: a household's ~90 paths, each compared with a dozen names at most.
         // The first dot is a few bytes in: a plain loop finds it sooner than `memchr` would.
-        let Some(dot) = path.bytes().position(|byte| byte == b'.') else {
+        let Some(dot) = path.iter().position(|&byte| byte == b'.') else {
             return self.put_plain(path, leaf);
         };
         let (group, field) = (&path[..dot], &path[dot + 1..]);
         match group {
-            "members" => self.put_member(field, leaf),
-            "round" => self.put_round(field, leaf),
-            "gps" => self.put_gps(field, leaf),
-            "flags" => self.put_flag(field, leaf),
-            "income" => self.put_income(field, leaf),
-            "dwelling" => self.put_dwelling(field, leaf),
-            "causes_of_poverty" => self.put_cause(field, leaf),
-            "void" => self.put_void(field, leaf),
+            b"members" => self.put_member(field, leaf),
+            b"round" => self.put_round(field, leaf),
+            b"gps" => self.put_gps(field, leaf),
+            b"flags" => self.put_flag(field, leaf),
+            b"income" => self.put_income(field, leaf),
+            b"dwelling" => self.put_dwelling(field, leaf),
+            b"causes_of_poverty" => self.put_cause(field, leaf),
+            b"void" => self.put_void(field, leaf),
             _ => None,
         }
     }
 
     /// A path of one segment.
-    fn put_plain(&mut self, path: &str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_plain(&mut self, path: &[u8], leaf: LeafRef<'_>) -> Option<()> {
         match path {
-            "id" => self.id = Some(named(leaf)?),
-            "commune_code" => self.commune_code = Some(string(leaf)?),
-            "village" => self.village = Some(string(leaf)?),
-            "address" => self.address = Some(string(leaf)?),
-            "head_member_id" => self.head_member_id = optional(leaf, named)?,
-            "support_needs" => self.support_needs = list(leaf, string)?,
+            b"id" => self.id = Some(named(leaf)?),
+            b"commune_code" => self.commune_code = Some(string(leaf)?),
+            b"village" => self.village = Some(string(leaf)?),
+            b"address" => self.address = Some(string(leaf)?),
+            b"head_member_id" => self.head_member_id = optional(leaf, named)?,
+            b"support_needs" => self.support_needs = list(leaf, string)?,
             // Optional groups as a null leaf: only before any of their fields, which sort
             // after it.
-            "gps" => {
+            b"gps" => {
                 null(leaf)?;
                 self.gps.null()?;
             }
-            "void" => {
+            b"void" => {
                 null(leaf)?;
                 self.void.null()?;
             }
@@ -165,49 +171,51 @@ impl<'a> Parts<'a> {
         Some(())
     }
 
-    fn put_round(&mut self, field: &str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_round(&mut self, field: &[u8], leaf: LeafRef<'_>) -> Option<()> {
         match field {
-            "year" => self.year = Some(unsigned(leaf)?),
-            "kind" => self.kind = Some(named(leaf)?),
+            b"year" => self.year = Some(unsigned(leaf)?),
+            b"kind" => self.kind = Some(named(leaf)?),
             _ => return None,
         }
         Some(())
     }
 
-    fn put_gps(&mut self, field: &str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_gps(&mut self, field: &[u8], leaf: LeafRef<'_>) -> Option<()> {
         match field {
-            "lat" => self.gps.fields()?.0 = Some(float(leaf)?),
-            "lon" => self.gps.fields()?.1 = Some(float(leaf)?),
+            b"lat" => self.gps.fields()?.0 = Some(float(leaf)?),
+            b"lon" => self.gps.fields()?.1 = Some(float(leaf)?),
             _ => return None,
         }
         Some(())
     }
 
-    fn put_flag(&mut self, field: &str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_flag(&mut self, field: &[u8], leaf: LeafRef<'_>) -> Option<()> {
         let flags = &mut self.flags;
         let flag = match field {
-            "revolutionary_contributor" => &mut flags.revolutionary_contributor,
-            "social_protection_beneficiary" => &mut flags.social_protection_beneficiary,
-            "no_working_capacity" => &mut flags.no_working_capacity,
-            "farming_forestry_fishery_salt" => &mut flags.farming_forestry_fishery_salt,
+            b"revolutionary_contributor" => &mut flags.revolutionary_contributor,
+            b"social_protection_beneficiary" => &mut flags.social_protection_beneficiary,
+            b"no_working_capacity" => &mut flags.no_working_capacity,
+            b"farming_forestry_fishery_salt" => &mut flags.farming_forestry_fishery_salt,
             _ => return None,
         };
         *flag = boolean(leaf)?;
         Some(())
     }
 
-    fn put_income(&mut self, field: &str, leaf: LeafRef<'a>) -> Option<()> {
-        if let Some(question) = field.strip_prefix("b1_answers.") {
-            if question.is_empty() || question.contains('.') {
+    fn put_income(&mut self, field: &[u8], leaf: LeafRef<'_>) -> Option<()> {
+        if let Some(question) = field.strip_prefix(b"b1_answers.") {
+            if question.is_empty() || question.contains(&b'.') {
                 return None;
             }
+            // The one part of a path matched against no name: it must be text of its own.
+            let question = std::str::from_utf8(question).ok()?;
             self.income
                 .b1_answers
                 .insert(question.to_owned(), string(leaf)?);
             return Some(());
         }
         match field {
-            "estimated_per_person_vnd" => {
+            b"estimated_per_person_vnd" => {
                 self.income.estimated_per_person_vnd = optional(leaf, unsigned)?
             }
             _ => return None,
@@ -215,57 +223,57 @@ impl<'a> Parts<'a> {
         Some(())
     }
 
-    fn put_dwelling(&mut self, field: &str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_dwelling(&mut self, field: &[u8], leaf: LeafRef<'_>) -> Option<()> {
         let dwelling = &mut self.dwelling;
         match field {
-            "durability" => dwelling.durability = optional(leaf, named)?,
-            "floor_area_m2" => dwelling.floor_area_m2 = optional(leaf, unsigned)?,
-            "water_source" => dwelling.water_source = optional(leaf, named)?,
-            "latrine" => dwelling.latrine = optional(leaf, named)?,
-            "internet_use" => dwelling.internet_use = optional(leaf, boolean)?,
-            "information_devices" => dwelling.information_devices = list(leaf, named)?,
-            "waste_handling" => dwelling.waste_handling = optional(leaf, named)?,
-            "information_devices_asked" => dwelling.information_devices_asked = boolean(leaf)?,
-            "internet_access" => dwelling.internet_access = optional(leaf, boolean)?,
-            "digital_services_use" => dwelling.digital_services_use = optional(leaf, boolean)?,
+            b"durability" => dwelling.durability = optional(leaf, named)?,
+            b"floor_area_m2" => dwelling.floor_area_m2 = optional(leaf, unsigned)?,
+            b"water_source" => dwelling.water_source = optional(leaf, named)?,
+            b"latrine" => dwelling.latrine = optional(leaf, named)?,
+            b"internet_use" => dwelling.internet_use = optional(leaf, boolean)?,
+            b"information_devices" => dwelling.information_devices = list(leaf, named)?,
+            b"waste_handling" => dwelling.waste_handling = optional(leaf, named)?,
+            b"information_devices_asked" => dwelling.information_devices_asked = boolean(leaf)?,
+            b"internet_access" => dwelling.internet_access = optional(leaf, boolean)?,
+            b"digital_services_use" => dwelling.digital_services_use = optional(leaf, boolean)?,
             _ => return None,
         }
         Some(())
     }
 
-    fn put_cause(&mut self, field: &str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_cause(&mut self, field: &[u8], leaf: LeafRef<'_>) -> Option<()> {
         let causes = &mut self.causes_of_poverty;
         let cause = match field {
-            "other" => {
+            b"other" => {
                 causes.other = optional(leaf, string)?;
                 return Some(());
             }
-            "no_production_land" => &mut causes.no_production_land,
-            "no_capital" => &mut causes.no_capital,
-            "no_labour" => &mut causes.no_labour,
-            "no_tools" => &mut causes.no_tools,
-            "no_know_how" => &mut causes.no_know_how,
-            "no_skills" => &mut causes.no_skills,
-            "illness_or_accident" => &mut causes.illness_or_accident,
+            b"no_production_land" => &mut causes.no_production_land,
+            b"no_capital" => &mut causes.no_capital,
+            b"no_labour" => &mut causes.no_labour,
+            b"no_tools" => &mut causes.no_tools,
+            b"no_know_how" => &mut causes.no_know_how,
+            b"no_skills" => &mut causes.no_skills,
+            b"illness_or_accident" => &mut causes.illness_or_accident,
             _ => return None,
         };
         *cause = boolean(leaf)?;
         Some(())
     }
 
-    fn put_void(&mut self, field: &str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_void(&mut self, field: &[u8], leaf: LeafRef<'_>) -> Option<()> {
         match field {
-            "reason" => self.void.fields()?.0 = Some(named(leaf)?),
-            "note" => self.void.fields()?.1 = Some(string(leaf)?),
+            b"reason" => self.void.fields()?.0 = Some(named(leaf)?),
+            b"note" => self.void.fields()?.1 = Some(string(leaf)?),
             _ => return None,
         }
         Some(())
     }
 
     /// One of a member's paths, after `members.`: its id, a dot, its field.
-    fn put_member(&mut self, rest: &'a str, leaf: LeafRef<'a>) -> Option<()> {
+    fn put_member(&mut self, rest: &'a [u8], leaf: LeafRef<'_>) -> Option<()> {
         let key = rest.get(..MEMBER_KEY_BYTES)?;
-        let field = rest[MEMBER_KEY_BYTES..].strip_prefix('.')?;
+        let field = rest[MEMBER_KEY_BYTES..].strip_prefix(b".")?;
         match &self.member {
             Some((current, _)) if *current == key => {}
             // A member's paths come together, members in the order of their keys.
@@ -277,21 +285,21 @@ impl<'a> Parts<'a> {
         }
         let (_, member) = self.member.as_mut()?;
         match field {
-            "full_name" => member.full_name = Some(string(leaf)?),
-            "sex" => member.sex = Some(named(leaf)?),
-            "date_of_birth" => member.date_of_birth = Some(text(leaf)?.parse().ok()?),
-            "personal_id" => member.personal_id = optional(leaf, string)?,
-            "relationship" => member.relationship = Some(named(leaf)?),
-            "ethnicity" => member.ethnicity = optional(leaf, string)?,
-            "in_school" => member.in_school = optional(leaf, boolean)?,
-            "qualification" => member.qualification = optional(leaf, named)?,
-            "employment" => member.employment = optional(leaf, named)?,
-            "has_pension" => member.has_pension = optional(leaf, boolean)?,
-            "health_insurance" => member.health_insurance = optional(leaf, boolean)?,
-            "disability_or_severe_illness" => {
+            b"full_name" => member.full_name = Some(string(leaf)?),
+            b"sex" => member.sex = Some(named(leaf)?),
+            b"date_of_birth" => member.date_of_birth = Some(text(leaf)?.parse().ok()?),
+            b"personal_id" => member.personal_id = optional(leaf, string)?,
+            b"relationship" => member.relationship = Some(named(leaf)?),
+            b"ethnicity" => member.ethnicity = optional(leaf, string)?,
+            b"in_school" => member.in_school = optional(leaf, boolean)?,
+            b"qualification" => member.qualification = optional(leaf, named)?,
+            b"employment" => member.employment = optional(leaf, named)?,
+            b"has_pension" => member.has_pension = optional(leaf, boolean)?,
+            b"health_insurance" => member.health_insurance = optional(leaf, boolean)?,
+            b"disability_or_severe_illness" => {
                 member.disability_or_severe_illness = optional(leaf, boolean)?
             }
-            "child_nutrition" => member.child_nutrition = optional(leaf, named)?,
+            b"child_nutrition" => member.child_nutrition = optional(leaf, named)?,
             _ => return None,
         }
         Some(())
@@ -303,7 +311,7 @@ impl<'a> Parts<'a> {
             return Some(());
         };
         self.members.push(Member {
-            id: named(LeafRef::Text(key))?,
+            id: named(LeafRef::Text(std::str::from_utf8(key).ok()?))?,
             full_name: parts.full_name?,
             sex: parts.sex?,
             date_of_birth: parts.date_of_birth?,
@@ -321,7 +329,7 @@ impl<'a> Parts<'a> {
         Some(())
     }
 
-    fn finish(mut self) -> Option<Household> {
+    pub(super) fn finish(mut self) -> Option<Household> {
         self.finish_member()?;
         let gps = match self.gps {
             Group::Absent | Group::Null => None,

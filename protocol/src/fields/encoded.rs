@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{FieldMap, FieldValue, Leaf, MAX_LIST_DEPTH};
 use crate::codec::{self, CodecError};
+use crate::household::Household;
 
 /// A field map as the protocol codec encodes it (`codec::encode(&map)`), held without being
 /// decoded.
@@ -191,6 +192,48 @@ pub(crate) fn decode_entries<'a, T>(
         return Err(CodecError::TrailingBytes);
     }
     Ok((entries, scanner.canonical))
+}
+
+/// The household a field map's codec bytes make, read in one pass as a device writes a new
+/// household's record: `Some` only where the bytes are exactly as `codec::encode` writes the
+/// map, it holds at most `max_entries` entries, every leaf is within the limits
+/// [`check_leaf_ref`](super::check_leaf_ref) checks, and the direct reader takes every entry.
+/// Anything else is `None`, and the caller reads the map through [`decode_entries`], which
+/// gives the error or the same household.
+///
+/// One pass, where a pushed record was decoded into a list of entries, the list checked, then
+/// read: and a path is not checked as UTF-8 here, since the direct reader takes only paths made
+/// of names it knows, a member's id and a B1 question it checks itself (see
+/// [`super::direct`]).
+pub(crate) fn read_household_as_written(
+    bytes: &[u8],
+    limit: usize,
+    max_entries: usize,
+) -> Option<Household> {
+    let body = codec::body(bytes, limit).ok()?;
+    let mut scanner = Scanner::new(body);
+    let count = scanner.varint().ok()?;
+    if count > u64::try_from(max_entries).ok()? {
+        return None;
+    }
+    let mut parts = super::direct::Parts::default();
+    let mut previous: Option<&[u8]> = None;
+    for _ in 0..count {
+        let path = scanner.text_bytes().ok()?;
+        if previous.is_some_and(|previous| previous >= path) {
+            return None;
+        }
+        previous = Some(path);
+        let leaf = scanner.leaf().ok()?;
+        if !super::leaf_within_limits(path, leaf.as_ref()) {
+            return None;
+        }
+        parts.put(path, leaf.as_ref())?;
+    }
+    if scanner.at < body.len() || !scanner.canonical {
+        return None;
+    }
+    parts.finish()
 }
 
 fn owned_text(bytes: &[u8]) -> Result<String, CodecError> {

@@ -528,6 +528,13 @@ mod tests {
         let read_directly = super::super::direct::read(entries(fields), |path, leaf| {
             check_leaf_ref(path, leaf).is_ok()
         });
+        // A pushed record is read from its codec bytes in one pass: the same, wherever it reads.
+        let in_one_pass = super::super::read_household_as_written(
+            &crate::codec::encode(fields),
+            usize::MAX,
+            fields.len(),
+        );
+        assert_eq!(in_one_pass, read_directly, "{what}, read in one pass");
         if let Some(household) = &read_directly {
             let through_tree = unflatten_through_tree(entries(fields), Leaves::ToCheck);
             assert_eq!(
