@@ -92,7 +92,7 @@ impl Located {
 
 /// For a record whose header starts at `record_offset`, the file offset of each write's value
 /// bytes (`None` for a removal): the registry keeps large rows only here and refers to them by
-/// position, so this follows the layout `encode_payload` writes.
+/// position, so this follows the layout `encode_record` writes.
 pub fn value_positions(record_offset: u64, writes: &[Write]) -> Vec<Option<u64>> {
     // Header (length, checksum), then format, number, time and write count.
     let mut at = record_offset + 8 + 1 + 8 + 8 + 4;
@@ -110,13 +110,19 @@ pub fn value_positions(record_offset: u64, writes: &[Write]) -> Vec<Option<u64>>
         .collect()
 }
 
-fn encode_payload(number: u64, at_ms: i64, writes: &[Write]) -> Vec<u8> {
+/// A record as the file holds it: its header (the payload's length and checksum), then the
+/// payload, made in one buffer. A push's batch is a few hundred kilobytes, and copying the
+/// payload behind its header into a second buffer was a copy, and a fresh allocation, a commit.
+fn encode_record(number: u64, at_ms: i64, writes: &[Write]) -> Vec<u8> {
     let mut out = Vec::with_capacity(
-        21 + writes
-            .iter()
-            .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum::<usize>(),
+        8 + 21
+            + writes
+                .iter()
+                .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>(),
     );
+    // The header, filled in once the payload is written.
+    out.extend_from_slice(&[0; 8]);
     out.push(FORMAT);
     out.extend_from_slice(&number.to_be_bytes());
     out.extend_from_slice(&at_ms.to_be_bytes());
@@ -133,6 +139,9 @@ fn encode_payload(number: u64, at_ms: i64, writes: &[Write]) -> Vec<u8> {
             None => out.push(0),
         }
     }
+    let (header, payload) = out.split_at_mut(8);
+    header[..4].copy_from_slice(&len32(payload.len()).to_be_bytes());
+    header[4..].copy_from_slice(&crc32(payload).to_be_bytes());
     out
 }
 
@@ -364,11 +373,7 @@ impl Journal {
     /// Appends the next record and syncs it to disk. Returns its number.
     pub fn append(&mut self, at_ms: i64, writes: &[Write]) -> Result<u64, JournalError> {
         let number = self.last + 1;
-        let payload = encode_payload(number, at_ms, writes);
-        let mut bytes = Vec::with_capacity(payload.len() + 8);
-        bytes.extend_from_slice(&len32(payload.len()).to_be_bytes());
-        bytes.extend_from_slice(&crc32(&payload).to_be_bytes());
-        bytes.extend_from_slice(&payload);
+        let bytes = encode_record(number, at_ms, writes);
         let io = |source| JournalError::Io {
             path: self.path.clone(),
             error: source,
