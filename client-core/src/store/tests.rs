@@ -357,6 +357,45 @@ fn a_reply_with_some_outcomes_keeps_the_rest_of_what_it_acknowledged_awaiting_th
     assert_eq!(store.outcomes_from().expect("from"), 1);
 }
 
+#[test]
+fn a_reply_records_each_outcome_once_however_its_seqs_lie() {
+    let awaiting = |store: &Store| -> Vec<u64> {
+        store
+            .inner
+            .db
+            .scan_prefix([keys::AWAITING])
+            .map(|item| keys::number_of(&item.expect("read").0).expect("seq"))
+            .collect()
+    };
+    let (_dir, store) = store();
+    for n in 1..=4 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    // Outcomes in reverse, one of them twice: the outbox is walked once and each entry is
+    // taken by the first outcome that names it.
+    let pending = store.pending().expect("pending");
+    let mut outcomes: Vec<MutationOutcome> = pending.iter().rev().map(|m| applied(m, 1)).collect();
+    outcomes.push(applied(&pending[1], 1));
+    let effects = store.record_push_reply(&outcomes, 4).expect("reply");
+    assert_eq!(effects.acknowledged, 4);
+    assert_eq!(effects.recorded.len(), 4, "seq 2 is recorded once");
+    assert_eq!(store.pending().expect("pending"), Vec::new());
+    assert_eq!(awaiting(&store), Vec::<u64>::new());
+
+    // Seqs too far apart for one walk: each outcome reads its own entry, to the same effect.
+    for n in 5..=40 {
+        store.save_household(&sample(n)).expect("save");
+    }
+    let pending = store.pending().expect("pending");
+    assert_eq!(pending.len(), 36);
+    let (first, last) = (&pending[0], &pending[35]);
+    let outcomes = [applied(last, 1), applied(first, 1), applied(first, 1)];
+    let effects = store.record_push_reply(&outcomes, last.seq).expect("reply");
+    assert_eq!(effects.acknowledged, 36);
+    assert_eq!(effects.recorded.len(), 2);
+    assert_eq!(awaiting(&store), (6..=39).collect::<Vec<u64>>());
+}
+
 /// The household rows as stored, byte for byte.
 fn household_rows(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
     store
