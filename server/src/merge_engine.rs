@@ -288,7 +288,7 @@ impl<'r> Maker<'r> {
     fn prepare(
         &self,
         mutation: &mut Mutation,
-        kept: Option<KeptRecord>,
+        kept: Option<Box<KeptRecord>>,
     ) -> Result<PreparedCreate, AppError> {
         if let Some(kept) = kept {
             return self.create_kept(mutation, kept);
@@ -339,13 +339,13 @@ impl<'r> Maker<'r> {
     fn create_kept(
         &self,
         mutation: &mut Mutation,
-        kept: KeptRecord,
+        kept: Box<KeptRecord>,
     ) -> Result<PreparedCreate, AppError> {
         if let Some(reason) = self.refusal_of(&kept, mutation.household_id) {
             give_changes_back(mutation, &kept)?;
             return Ok(PreparedCreate::Refused(reason));
         }
-        let (record, packed) = kept.into_parts();
+        let (record, packed) = (*kept).into_parts();
         let revision = self.revision(
             1,
             FieldMap::new(),
@@ -487,14 +487,14 @@ pub(crate) fn prepare_creates(
     };
     // Each fresh mutation with its record, if it came as one; a record that is not made into
     // a create gives its mutation its changes back (`Maker::prepare`).
-    let mut work: Vec<(&mut Mutation, Option<KeptRecord>)> = fresh
+    let mut work: Vec<(&mut Mutation, Option<Box<KeptRecord>>)> = fresh
         .iter_mut()
         .map(|mutation| {
             let kept = packed_records.take(mutation.seq);
             (mutation, kept)
         })
         .collect();
-    let prepare = |part: &mut [(&mut Mutation, Option<KeptRecord>)]| {
+    let prepare = |part: &mut [(&mut Mutation, Option<Box<KeptRecord>>)]| {
         part.iter_mut()
             .map(|(mutation, kept)| match mutation.base {
                 Base::New => maker.prepare(mutation, kept.take()).map(Some),
@@ -616,7 +616,9 @@ pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppErro
             .collect()
     })?;
     let mut mutations = Vec::with_capacity(read.len());
-    let mut packed_records = PackedRecords::default();
+    let mut packed_records = PackedRecords {
+        by_seq: FxHashMap::with_capacity_and_hasher(read.len(), Default::default()),
+    };
     for read in read {
         match read? {
             Pushed::Mutation(mutation) => mutations.push(mutation),
@@ -628,7 +630,7 @@ pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppErro
                     changes: Vec::new(),
                     made_at_ms: kept.made_at_ms,
                 });
-                packed_records.by_seq.insert(kept.seq, *kept);
+                packed_records.by_seq.insert(kept.seq, kept);
             }
         }
     }
@@ -648,11 +650,13 @@ pub fn unpack_push(bytes: &[u8]) -> Result<(PushRequest, PackedRecords), AppErro
 /// `prepare_creates` decodes back for every one it does not make into a create.
 #[derive(Clone, Debug, Default)]
 pub struct PackedRecords {
-    by_seq: FxHashMap<u64, KeptRecord>,
+    /// Boxed: a record holds its household, and moving it by value (into the map, as the map
+    /// grew, and out) was a copy of several hundred bytes each time.
+    by_seq: FxHashMap<u64, Box<KeptRecord>>,
 }
 
 impl PackedRecords {
-    fn take(&mut self, seq: u64) -> Option<KeptRecord> {
+    fn take(&mut self, seq: u64) -> Option<Box<KeptRecord>> {
         self.by_seq.remove(&seq)
     }
 
