@@ -96,7 +96,11 @@ pub(crate) fn assess_with(
     reference_date: Date,
     texts: Texts,
 ) -> Assessment {
-    let mut out = Assessment::default();
+    // Most indicators find no deprivation: their list is sized for all of them, not grown.
+    let mut out = Assessment {
+        not_deprived: Vec::with_capacity(standard.indicators.len()),
+        ..Assessment::default()
+    };
     let people = people_of(household, reference_date);
     for spec in &standard.indicators {
         match derive_for(household, &people, spec, &standard.working_age, texts) {

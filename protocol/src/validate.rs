@@ -128,7 +128,7 @@ pub fn check(household: &Household, today: Date) -> Result<(), Vec<Problem>> {
         )),
         Some(_) => {}
     }
-    let mut seen_ids = HashSet::new();
+    let mut seen_ids = HashSet::with_capacity(household.members.len());
     for member in &household.members {
         let name = if member.full_name.trim().is_empty() {
             "(chưa có tên / no name)"
