@@ -560,14 +560,7 @@ mod tests {
     fn a_record_whose_path_is_not_utf8_in_any_part_is_refused() {
         // The one-pass read of a record checks no path as UTF-8 apart: each part is a name it
         // knows, a member's id or a B1 question, and it checks the last two itself.
-        let household = crate::fields::tests_support::sample();
-        let create = Mutation {
-            seq: 13,
-            household_id: household.id,
-            base: Base::New,
-            changes: crate::fields::diff(&Default::default(), &crate::fields::flatten(&household)),
-            made_at_ms: 1_760_000_000_000,
-        };
+        let (household, create) = sample_create(13);
         let good = codec::encode(&AsMap(&create.changes));
         let frame_of = |map: &[u8]| record_frame(13, &create.household_id, 0, &packed::pack(map));
         assert!(matches!(
@@ -609,15 +602,7 @@ mod tests {
 
     #[test]
     fn a_record_the_server_may_keep_is_read_into_its_household() {
-        let household = crate::fields::tests_support::sample();
-        let fields = crate::fields::flatten(&household);
-        let create = Mutation {
-            seq: 11,
-            household_id: household.id,
-            base: Base::New,
-            changes: crate::fields::diff(&Default::default(), &fields),
-            made_at_ms: 1_760_000_000_000,
-        };
+        let (household, create) = sample_create(11);
         let frame = record_of(&create).expect("a record");
         let Ok(Pushed::Kept(kept)) = read_keeping(0, &frame, MAX_PUSH_BYTES, 2_000) else {
             panic!("kept");
@@ -663,6 +648,19 @@ mod tests {
                 Err(error)
             );
         }
+    }
+
+    /// The sample household and the create, numbered `seq`, that records it whole.
+    fn sample_create(seq: u64) -> (crate::household::Household, Mutation) {
+        let household = crate::fields::tests_support::sample();
+        let create = Mutation {
+            seq,
+            household_id: household.id,
+            base: Base::New,
+            changes: crate::fields::diff(&Default::default(), &crate::fields::flatten(&household)),
+            made_at_ms: 1_760_000_000_000,
+        };
+        (household, create)
     }
 
     /// The packed map a server would keep of `frame`, if it keeps it.
