@@ -322,7 +322,6 @@ impl<'a> LeafRef<'a> {
     }
 }
 
-/// [`check_leaf`] for a borrowed leaf: the same verdict, and the same error.
 /// Whether a leaf at `path` passes [`check_leaf_ref`], without making its error.
 pub(crate) fn leaf_within_limits(path: &[u8], leaf: LeafRef<'_>) -> bool {
     !path.is_empty()
@@ -333,6 +332,7 @@ pub(crate) fn leaf_within_limits(path: &[u8], leaf: LeafRef<'_>) -> bool {
         }
 }
 
+/// [`check_leaf`] for a borrowed leaf: the same verdict, and the same error.
 pub(crate) fn check_leaf_ref(path: &str, leaf: LeafRef<'_>) -> Result<(), FieldError> {
     match leaf {
         _ if leaf_within_limits(path.as_bytes(), leaf) => Ok(()),

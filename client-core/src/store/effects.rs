@@ -434,9 +434,6 @@ pub(super) enum KeepAccepted {
     InTheRow,
 }
 
-/// Records one outcome, once: an outcome for a mutation neither pending nor awaiting was
-/// recorded before (a replay) and changes nothing. Returns what was recorded and whether the
-/// mutation was still in the outbox (not yet acknowledged).
 /// The outbox entries a reply's outcomes name, read in one walk of the outbox before the
 /// outcomes are recorded. A read of each was a search of sled's tree each: half of what a
 /// device spent recording a reply.
@@ -479,6 +476,9 @@ impl PendingEntries {
     }
 }
 
+/// Records one outcome, once: an outcome for a mutation neither pending nor awaiting was
+/// recorded before (a replay) and changes nothing. Returns what was recorded and whether the
+/// mutation was still in the outbox (not yet acknowledged).
 fn record_outcome(
     txn: &mut Txn<'_>,
     outcome: &MutationOutcome,
